@@ -140,29 +140,36 @@ def bench(label, model, x, y, device, reps, steps_per_rep, lr=0.01):
     methods = make_methods(model.to(device), lr)
     steps = {k: make_step(m, o, w, x, y) for k, (m, o, w) in methods.items()}
     names = list(steps)
+    # the floor for "full": drawing one Gaussian per parameter, timed in the same interleaving
+    n_params = sum(p.numel() for p in model.parameters())
+    gen = torch.Generator(device=device).manual_seed(0)
+    draw = lambda: torch.empty(n_params, device=device).normal_(0.0, SIGMA, generator=gen)  # noqa: E731
     for step in steps.values():  # warm-up (allocator, caches, cudnn autotune)
         for _ in range(2):
             step()
     sync(device)
-    times = {k: [] for k in names}
+    times = {k: [] for k in [*names, "draw"]}
+    timed = {**steps, "draw": draw}
     for r in range(reps):
-        order = names[r % len(names):] + names[:r % len(names)]
+        order = list(timed)[r % len(timed):] + list(timed)[:r % len(timed)]
         for k in order:
             sync(device)
             t0 = time.perf_counter()
             for _ in range(steps_per_rep):
-                steps[k]()
+                timed[k]()
             sync(device)
             times[k].append((time.perf_counter() - t0) / steps_per_rep)
     ratios = {k: statistics.median(a / b for a, b in zip(times[k], times["plain"])) for k in names}
+    floor = statistics.median(1 + a / b for a, b in zip(times["draw"], times["plain"]))
     n_layers = len(methods["layer"][2].layers)
     mem = extra_peak_memory(steps, device, {k: 3 * n_layers if "layer" in k else 1 for k in names})
-    n_params = sum(p.numel() for p in model.parameters())
     print(f"\n== {label}  ({n_params / 1e6:.2f} M params, {reps} interleaved reps x {steps_per_rep} steps)")
     print(f"{'method':<12} {'median ms/step':>15} {'ratio vs plain':>15} {'extra peak MiB':>15}")
     for k in names:
         print(f"{k:<12} {1e3 * statistics.median(times[k]):>15.2f} {ratios[k]:>15.3f} {mem[k]:>15.2f}")
-    return {"workload": label, "params": n_params, "reps": reps, "steps_per_rep": steps_per_rep,
+    print(f"floor for 'full' = 1 + (drawing {n_params / 1e6:.2f} M Gaussians: "
+          f"{1e3 * statistics.median(times['draw']):.2f} ms) / plain step = {floor:.3f}")
+    return {"floor_full": floor, "draw_ms": 1e3 * statistics.median(times["draw"]),"workload": label, "params": n_params, "reps": reps, "steps_per_rep": steps_per_rep,
             "ms_per_step": {k: 1e3 * statistics.median(times[k]) for k in names},
             "ratio": ratios, "extra_peak_mib": mem}
 
