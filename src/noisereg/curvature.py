@@ -1,0 +1,284 @@
+r"""Curvature of the risk: the exact GGN trace (the paper's regularizer) and Hutchinson's tr(H).
+
+Eq. (6) of Orvieto et al. (2023): the explicit regularizer of noise injection is
+
+.. math::
+
+    \tfrac{\sigma^2}{2}\operatorname{tr}\big(\nabla^2 L(\Phi)\, D\Phi\, D\Phi^\top\big)
+    = \tfrac{\sigma^2}{2}\sum_i \big\|S_i^\top J_i\big\|_F^2,
+    \qquad \nabla^2 L = \operatorname{blockdiag}_i(S_i S_i^\top),\ J_i = \partial f(x_i)/\partial w,
+
+the trace of the generalized Gauss-Newton matrix (GGN), a sum of squared per-sample gradient
+norms of the "pseudo-outputs" :math:`s_{ic}^\top f(x_i)` (:mod:`noisereg.losses` gives
+:math:`S_i`). How :func:`ggn_trace` computes it without Jacobians:
+
+1. one forward pass, recording each layer's input :math:`a` and output :math:`z`;
+2. one batched backward (``is_grads_batched``) of the ``r`` columns of :math:`S` to the layer
+   outputs, giving :math:`g_{c} = \partial (s_{\cdot c}^\top f)/\partial z` for all samples;
+3. per layer, the squared per-sample gradient norms from :math:`a` and :math:`g` alone:
+   ``Linear`` :math:`\|g_{ic}\|^2\|a_i\|^2` (weight) and :math:`\|g_{ic}\|^2` (bias);
+   ``Conv1d/2d`` the per-sample gradient :math:`g_{ic} U_i^\top` of the unfolded input, one sample
+   chunk at a time; eval-mode ``BatchNorm`` :math:`\sum g\hat a` and :math:`\sum g`.
+
+Any other module with trainable parameters (and a module called twice, or a tied parameter) goes
+through the general path: per-sample Jacobians with ``torch.func.vmap(jacrev)``, exact but slower.
+Supported around them: any parameter-free module (ReLU, max-pool, residual additions, reshapes).
+Not supported: modules whose output mixes samples or is random (``BatchNorm`` in training mode or
+without running statistics, active ``Dropout``): call ``model.eval()``; an error says so.
+
+For networks that are piecewise linear in each single weight (linear/conv layers, ReLU,
+max-pool, eval BatchNorm, residual additions) :math:`D^2\Phi[I] = 0`, so the Hessian's diagonal
+equals the GGN's and ``ggn_trace`` is exactly the Hessian trace, cheaply. For smooth nets (tanh)
+they differ by :math:`\sum_i \nabla L_i \cdot D^2 f_i[I]`; :func:`hessian_trace` estimates tr(H).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, jacrev, vmap
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.dropout import _DropoutNd
+
+from noisereg.layers import resolve_layers
+from noisereg.losses import as_predictions, check_loss, hessian_sqrt, loss_value
+
+_CHUNK_ELEMENTS = 1 << 24  # bound on temporaries (entries) when materialising per-sample gradients
+METHODS = ("auto", "functorch")
+
+
+def check_eval_mode(model: nn.Module) -> None:
+    """Raise if a module mixes samples or is random, so that the risk is not a per-sample sum."""
+    for name, m in model.named_modules():
+        if isinstance(m, _BatchNorm) and (m.training or not m.track_running_stats):
+            raise ValueError(
+                f"module {name!r} ({type(m).__name__}) normalises with batch statistics, which mixes "
+                "samples: the GGN is then not a sum over samples. Call model.eval() first"
+            )
+        if isinstance(m, _DropoutNd) and m.training and m.p > 0:
+            raise ValueError(f"module {name!r} ({type(m).__name__}) is random in training mode; call model.eval() first")
+
+
+def _fast_kind(m: nn.Module) -> str | None:
+    if type(m) is nn.Linear:
+        return "linear"
+    if type(m) in (nn.Conv1d, nn.Conv2d) and m.padding_mode == "zeros" and not isinstance(m.padding, str):
+        return "conv"
+    if isinstance(m, _BatchNorm) and m.affine and m.running_mean is not None:
+        return "bn"
+    return None
+
+
+def _sum_sq_linear(m: nn.Linear, a: torch.Tensor, g: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Σ over samples i and columns c of the squared per-sample gradient norms of a Linear layer."""
+    out = {}
+    if a.dim() == 2:  # (n, din), g (r, n, dout): per-sample weight grad g aᵀ has norm ||g|| ||a||
+        gg = g.pow(2).sum(-1)
+        out["weight"] = (gg.sum(0) * a.pow(2).sum(-1)).sum()
+        out["bias"] = gg.sum()
+        return out
+    a, g = a.flatten(1, -2), g.flatten(2, -2)  # (n, T, din), (r, n, T, dout)
+    r, n, t, dout = g.shape
+    step = max(1, _CHUNK_ELEMENTS // max(1, r * dout * a.shape[-1]))
+    out["weight"] = sum(torch.einsum("rnto,nti->rnoi", g[:, i:i + step], a[i:i + step]).pow(2).sum()
+                        for i in range(0, n, step))
+    out["bias"] = g.sum(2).pow(2).sum()
+    return out
+
+
+def _sum_sq_conv(m: nn.Conv1d | nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Same for Conv1d/Conv2d: per-sample gradient = g · unfold(a)ᵀ, chunked over samples."""
+    if isinstance(m, nn.Conv1d):  # as a 2-D convolution of height 1
+        a, g = a.unsqueeze(2), g.unsqueeze(-2)
+        k, d, p, s = (1, *m.kernel_size), (1, *m.dilation), (0, *m.padding), (1, *m.stride)
+    else:
+        k, d, p, s = m.kernel_size, m.dilation, m.padding, m.stride
+    r, n, c_out = g.shape[:3]
+    grp = m.groups
+    g = g.reshape(r, n, grp, c_out // grp, -1)  # (r, n, G, Cout/G, L)
+    per = (m.in_channels // grp) * math.prod(k)
+    step = max(1, _CHUNK_ELEMENTS // max(1, r * c_out * per))
+    weight = 0.0
+    for i in range(0, n, step):
+        u = F.unfold(a[i:i + step], k, dilation=d, padding=p, stride=s)  # (c, Cin*kk, L)
+        u = u.reshape(u.shape[0], grp, per, -1)
+        weight = weight + torch.einsum("rngol,ngpl->rngop", g[:, i:i + step], u).pow(2).sum()
+    return {"weight": weight, "bias": g.sum(-1).pow(2).sum()}
+
+
+def _sum_sq_bn(m: _BatchNorm, a: torch.Tensor, g: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Same for eval-mode BatchNorm: y = γ·â + β with â from the running statistics."""
+    n, c = a.shape[:2]
+    a = a.reshape(n, c, -1)
+    g = g.reshape(g.shape[0], n, c, -1)
+    a_hat = (a - m.running_mean[:, None]) / torch.sqrt(m.running_var[:, None] + m.eps)
+    return {"weight": (g * a_hat).sum(-1).pow(2).sum(), "bias": g.sum(-1).pow(2).sum()}
+
+
+_SUM_SQ = {"linear": _sum_sq_linear, "conv": _sum_sq_conv, "bn": _sum_sq_bn}
+
+
+def _general_path(model, x, S, names: list[str]) -> dict[str, torch.Tensor]:
+    """Σ_i ||S_iᵀ J_i||² per named parameter from per-sample Jacobians (torch.func), in chunks."""
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    buffers = dict(model.named_buffers())
+
+    def f_one(sub, xi):
+        out = functional_call(model, ({**params, **sub}, buffers), (xi.unsqueeze(0),))
+        return as_predictions(out).squeeze(0)
+
+    sub = {k: params[k] for k in names}
+    size = sum(v.numel() for v in sub.values()) * S.shape[1]
+    step = max(1, _CHUNK_ELEMENTS // max(1, size))
+    jac = vmap(jacrev(f_one), in_dims=(None, 0))
+    totals = {k: torch.zeros((), dtype=S.dtype, device=S.device) for k in names}
+    for i in range(0, x.shape[0], step):
+        for k, J in jac(sub, x[i:i + step]).items():  # J: (c, k, *shape)
+            totals[k] = totals[k] + torch.einsum("nkr,nkp->nrp", S[i:i + step], J.flatten(2)).pow(2).sum()
+    return totals
+
+
+def ggn_trace(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "square",
+              per_layer: bool = False, method: str = "auto") -> float | dict[str, float]:
+    r"""Exact trace of the generalized Gauss-Newton matrix, :math:`\operatorname{tr}(\nabla^2 L(\Phi) D\Phi D\Phi^\top)`.
+
+    Eq. (6) of Orvieto et al. (2023): :math:`R_\sigma^{\rm eff}(w) = R(w) + \tfrac{\sigma^2}{2}`
+    ``ggn_trace``. For the square loss this is :math:`\tfrac1n\|D\Phi(w)\|_F^2` (the empirical
+    NTK's trace over n). See the module docstring for the algorithm and what is supported.
+
+    Args:
+        model: ``model(x)`` returns (n, k) (or (n,) for k = 1); in eval mode if it has BatchNorm
+            or Dropout. Only parameters with ``requires_grad`` count.
+        x: inputs (n, ...). y: targets, as for :func:`noisereg.losses.loss_value`.
+        loss: ``"square"``, ``"logistic"`` or ``"cross_entropy"`` (the paper's conventions).
+        per_layer: return ``{layer name: trace}`` with the layer names of
+            ``NoiseInjector(model, layers="module")``, instead of the total.
+        method: ``"auto"`` (fast path where possible) or ``"functorch"`` (per-sample Jacobians
+            for every parameter: slow, a reference).
+
+    Returns:
+        The trace as a float, or a dict of floats per layer.
+
+    Raises:
+        ValueError: unknown loss or method; BatchNorm in training mode or active Dropout;
+            targets that do not fit the loss.
+
+    Example:
+        >>> lin = torch.nn.Linear(3, 1, bias=False)
+        >>> x = torch.eye(3)
+        >>> round(ggn_trace(lin, x, torch.zeros(3)), 6)  # (1/n)·Σ_i ||x_i||² = 3/3
+        1.0
+    """
+    check_loss(loss)
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    check_eval_mode(model)
+    layers = resolve_layers(model, "module")
+    layer_of = {id(p): name for name, ps in layers for p in ps}
+    owners: dict[int, int] = {}
+    for m in model.modules():
+        for p in m.parameters(recurse=False):
+            owners[id(p)] = owners.get(id(p), 0) + 1
+    fast = {} if method == "functorch" else {
+        m: kind for m in model.modules()
+        if (kind := _fast_kind(m)) and any(p.requires_grad for p in m.parameters(recurse=False))
+        and all(owners[id(p)] == 1 for p in m.parameters(recurse=False))
+    }
+    records: dict[nn.Module, list] = {m: [] for m in fast}
+    hooks = [m.register_forward_hook(lambda mod, inp, out: records[mod].append((inp[0].detach(), out)))
+             for m in fast]
+    try:
+        with torch.enable_grad():
+            f = model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    f2 = as_predictions(f)
+    S = hessian_sqrt(loss, f2, y)  # (n, k, r)
+    once = [m for m in fast if len(records[m]) == 1 and records[m][0][1].requires_grad]
+    done = {id(p) for m in once for p in m.parameters(recurse=False)}
+    done |= {id(p) for m in fast if not records[m] for p in m.parameters(recurse=False)}  # unused
+    totals = {name: torch.zeros((), dtype=f2.dtype, device=f2.device) for name, _ in layers}
+    if once:
+        zs = [records[m][0][1] for m in once]
+        grad_out = S.permute(2, 0, 1).reshape(S.shape[2], *f.shape)
+        gs = torch.autograd.grad(f, zs, grad_outputs=grad_out, is_grads_batched=True, allow_unused=True)
+        for m, z_grad in zip(once, gs):
+            if z_grad is None:
+                continue
+            sums = _SUM_SQ[fast[m]](m, records[m][0][0], z_grad.detach())
+            for pname, p in m.named_parameters(recurse=False):
+                if p.requires_grad:
+                    totals[layer_of[id(p)]] += sums[pname]
+    rest = [(k, p) for k, p in model.named_parameters() if p.requires_grad and id(p) not in done]
+    if rest:
+        for k, v in _general_path(model, x, S, [k for k, _ in rest]).items():
+            totals[layer_of[id(dict(rest)[k])]] += v
+    if per_layer:
+        return {name: float(v) for name, v in totals.items()}
+    return float(sum(totals.values()))
+
+
+def _rademacher(params: list[torch.Tensor], seed: int, q: int) -> list[torch.Tensor]:
+    """Probe number ``q``: ±1 entries shaped like ``params``, the same for every data chunk and pass size."""
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + q)
+    return [(torch.randint(0, 2, p.shape, generator=gen) * 2 - 1).to(p) for p in params]
+
+
+def hessian_trace(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "square",
+                  num_samples: int = 100, seed: int = 0, probes_per_pass: int = 10,
+                  batch_size: int | None = None) -> tuple[float, float]:
+    r"""Hutchinson estimate of :math:`\operatorname{tr}\nabla^2 R(w)` with Rademacher probes.
+
+    .. math::
+
+        \operatorname{tr} H = \mathbb E_v[v^\top H v],\quad v_a\in\{\pm1\}\ \text{i.i.d.}
+        \qquad(\text{since } \mathbb E[vv^\top] = I),
+
+    averaged over ``num_samples`` probes; Hessian-vector products by double backward, batched
+    over ``probes_per_pass`` probes (``is_grads_batched``) and, with ``batch_size``, over chunks of
+    the data (the risk is a mean over samples, so :math:`H = \sum_b \tfrac{n_b}{n} H_b`).
+
+    Args:
+        model, x, y, loss: as in :func:`ggn_trace` (any model; BatchNorm in eval mode).
+        num_samples: number of probes, >= 2. seed: seed of the probes (CPU generator).
+        probes_per_pass: probes per batched backward (memory ~ this many gradients).
+        batch_size: data chunk size (default: all of ``x`` at once).
+
+    Returns:
+        ``(estimate, standard error)``, the standard error being std(vᵀHv)/√num_samples.
+
+    Example:
+        >>> lin = torch.nn.Linear(3, 1, bias=False)
+        >>> est, se = hessian_trace(lin, torch.eye(3), torch.zeros(3))  # H = XᵀX/n = I/3
+        >>> round(est, 6), round(se, 6)
+        (1.0, 0.0)
+    """
+    check_loss(loss)
+    if num_samples < 2:
+        raise ValueError(f"num_samples must be >= 2, got {num_samples}")
+    if probes_per_pass < 1:
+        raise ValueError(f"probes_per_pass must be >= 1, got {probes_per_pass}")
+    check_eval_mode(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("model has no trainable parameters")
+    n = x.shape[0]
+    bs = n if batch_size is None else batch_size
+    if bs < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    quad = torch.zeros(num_samples, dtype=torch.float64)
+    for lo in range(0, n, bs):
+        xb, yb = x[lo:lo + bs], y[lo:lo + bs]
+        with torch.enable_grad():
+            grads = torch.autograd.grad(loss_value(loss, model(xb), yb), params, create_graph=True)
+        for start in range(0, num_samples, probes_per_pass):
+            b = min(probes_per_pass, num_samples - start)
+            vs = [torch.stack(v) for v in zip(*(_rademacher(params, seed, q) for q in range(start, start + b)))]
+            hvs = torch.autograd.grad(grads, params, grad_outputs=vs, is_grads_batched=True, retain_graph=True)
+            q = sum((v * hv).flatten(1).sum(1) for v, hv in zip(vs, hvs))
+            quad[start:start + b] += q.double().cpu() * (xb.shape[0] / n)
+    return quad.mean().item(), (quad.std() / math.sqrt(num_samples)).item()
