@@ -231,3 +231,16 @@ def test_loss_target_errors():
         nr.ggn_trace(model, x, torch.full((9,), 3), "cross_entropy")
     with pytest.raises(ValueError, match=r"model\(x\) must have shape \(n, k\)"):
         nr.ggn_trace(nn.Sequential(nn.Conv1d(1, 1, 1)).to(DT), torch.zeros(2, 1, 3, dtype=DT), torch.zeros(2))
+
+
+def test_non_per_sample_model_is_refused():
+    class Global(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(3, 2, dtype=DT))
+
+        def forward(self, x):  # ignores the batch: output rows are not samples
+            return self.w @ self.w.T
+
+    with pytest.raises(ValueError, match="ggn_trace needs a per-sample model"):
+        nr.ggn_trace(Global(), torch.zeros(3, 1, dtype=DT), torch.zeros(3, 3, dtype=DT))

@@ -3,11 +3,12 @@
 ``import noisereg as nr``; the core is :class:`NoiseInjector`.
 """
 
+from noisereg import closed_form
 from noisereg.curvature import ggn_trace, hessian_trace
 from noisereg.injection import NoiseInjector
 from noisereg.layers import resolve_layers
 from noisereg.smoothing import effective_risk, risk, smoothed_risk
 
-__all__ = ["NoiseInjector", "effective_risk", "ggn_trace", "hessian_trace", "resolve_layers", "risk",
+__all__ = ["NoiseInjector", "closed_form", "effective_risk", "ggn_trace", "hessian_trace", "resolve_layers", "risk",
            "smoothed_risk"]
 __version__ = "0.1.0"

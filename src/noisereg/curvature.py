@@ -99,13 +99,21 @@ def _sum_sq_conv(m: nn.Conv1d | nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> 
     r, n, c_out = g.shape[:3]
     grp = m.groups
     g = g.reshape(r, n, grp, c_out // grp, -1)  # (r, n, G, Cout/G, L)
-    per = (m.in_channels // grp) * math.prod(k)
-    step = max(1, _CHUNK_ELEMENTS // max(1, r * c_out * per))
+    per, spots = (m.in_channels // grp) * math.prod(k), g.shape[-1]
+    # Σ_c ||g_c Uᵀ||²: materialise g_c Uᵀ (cost r·Cout·P·L per sample), or use Gram matrices over
+    # the L output positions, tr((Σ_c g_cᵀ g_c)(UᵀU)) (cost L²·(r·Cout + G·P)); take the cheaper
+    gram = spots * spots * (r * c_out + grp * per) < r * c_out * per * spots
+    width = spots * spots * grp if gram else r * c_out * per
+    step = max(1, _CHUNK_ELEMENTS // max(1, width))
     weight = 0.0
     for i in range(0, n, step):
         u = F.unfold(a[i:i + step], k, dilation=d, padding=p, stride=s)  # (c, Cin*kk, L)
         u = u.reshape(u.shape[0], grp, per, -1)
-        weight = weight + torch.einsum("rngol,ngpl->rngop", g[:, i:i + step], u).pow(2).sum()
+        gi = g[:, i:i + step]
+        if gram:
+            weight = weight + (torch.einsum("rngol,rngom->nglm", gi, gi) * torch.einsum("ngpl,ngpm->nglm", u, u)).sum()
+        else:
+            weight = weight + torch.einsum("rngol,ngpl->rngop", gi, u).pow(2).sum()
     return {"weight": weight, "bias": g.sum(-1).pow(2).sum()}
 
 
@@ -121,14 +129,34 @@ def _sum_sq_bn(m: _BatchNorm, a: torch.Tensor, g: torch.Tensor) -> dict[str, tor
 _SUM_SQ = {"linear": _sum_sq_linear, "conv": _sum_sq_conv, "bn": _sum_sq_bn}
 
 
+def _backprop_columns(f, zs, grad_out, batched: bool) -> list[torch.Tensor | None]:
+    """∂(grad_out[c] · f)/∂z for every column c and layer output z, stacked as (r, *z.shape).
+
+    ``batched``: one vmapped backward (``is_grads_batched``), fastest for matmul-only graphs;
+    otherwise one backward per column, faster when the graph has ops without a vmap batching rule
+    (max-pool's backward falls back to a slow per-column loop plus copies inside vmap).
+    """
+    if batched:
+        return list(torch.autograd.grad(f, zs, grad_outputs=grad_out, is_grads_batched=True, allow_unused=True))
+    r = grad_out.shape[0]
+    cols = [torch.autograd.grad(f, zs, grad_outputs=grad_out[c], retain_graph=c < r - 1, allow_unused=True)
+            for c in range(r)]
+    return [None if col[0] is None else torch.stack(col) for col in zip(*cols)]
+
+
 def _general_path(model, x, S, names: list[str]) -> dict[str, torch.Tensor]:
     """Σ_i ||S_iᵀ J_i||² per named parameter from per-sample Jacobians (torch.func), in chunks."""
     params = {k: v.detach() for k, v in model.named_parameters()}
     buffers = dict(model.named_buffers())
 
     def f_one(sub, xi):
-        out = functional_call(model, ({**params, **sub}, buffers), (xi.unsqueeze(0),))
-        return as_predictions(out).squeeze(0)
+        out = as_predictions(functional_call(model, ({**params, **sub}, buffers), (xi.unsqueeze(0),)))
+        if out.shape[0] != 1:
+            raise ValueError(
+                f"model maps one input row to {out.shape[0]} output rows; ggn_trace needs a per-sample "
+                "model, whose output row i depends on input row i only"
+            )
+        return out.squeeze(0)
 
     sub = {k: params[k] for k in names}
     size = sum(v.numel() for v in sub.values()) * S.shape[1]
@@ -205,7 +233,7 @@ def ggn_trace(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "s
     if once:
         zs = [records[m][0][1] for m in once]
         grad_out = S.permute(2, 0, 1).reshape(S.shape[2], *f.shape)
-        gs = torch.autograd.grad(f, zs, grad_outputs=grad_out, is_grads_batched=True, allow_unused=True)
+        gs = _backprop_columns(f, zs, grad_out, batched=all(fast[m] == "linear" for m in once))
         for m, z_grad in zip(once, gs):
             if z_grad is None:
                 continue

@@ -41,7 +41,7 @@ def effective_risk(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str
         >>> lin = torch.nn.Linear(3, 1, bias=False)
         >>> torch.nn.init.zeros_(lin.weight)  # doctest: +ELLIPSIS
         Parameter containing:...
-        >>> effective_risk(lin, torch.eye(3), torch.zeros(3), sigma=0.5)  # 0 + 0.25/2 · 1
+        >>> round(effective_risk(lin, torch.eye(3), torch.zeros(3), sigma=0.5), 6)  # 0 + 0.25/2 · 1
         0.125
     """
     sigma = _check_sigma(sigma)

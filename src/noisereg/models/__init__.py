@@ -1,6 +1,7 @@
 """Models of the paper's experiments."""
 
+from noisereg.models.factorized import DeepLinearNet, DiagonalNet, PSDFactorization
 from noisereg.models.mlp import MLP
 from noisereg.models.resnet import ResNet18
 
-__all__ = ["MLP", "ResNet18"]
+__all__ = ["MLP", "DeepLinearNet", "DiagonalNet", "PSDFactorization", "ResNet18"]
