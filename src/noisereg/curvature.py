@@ -72,76 +72,80 @@ def _fast_kind(m: nn.Module) -> str | None:
     return None
 
 
-def _sum_sq_linear(m: nn.Linear, a: torch.Tensor, g: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Σ over samples i and columns c of the squared per-sample gradient norms of a Linear layer."""
-    out = {}
-    if a.dim() == 2:  # (n, din), g (r, n, dout): per-sample weight grad g aᵀ has norm ||g|| ||a||
-        gg = g.pow(2).sum(-1)
-        out["weight"] = (gg.sum(0) * a.pow(2).sum(-1)).sum()
-        out["bias"] = gg.sum()
-        return out
-    a, g = a.flatten(1, -2), g.flatten(2, -2)  # (n, T, din), (r, n, T, dout)
-    r, n, t, dout = g.shape
-    step = max(1, _CHUNK_ELEMENTS // max(1, r * dout * a.shape[-1]))
-    out["weight"] = sum(torch.einsum("rnto,nti->rnoi", g[:, i:i + step], a[i:i + step]).pow(2).sum()
-                        for i in range(0, n, step))
-    out["bias"] = g.sum(2).pow(2).sum()
-    return out
+def _sum_sq_linear(m: nn.Linear, a: torch.Tensor, gs: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Σ over samples i and columns c of the squared per-sample gradient norms of a Linear layer.
+
+    ``a``: the layer input (n, ..., din); ``gs``: per column c, ∂(s_cᵀf)/∂(layer output), (n, ..., dout).
+    """
+    if a.dim() == 2:  # per-sample weight gradient g aᵀ has norm ||g||·||a||
+        gg = sum(g.pow(2).sum(-1) for g in gs)
+        return {"weight": (gg * a.pow(2).sum(-1)).sum(), "bias": gg.sum()}
+    a = a.flatten(1, -2)  # (n, T, din): the per-sample gradient sums over the T positions
+    step = max(1, _CHUNK_ELEMENTS // max(1, gs[0].shape[-1] * a.shape[-1]))
+    weight = bias = 0.0
+    for g in gs:
+        g = g.flatten(1, -2)
+        weight = weight + sum(torch.bmm(g[i:i + step].transpose(1, 2), a[i:i + step]).pow(2).sum()
+                              for i in range(0, a.shape[0], step))
+        bias = bias + g.sum(1).pow(2).sum()
+    return {"weight": weight, "bias": bias}
 
 
-def _sum_sq_conv(m: nn.Conv1d | nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Same for Conv1d/Conv2d: per-sample gradient = g · unfold(a)ᵀ, chunked over samples."""
+def _sum_sq_conv(m: nn.Conv1d | nn.Conv2d, a: torch.Tensor, gs: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Same for Conv1d/Conv2d: the per-sample gradient is g · unfold(a)ᵀ, chunked over samples."""
     if isinstance(m, nn.Conv1d):  # as a 2-D convolution of height 1
-        a, g = a.unsqueeze(2), g.unsqueeze(-2)
+        a = a.unsqueeze(2)
         k, d, p, s = (1, *m.kernel_size), (1, *m.dilation), (0, *m.padding), (1, *m.stride)
     else:
         k, d, p, s = m.kernel_size, m.dilation, m.padding, m.stride
-    r, n, c_out = g.shape[:3]
-    grp = m.groups
-    g = g.reshape(r, n, grp, c_out // grp, -1)  # (r, n, G, Cout/G, L)
-    per, spots = (m.in_channels // grp) * math.prod(k), g.shape[-1]
+    n, grp, r = a.shape[0], m.groups, len(gs)
+    c_out, per = m.out_channels // grp, (m.in_channels // grp) * math.prod(k)
+    gs = [g.reshape(n * grp, c_out, -1) for g in gs]  # (n·G, Cout/G, L)
+    spots = gs[0].shape[-1]
     # Σ_c ||g_c Uᵀ||²: materialise g_c Uᵀ (cost r·Cout·P·L per sample), or use Gram matrices over
-    # the L output positions, tr((Σ_c g_cᵀ g_c)(UᵀU)) (cost L²·(r·Cout + G·P)); take the cheaper
-    gram = spots * spots * (r * c_out + grp * per) < r * c_out * per * spots
-    width = spots * spots * grp if gram else r * c_out * per
-    step = max(1, _CHUNK_ELEMENTS // max(1, width))
+    # the L output positions, tr((Σ_c g_cᵀ g_c)(UᵀU)) (cost L²·(r·Cout + P)); take the cheaper
+    gram = spots * (r * c_out + per) < r * c_out * per
+    step = max(1, _CHUNK_ELEMENTS // max(1, grp * (spots * spots if gram else max(c_out * per, per * spots))))
     weight = 0.0
     for i in range(0, n, step):
-        u = F.unfold(a[i:i + step], k, dilation=d, padding=p, stride=s)  # (c, Cin*kk, L)
-        u = u.reshape(u.shape[0], grp, per, -1)
-        gi = g[:, i:i + step]
+        u = F.unfold(a[i:i + step], k, dilation=d, padding=p, stride=s)  # (c, Cin·kk, L)
+        u = u.reshape(-1, per, spots)  # (c·G, P, L)
+        rows = slice(i * grp, (i + step) * grp)
         if gram:
-            weight = weight + (torch.einsum("rngol,rngom->nglm", gi, gi) * torch.einsum("ngpl,ngpm->nglm", u, u)).sum()
+            gg = sum(torch.bmm(g[rows].transpose(1, 2), g[rows]) for g in gs)  # (c·G, L, L)
+            weight = weight + (gg * torch.bmm(u.transpose(1, 2), u)).sum()
         else:
-            weight = weight + torch.einsum("rngol,ngpl->rngop", gi, u).pow(2).sum()
-    return {"weight": weight, "bias": g.sum(-1).pow(2).sum()}
+            ut = u.transpose(1, 2)
+            weight = weight + sum(torch.bmm(g[rows], ut).pow(2).sum() for g in gs)
+    return {"weight": weight, "bias": sum(g.sum(-1).pow(2).sum() for g in gs)}
 
 
-def _sum_sq_bn(m: _BatchNorm, a: torch.Tensor, g: torch.Tensor) -> dict[str, torch.Tensor]:
+def _sum_sq_bn(m: _BatchNorm, a: torch.Tensor, gs: list[torch.Tensor]) -> dict[str, torch.Tensor]:
     """Same for eval-mode BatchNorm: y = γ·â + β with â from the running statistics."""
     n, c = a.shape[:2]
-    a = a.reshape(n, c, -1)
-    g = g.reshape(g.shape[0], n, c, -1)
-    a_hat = (a - m.running_mean[:, None]) / torch.sqrt(m.running_var[:, None] + m.eps)
-    return {"weight": (g * a_hat).sum(-1).pow(2).sum(), "bias": g.sum(-1).pow(2).sum()}
+    a_hat = (a.reshape(n, c, -1) - m.running_mean[:, None]) / torch.sqrt(m.running_var[:, None] + m.eps)
+    gs = [g.reshape(n, c, -1) for g in gs]
+    return {"weight": sum((g * a_hat).sum(-1).pow(2).sum() for g in gs),
+            "bias": sum(g.sum(-1).pow(2).sum() for g in gs)}
 
 
 _SUM_SQ = {"linear": _sum_sq_linear, "conv": _sum_sq_conv, "bn": _sum_sq_bn}
 
 
-def _backprop_columns(f, zs, grad_out, batched: bool) -> list[torch.Tensor | None]:
-    """∂(grad_out[c] · f)/∂z for every column c and layer output z, stacked as (r, *z.shape).
+def _backprop_columns(f, zs, grad_out, batched: bool) -> list[list[torch.Tensor] | None]:
+    """Per layer output z, the list over columns c of ∂(grad_out[c] · f)/∂z (None if z is unused).
 
     ``batched``: one vmapped backward (``is_grads_batched``), fastest for matmul-only graphs;
     otherwise one backward per column, faster when the graph has ops without a vmap batching rule
     (max-pool's backward falls back to a slow per-column loop plus copies inside vmap).
     """
     if batched:
-        return list(torch.autograd.grad(f, zs, grad_outputs=grad_out, is_grads_batched=True, allow_unused=True))
+        gs = torch.autograd.grad(f, zs, grad_outputs=grad_out, is_grads_batched=True, allow_unused=True)
+        return [None if g is None else list(g.unbind(0)) for g in gs]
     r = grad_out.shape[0]
     cols = [torch.autograd.grad(f, zs, grad_outputs=grad_out[c], retain_graph=c < r - 1, allow_unused=True)
             for c in range(r)]
-    return [None if col[0] is None else torch.stack(col) for col in zip(*cols)]
+    return [None if col[0] is None else list(col) for col in zip(*cols)]
 
 
 def _general_path(model, x, S, names: list[str]) -> dict[str, torch.Tensor]:
@@ -237,7 +241,7 @@ def ggn_trace(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "s
         for m, z_grad in zip(once, gs):
             if z_grad is None:
                 continue
-            sums = _SUM_SQ[fast[m]](m, records[m][0][0], z_grad.detach())
+            sums = _SUM_SQ[fast[m]](m, records[m][0][0], [g.detach() for g in z_grad])
             for pname, p in m.named_parameters(recurse=False):
                 if p.requires_grad:
                     totals[layer_of[id(p)]] += sums[pname]
