@@ -1,92 +1,86 @@
-"""Command line: ``noisereg demo | list | run NAME | report DIR``.
+"""Command line: ``noisereg list | run NAME | report DIR | demo``.
 
-Only ``demo`` (and ``run demo`` / ``report`` of a demo directory) exist in this version; the
-Section 5 and theory experiments are listed as planned and refused with a clear message.
+``run`` trains every run of an experiment at a preset (``smoke``: seconds; ``cpu``: minutes on a
+laptop CPU with embedded data; ``paper``: the paper's settings, GPU and real data), writes
+``results.json``, checkpoints, figures and ``REPORT.md`` into ``--out``; ``--resume`` continues a
+killed run. ``report`` rebuilds figures and report from results.json alone.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import sys
+import time
 from pathlib import Path
 
-AVAILABLE = {"demo": "GD vs GD+noise vs GD+noise(layer), MLP on embedded digits (about a minute)"}
-PLANNED = {
-    "fig2": "linear one-hidden-layer net on sparse regression (Sec. 5, Fig. 2)",
-    "fig3": "MLP 2x5000 on Fashion-MNIST, test accuracy vs sigma (Fig. 3)",
-    "fig4": "deep MLPs, test accuracy and Hessian trace over training (Fig. 4)",
-    "fig5": "toy CNN vs wide fully-convolutional net on CIFAR-10 (Fig. 5)",
-    "fig6": "ResNet-18 on CIFAR-10, sigma sweep (Fig. 6)",
-    "lasso": "diagonal net vs the Lasso path (Sec. 2.3)",
-    "nuclear": "linear net vs nuclear-norm regression (Sec. 2.4)",
-    "variance": "gradient variance vs width, full vs layer-wise (Sec. 3)",
-    "taylor": "R_sigma - R_sigma^eff = O(sigma^3) (Theorem 1)",
-    "logistic": "separable logistic regression (Appendix B)",
-}
 
-
-def _demo_config(args):
-    from noisereg.experiments.demo import DemoConfig
-
-    overrides = {"steps": args.steps} if getattr(args, "steps", None) is not None else {}
-    if overrides.get("steps", 1) < 1:
-        raise SystemExit(f"noisereg: error: --steps must be >= 1, got {args.steps}")
-    return dataclasses.replace(DemoConfig(), **overrides)
-
-
-def cmd_demo(args) -> int:
-    from noisereg.experiments.demo import run_demo, table
-
-    cfg = _demo_config(args)
-    print(f"noisereg demo: 3 runs x {cfg.steps} full-batch steps on embedded digits -> {args.out}")
-    results = run_demo(Path(args.out), cfg, show_progress=not args.quiet)
-    print(table(results))
-    print(f"\n{results['seconds']} s. Curves: {Path(args.out) / 'curves.png'}; "
-          f"results: {Path(args.out) / 'results.json'}")
-    return 0
+def _err(msg: str) -> int:
+    print(f"noisereg: error: {msg}", file=sys.stderr)
+    return 2
 
 
 def cmd_list(args) -> int:
-    for name, text in AVAILABLE.items():
-        print(f"{name:<10} {text}")
-    for name, text in PLANNED.items():
-        print(f"{name:<10} (planned) {text}")
+    from noisereg.experiments import EXPERIMENTS
+
+    for name, exp in EXPERIMENTS.items():
+        print(f"{name:<6} {exp.description}  [presets: {', '.join(exp.PRESETS)}]")
     return 0
 
 
 def cmd_run(args) -> int:
-    if args.name == "demo":
-        return cmd_demo(args)
-    if args.name in PLANNED:
-        print(f"noisereg: error: experiment {args.name!r} is planned but not implemented in this "
-              f"version; available now: {', '.join(AVAILABLE)}", file=sys.stderr)
-        return 2
-    print(f"noisereg: error: unknown experiment {args.name!r}; valid names: "
-          f"{', '.join([*AVAILABLE, *PLANNED])}", file=sys.stderr)
-    return 2
+    from noisereg.experiments import EXPERIMENTS, parse_overrides, run_experiment
+    from noisereg.report import write_report
+
+    if args.name not in EXPERIMENTS:
+        return _err(f"unknown experiment {args.name!r}; valid names: {', '.join(EXPERIMENTS)}")
+    exp = EXPERIMENTS[args.name]
+    if args.preset not in exp.PRESETS:
+        return _err(f"unknown preset {args.preset!r} for {args.name}; valid: {', '.join(exp.PRESETS)}")
+    out = Path(args.out or f"runs/{args.name}-{args.preset}")
+    try:
+        overrides = parse_overrides(exp.Config, args.set)
+        exp.config(args.preset, overrides)  # validate before any work
+        results = run_experiment(exp, args.preset, out, overrides=overrides, data=args.data, data_dir=args.data_dir,
+                                 resume=args.resume, device=args.device, show_progress=not args.quiet)
+    except (ValueError, FileExistsError, FileNotFoundError, TypeError) as e:
+        return _err(str(e))
+    report = write_report(out, [results], title=f"noisereg report: {args.name}")
+    print(f"{args.name}: {len(results['runs'])} runs in {results['seconds']} s. Report: {report}")
+    return 0
 
 
 def cmd_report(args) -> int:
-    from noisereg.experiments.demo import plot, table
+    from noisereg.report import rebuild
 
-    path = Path(args.dir) / "results.json"
-    if not path.is_file():
-        print(f"noisereg: error: {path} does not exist; pass the --out directory of a run", file=sys.stderr)
-        return 2
     try:
-        results = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        print(f"noisereg: error: {path} is not valid JSON ({e})", file=sys.stderr)
-        return 2
-    if results.get("experiment") != "demo":
-        print(f"noisereg: error: {path} is from experiment {results.get('experiment')!r}; "
-              "this version can only report demo runs", file=sys.stderr)
-        return 2
-    plot(results, Path(args.dir) / "curves.png")
-    print(table(results))
-    print(f"Curves: {Path(args.dir) / 'curves.png'}")
+        path = rebuild(args.dir)
+    except (FileNotFoundError, ValueError) as e:
+        return _err(str(e))
+    print(f"Report: {path}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    """The main job on embedded data: fig2 (cpu preset) and a reduced fig3, then one report."""
+    from noisereg.experiments import EXPERIMENTS, run_experiment
+    from noisereg.report import rebuild
+
+    out = Path(args.out)
+    reduced = {"sigmas": (0.1, 0.4), "seeds": (0,), "epochs": 800} if args.preset == "cpu" else {}
+    plan = [("fig2", args.preset, {}), ("fig3", args.preset, reduced)]
+    t0 = time.perf_counter()
+    for name, preset, overrides in plan:
+        print(f"noisereg demo: {name} ({EXPERIMENTS[name].description}), preset {preset}")
+        try:
+            run_experiment(EXPERIMENTS[name], preset, out / name, overrides=overrides, resume=args.resume,
+                           show_progress=not args.quiet, device="cpu")
+        except (FileExistsError, ValueError) as e:
+            return _err(f"{e} (demo: pass --resume, or --out DIR)")
+    path = rebuild(out)
+    print(f"\nDone in {time.perf_counter() - t0:.0f} s. Report: {path}")
+    for line in path.read_text().splitlines():
+        if line.startswith("| ") and ("reproduced" in line or "not run" in line):
+            print(line)
     return 0
 
 
@@ -95,19 +89,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="noisereg", description="Explicit regularization by noise injection "
                                 "(Orvieto et al., AISTATS 2023).")
     sub = p.add_subparsers(dest="command", required=True)
-    d = sub.add_parser("demo", help="the main job on embedded data (about a minute on a laptop CPU)")
+    sub.add_parser("list", help="list experiments").set_defaults(func=cmd_list)
     r = sub.add_parser("run", help="run one experiment")
     r.add_argument("name", help="experiment name (see `noisereg list`)")
-    for q in (d, r):
-        q.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
-        q.add_argument("--steps", type=int, default=None, help="override the number of steps per method")
-        q.add_argument("--quiet", action="store_true", help="no progress bar")
-    d.set_defaults(func=cmd_demo)
+    r.add_argument("--preset", default="cpu", help="smoke | cpu | paper (default: cpu)")
+    src = r.add_mutually_exclusive_group()
+    src.add_argument("--data", help="a .npz file with x_train, y_train, x_test, y_test")
+    src.add_argument("--data-dir", help="directory with Fashion-MNIST IDX files or CIFAR-10 python batches")
+    r.add_argument("--out", help="output directory (default: runs/NAME-PRESET)")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    r.add_argument("--resume", action="store_true", help="continue the run in --out")
+    r.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_run)
-    sub.add_parser("list", help="list experiments").set_defaults(func=cmd_list)
-    rep = sub.add_parser("report", help="rebuild figures and table from DIR/results.json")
+    rep = sub.add_parser("report", help="rebuild figures and REPORT.md from DIR/results.json (or DIR/*/results.json)")
     rep.add_argument("dir")
     rep.set_defaults(func=cmd_report)
+    d = sub.add_parser("demo", help="the main job on embedded data: fig2 and a reduced fig3, then the report")
+    d.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
+    d.add_argument("--resume", action="store_true", help="continue a killed demo")
+    d.add_argument("--quiet", action="store_true", help="no progress bar")
+    d.add_argument("--preset", default="cpu", choices=["smoke", "cpu"], help="cpu (default) or smoke (seconds)")
+    d.set_defaults(func=cmd_demo)
     return p
 
 

@@ -31,23 +31,25 @@ class BasicBlock(nn.Module):
 
 
 class ResNet18(nn.Module):
-    """CIFAR ResNet-18: ``ResNet18(num_classes=10, in_channels=3)``; input (n, C, H, W), H, W >= 8.
+    """CIFAR ResNet-18: ``ResNet18(num_classes=10, in_channels=3, width=64)``; input (n, C, H, W).
+
+    ``width`` is the first stage's channel count (64 in ResNet-18; smaller for CPU runs).
 
     Example:
         >>> ResNet18()(torch.zeros(2, 3, 32, 32)).shape
         torch.Size([2, 10])
     """
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 3) -> None:
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, width: int = 64) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        stages, c_in = [], 64
-        for c_out, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+        self.conv1 = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        stages, c_in = [], width
+        for c_out, stride in ((width, 1), (2 * width, 2), (4 * width, 2), (8 * width, 2)):
             stages.append(nn.Sequential(BasicBlock(c_in, c_out, stride), BasicBlock(c_out, c_out, 1)))
             c_in = c_out
         self.layers = nn.Sequential(*stages)
-        self.linear = nn.Linear(512, num_classes)
+        self.linear = nn.Linear(8 * width, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.layers(F.relu(self.bn1(self.conv1(x))))

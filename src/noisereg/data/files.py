@@ -1,0 +1,361 @@
+"""Data sets read from files: any ``.npz``, Fashion-MNIST's IDX files, CIFAR-10's python batches.
+
+Nothing is downloaded (runs have no internet): copy the files into a directory and pass it as
+``data_dir``. Images become float32 in [0, 1] (``uint8 / 255``) in (n, C, H, W) and labels int64;
+no standardisation (per-channel mean/std) is applied. Files that hold no randomness get
+``seed = 0``; :func:`subset` draws a seeded subset of the training points and records it in the name.
+Every error about a file names the file and what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import math
+import os
+import pickle
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from noisereg.data.embedded import Split, load_digits_split
+from noisereg.data.synthetic import check_int, sparse_regression
+
+PathLike = str | os.PathLike
+DATASETS = ("digits", "fashion_mnist", "cifar10", "synthetic")
+_NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+IDX_IMAGES, IDX_LABELS = 0x00000803, 0x00000801  # uint8 (0x08), 3 resp. 1 dimensions
+_FASHION_DIRS = (".", "FashionMNIST/raw", "fashion-mnist")
+_CIFAR_DIRS = (".", "cifar-10-batches-py")
+_TORCHVISION = {"FashionMNIST": ("fashion_mnist", "load_fashion_mnist"),
+                "CIFAR10": ("cifar10", "load_cifar10")}
+
+
+def load_npz(path: PathLike) -> Split:
+    """Any data set stored as ``np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)``.
+
+    Inputs become float32. Targets become int64 when both ``y_train`` and ``y_test`` hold integers
+    (an integer or bool dtype, or floats that are all whole numbers), else float32 (regression).
+    The file is read with ``allow_pickle=False``: object arrays are refused.
+
+    Args:
+        path: the ``.npz`` file.
+
+    Returns:
+        A :class:`Split` named ``npz(<path>)`` with ``seed = 0``.
+
+    Raises:
+        FileNotFoundError: ``path`` is not a file.
+        ValueError: the file is not a readable ``.npz`` archive, lacks a key, holds a 0-d or
+            non-numeric array, ``x_*`` and ``y_*`` differ in length, or ``x_train`` and
+            ``x_test`` differ in their feature shape.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    found, a = _read_npz(path)
+    missing = [k for k in _NPZ_KEYS if k not in a]
+    if missing:
+        raise ValueError(f"{path}: missing key(s) {missing}; an .npz data set needs {list(_NPZ_KEYS)}"
+                         f", found {sorted(found)}")
+    for k in _NPZ_KEYS:
+        if a[k].ndim == 0 or a[k].dtype.kind not in "biuf":
+            raise ValueError(f"{path}: {k} must be a numeric array with >= 1 axis, got dtype "
+                             f"{a[k].dtype} and shape {a[k].shape}")
+    for s in ("train", "test"):
+        if len(a[f"y_{s}"]) != len(a[f"x_{s}"]):
+            raise ValueError(f"{path}: y_{s} has {len(a[f'y_{s}'])} rows but x_{s} has "
+                             f"{len(a[f'x_{s}'])}")
+    if a["x_train"].shape[1:] != a["x_test"].shape[1:]:
+        raise ValueError(f"{path}: x_train has feature shape {a['x_train'].shape[1:]} but x_test "
+                         f"has {a['x_test'].shape[1:]}")
+    y_int = all(_integer_valued(a[k]) for k in ("y_train", "y_test"))
+    x = [torch.from_numpy(a[k].astype(np.float32)) for k in ("x_train", "x_test")]
+    y = [torch.from_numpy(a[k].astype(np.int64 if y_int else np.float32)) for k in ("y_train", "y_test")]
+    return Split(x[0], y[0], x[1], y[1], name=f"npz({path})", seed=0)
+
+
+def _read_npz(path: Path) -> tuple[list[str], dict[str, np.ndarray]]:
+    """The archive's keys, and its arrays among ``_NPZ_KEYS`` (others are not read)."""
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise ValueError("a single .npy array, not an .npz archive")
+        with loaded:
+            return loaded.files, {k: loaded[k] for k in _NPZ_KEYS if k in loaded.files}
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{path}: not a readable .npz archive of numeric arrays ({e})") from e
+
+
+def _integer_valued(y: np.ndarray) -> bool:
+    return y.dtype.kind in "biu" or bool(np.all(np.isfinite(y)) and np.all(y == np.round(y)))
+
+
+def read_idx(path: PathLike, magic: int) -> np.ndarray:
+    """Read an IDX file of unsigned bytes (gzipped if its name ends in ``.gz``).
+
+    The format (http://yann.lecun.com/exdb/mnist/): a big-endian uint32 magic number
+    ``0x000008NN`` (``08`` = uint8, ``NN`` = number of dimensions), one big-endian uint32 per
+    dimension, then the values, row-major.
+
+    Args:
+        path: the file.
+        magic: the expected magic number, e.g. :data:`IDX_IMAGES` or :data:`IDX_LABELS`.
+
+    Returns:
+        A read-only uint8 array with the header's dimensions.
+
+    Raises:
+        ValueError: the file cannot be read or decompressed, has another magic number, a short
+            header, or a payload whose length differs from the product of the dimensions.
+    """
+    path = Path(path)
+    try:
+        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError, zlib.error) as e:
+        raise ValueError(f"{path}: cannot read ({e})") from e
+    ndim, header = magic & 0xFF, 4 + 4 * (magic & 0xFF)
+    got = int.from_bytes(data[:4], "big")
+    if len(data) >= 4 and got != magic:
+        raise ValueError(f"{path}: bad IDX magic number 0x{got:08x}, expected 0x{magic:08x} "
+                         f"(uint8, {ndim}-D)")
+    if len(data) < header:
+        raise ValueError(f"{path}: truncated IDX header: {len(data)} bytes, need {header}")
+    dims = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    size, expected = len(data) - header, math.prod(dims)
+    if size != expected:
+        raise ValueError(f"{path}: IDX payload has {size} bytes but the header's dimensions {dims} "
+                         f"need {expected} ({'truncated' if size < expected else 'trailing bytes'})")
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def _find(data_dir: PathLike, name: str, subdirs: tuple[str, ...], suffixes: tuple[str, ...]) -> Path:
+    searched = [Path(data_dir) / sub / (name + s) for sub in subdirs for s in suffixes]
+    for p in searched:
+        if p.is_file():
+            return p
+    raise FileNotFoundError(f"{name}: not found; searched {', '.join(map(str, searched))} "
+                            "(nothing is downloaded: copy the file into one of these)")
+
+
+def load_fashion_mnist(data_dir: PathLike) -> Split:
+    """Fashion-MNIST (60,000 training, 10,000 test images of 28x28) from its four IDX files.
+
+    Reads ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``
+    and ``t10k-labels-idx1-ubyte``, each plain or gzipped (``.gz``), from ``data_dir``,
+    ``data_dir/FashionMNIST/raw`` (torchvision's layout) or ``data_dir/fashion-mnist``. MNIST's
+    files have the same names and format and load the same way. The image size is taken from the
+    header. Pixels are scaled to [0, 1]; nothing is standardised.
+
+    Args:
+        data_dir: the directory to search.
+
+    Returns:
+        A :class:`Split` named ``fashion_mnist`` with ``seed = 0``: ``x_*`` float32 (n, 1, H, W),
+        ``y_*`` int64 (n,).
+
+    Raises:
+        FileNotFoundError: a file is in none of the places searched (the message lists them).
+        ValueError: a file is malformed (see :func:`read_idx`), or an image file and its label
+            file hold different numbers of items.
+    """
+    parts = []
+    for prefix in ("train", "t10k"):
+        img_path = _find(data_dir, f"{prefix}-images-idx3-ubyte", _FASHION_DIRS, ("", ".gz"))
+        lab_path = _find(data_dir, f"{prefix}-labels-idx1-ubyte", _FASHION_DIRS, ("", ".gz"))
+        images, labels = read_idx(img_path, IDX_IMAGES), read_idx(lab_path, IDX_LABELS)
+        if len(images) != len(labels):
+            raise ValueError(f"{img_path} has {len(images)} images but {lab_path} has "
+                             f"{len(labels)} labels")
+        parts += [torch.from_numpy(images[:, None].astype(np.float32) / 255),
+                  torch.from_numpy(labels.astype(np.int64))]
+    return Split(*parts, name="fashion_mnist", seed=0)
+
+
+def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with open(path, "rb") as f:
+            batch = pickle.load(f, encoding="bytes")
+    except Exception as e:  # a damaged pickle can raise almost any exception type
+        raise ValueError(f"{path}: cannot unpickle a CIFAR-10 batch ({type(e).__name__}: {e})") from e
+    if not isinstance(batch, dict):
+        raise ValueError(f"{path}: a CIFAR-10 batch must be a dict, got {type(batch).__name__}")
+    # Python 2 pickles (the official files) read with bytes keys; accept str keys as well.
+    get = {k.decode(errors="replace") if isinstance(k, bytes) else k: v for k, v in batch.items()}.get
+    missing = [k for k in ("data", "labels") if get(k) is None]
+    if missing:
+        raise ValueError(f"{path}: CIFAR-10 batch lacks the key(s) {missing}, has "
+                         f"{sorted(map(repr, batch))}")
+    data, labels = np.asarray(get("data")), np.asarray(get("labels"))
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        raise ValueError(f"{path}: b'data' must be uint8 of shape (N, 3072), got {data.dtype} "
+                         f"{data.shape}")
+    if labels.shape != (len(data),) or (labels.size and labels.dtype.kind not in "iu"):
+        raise ValueError(f"{path}: b'labels' must be {len(data)} integers (one per row of b'data'), "
+                         f"got {labels.dtype} {labels.shape}")
+    return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
+
+
+def load_cifar10(data_dir: PathLike) -> Split:
+    """CIFAR-10 (50,000 training, 10,000 test images of 3x32x32) from its python batches.
+
+    Reads ``data_batch_1`` .. ``data_batch_5`` and ``test_batch`` from ``data_dir`` or
+    ``data_dir/cifar-10-batches-py`` (the unpacked ``cifar-10-python.tar.gz``, also torchvision's
+    layout). Each is a pickled dict with ``b"data"``, uint8 (N, 3072) holding the red, green and
+    blue 32x32 planes of each image, and ``b"labels"``, N integers. Pixels are scaled to [0, 1];
+    nothing is standardised.
+
+    .. warning::
+        The batches are Python pickles (the format CIFAR-10 ships in), and unpickling can run
+        arbitrary code: only point ``data_dir`` at files you trust.
+
+    Args:
+        data_dir: the directory to search.
+
+    Returns:
+        A :class:`Split` named ``cifar10`` with ``seed = 0``: ``x_*`` float32 (n, 3, 32, 32),
+        ``y_*`` int64 (n,).
+
+    Raises:
+        FileNotFoundError: a batch is in none of the places searched (the message lists them).
+        ValueError: a batch cannot be unpickled, is not a dict, lacks ``b"data"`` or
+            ``b"labels"``, or has the wrong dtype or shapes.
+    """
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    batches = [_read_cifar_batch(_find(data_dir, n, _CIFAR_DIRS, ("",))) for n in names]
+    x_train = np.concatenate([b[0] for b in batches[:5]]).astype(np.float32) / 255
+    y_train = np.concatenate([b[1] for b in batches[:5]])
+    x_test, y_test = batches[5][0].astype(np.float32) / 255, batches[5][1]
+    return Split(*map(torch.from_numpy, (x_train, y_train, x_test, y_test)), name="cifar10", seed=0)
+
+
+def load_torchvision(name: str, data_dir: PathLike) -> Split:
+    """Fashion-MNIST or CIFAR-10 through ``torchvision.datasets`` (``download=False``).
+
+    The same data, scaling and names as :func:`load_fashion_mnist` and :func:`load_cifar10`, which
+    read the same directory layouts without torchvision.
+
+    Args:
+        name: ``"FashionMNIST"`` or ``"CIFAR10"``.
+        data_dir: torchvision's ``root``.
+
+    Returns:
+        A :class:`Split` as from the raw-file loader.
+
+    Raises:
+        ValueError: ``name`` is not one of the two.
+        ImportError: torchvision is not installed.
+        FileNotFoundError: torchvision finds no data under ``data_dir``.
+    """
+    if name not in _TORCHVISION:
+        raise ValueError(f"name must be one of {sorted(_TORCHVISION)}, got {name!r}")
+    short, raw_loader = _TORCHVISION[name]
+    try:
+        import torchvision
+    except ImportError as e:
+        raise ImportError(f"load_torchvision needs torchvision, which is not installed; read the "
+                          f"raw files with noisereg.data.{raw_loader}(data_dir) instead") from e
+    parts = []
+    for train in (True, False):
+        try:
+            ds = getattr(torchvision.datasets, name)(str(data_dir), train=train, download=False)
+        except RuntimeError as e:  # torchvision: "Dataset not found. You can use download=True ..."
+            raise FileNotFoundError(f"torchvision found no {name} under {data_dir} (downloads are "
+                                    f"off: no internet): {e}") from e
+        x = torch.as_tensor(np.asarray(ds.data))
+        x = x[:, None] if x.dim() == 3 else x.permute(0, 3, 1, 2)  # (n, H, W) or (n, H, W, C)
+        parts += [x.contiguous().float() / 255, torch.as_tensor(ds.targets, dtype=torch.int64)]
+    return Split(*parts, name=short, seed=0)
+
+
+def subset(split: Split, n_train: int, seed: int = 0) -> Split:
+    """A seeded random subset of the training points (the test points are kept).
+
+    The indices are the first ``n_train`` of ``np.random.default_rng(seed).permutation(n)``; the
+    result's name gets ``[train subset {n_train} of {n}, seed {seed}]`` and its ``seed`` is
+    ``seed``. Other fields (e.g. ``beta`` of a regression split) are kept.
+
+    Args:
+        split: the data.
+        n_train: training points to keep, 1 <= n_train <= n.
+        seed: integer >= 0 (default 0).
+
+    Returns:
+        A split of the same class.
+
+    Raises:
+        TypeError: ``split`` is not a :class:`Split`, or ``n_train``/``seed`` is not an integer.
+        ValueError: ``n_train`` or ``seed`` is out of range.
+
+    Example:
+        >>> from noisereg.data import sparse_regression
+        >>> subset(sparse_regression(n=50), 10, seed=1).name
+        'sparse_regression(n=50,d=10,k=3,noise=0.1,n_test=1000,seed=0)[train subset 10 of 50, seed 1]'
+    """
+    if not isinstance(split, Split):
+        raise TypeError(f"split must be a Split, got {type(split).__name__}")
+    n_train, seed, total = check_int("n_train", n_train, 1), check_int("seed", seed, 0), len(split.x_train)
+    if n_train > total:
+        raise ValueError(f"n_train must be <= {total} (the training points of {split.name}), "
+                         f"got {n_train}")
+    idx = torch.from_numpy(np.random.default_rng(seed).permutation(total)[:n_train])
+    return dataclasses.replace(split, x_train=split.x_train[idx], y_train=split.y_train[idx], seed=seed,
+                               name=f"{split.name}[train subset {n_train} of {total}, seed {seed}]")
+
+
+def load(spec: PathLike, data_dir: PathLike | None = None, n_train: int | None = None,
+         seed: int = 0) -> Split:
+    """Load a data set by name or ``.npz`` path (for the command line).
+
+    ==========================  ==============================================================
+    ``spec``                    data
+    ==========================  ==============================================================
+    ``"digits"``                :func:`load_digits_split` (``n_train`` default 1024, ``seed``)
+    ``"synthetic"``             :func:`sparse_regression` (``n = n_train``, seed ``seed``)
+    ``"fashion_mnist"``         :func:`load_fashion_mnist` from ``data_dir``
+    ``"cifar10"``               :func:`load_cifar10` from ``data_dir``
+    a path ending in ``.npz``   :func:`load_npz`
+    ==========================  ==============================================================
+
+    For the last three, ``n_train`` (if given) takes a :func:`subset` with ``seed``.
+
+    Args:
+        spec: a name above or a path ending in ``.npz``.
+        data_dir: the directory of Fashion-MNIST's or CIFAR-10's files.
+        n_train: training points (None: all, or the loader's default).
+        seed: integer >= 0 (default 0).
+
+    Returns:
+        A :class:`Split`.
+
+    Raises:
+        TypeError: ``spec`` is not a string or path, or ``n_train``/``seed`` is not an integer.
+        ValueError: ``spec`` is unknown, ``data_dir`` is missing where needed, or a value is out
+            of range; and the errors of the loader.
+
+    Example:
+        >>> load("synthetic", n_train=20, seed=3).name
+        'sparse_regression(n=20,d=10,k=3,noise=0.1,n_test=1000,seed=3)'
+    """
+    spec = os.fspath(spec) if isinstance(spec, os.PathLike) else spec
+    if not isinstance(spec, str):
+        raise TypeError(f"spec must be a string or path, got {type(spec).__name__}")
+    seed = check_int("seed", seed, 0)
+    n_train = None if n_train is None else check_int("n_train", n_train, 1)
+    if spec == "digits":
+        return load_digits_split(seed=seed) if n_train is None else load_digits_split(n_train, seed)
+    if spec == "synthetic":
+        return sparse_regression(seed=seed) if n_train is None else sparse_regression(n_train, seed=seed)
+    if spec.endswith(".npz"):
+        split = load_npz(spec)
+    elif spec in ("fashion_mnist", "cifar10"):
+        if data_dir is None:
+            raise ValueError(f"data_dir is required for {spec!r}: the directory holding its files "
+                             "(nothing is downloaded)")
+        split = (load_fashion_mnist if spec == "fashion_mnist" else load_cifar10)(data_dir)
+    else:
+        raise ValueError(f"spec must be one of {list(DATASETS)} or a path ending in .npz, got {spec!r}")
+    return split if n_train is None else subset(split, n_train, seed)

@@ -1,0 +1,179 @@
+"""What every experiment shares: frozen configs with presets, ``--set`` parsing, the runner.
+
+An experiment is a subclass of :class:`Experiment` with a frozen dataclass ``Config``, a dict of
+``PRESETS`` (``smoke``: seconds, used by tests; ``cpu``: minutes on 2 cores with embedded data;
+``paper``: the paper's settings), and methods that list the runs, build the data and models, draw
+the figures and judge the paper's claims. :func:`run_experiment` trains every run, writes
+``results.json`` after each one (atomically), checkpoints inside runs, resumes, and finally
+writes the figures and ``REPORT.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import platform
+import subprocess
+import time
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from noisereg.data import Split
+from noisereg.training import TrainSpec, atomic_write_json, train
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run of an experiment: a unique id, a variant label (e.g. a width), its spec."""
+
+    id: str
+    variant: str
+    spec: TrainSpec
+
+
+class Experiment:
+    """Base class; see the module docstring. Subclasses set the class attributes and methods."""
+
+    name: str = ""
+    description: str = ""
+    Config: type = object
+    PRESETS: dict[str, dict[str, Any]] = {}
+    claims_text: str = ""
+
+    def config(self, preset: str, overrides: dict[str, Any] | None = None):
+        if preset not in self.PRESETS:
+            raise ValueError(f"unknown preset {preset!r} for {self.name}; valid: {', '.join(self.PRESETS)}")
+        return self.Config(**{**self.PRESETS[preset], **(overrides or {})})
+
+    def data(self, cfg, data: str | None, data_dir: str | None) -> Split:
+        raise NotImplementedError
+
+    def runs(self, cfg) -> list[Run]:
+        raise NotImplementedError
+
+    def model(self, cfg, run: Run, data: Split) -> nn.Module:
+        raise NotImplementedError
+
+    def figures(self, cfg_dict: dict) -> list[dict[str, Any]]:
+        """Declarative figure specs drawn by :mod:`noisereg.report` (one PNG each), e.g.
+        ``{"file": "fig2.png", "kind": "curves", "metrics": ["train_loss"], "panels": "variant"}``."""
+        return []
+
+    def claims(self, results: dict) -> list[dict[str, str]]:
+        """Rows ``{"claim", "paper", "ours", "verdict"}`` judging the paper's claims on ``results``."""
+        return []
+
+
+# ----------------------------------------------------------------------------- config parsing
+def _parse_value(name: str, text: str, hint: Any) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and type(None) in args:
+        if text.lower() in ("none", "null", ""):
+            return None
+        hint = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is tuple:
+        item = args[0] if args else str
+        return tuple(_parse_value(name, t.strip(), item) for t in text.split(",") if t.strip())
+    if hint is bool:
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"--set {name}: expected a boolean (true/false), got {text!r}")
+    try:
+        value = hint(text)
+    except (TypeError, ValueError):
+        raise ValueError(f"--set {name}: expected {getattr(hint, '__name__', hint)}, got {text!r}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"--set {name}: expected a finite number, got {text!r}")
+    return value
+
+
+def parse_overrides(config_cls: type, items: list[str]) -> dict[str, Any]:
+    """Parse ``["key=value", ...]`` against the fields of ``config_cls`` (types checked).
+
+    Raises:
+        ValueError: malformed item, unknown key (the message lists the valid keys), or a value
+            that does not parse as the field's type.
+    """
+    hints = typing.get_type_hints(config_cls)
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        key, text = item.split("=", 1)
+        key = key.strip()
+        if key not in hints:
+            raise ValueError(f"unknown --set key {key!r}; valid keys: {', '.join(sorted(hints))}")
+        out[key] = _parse_value(key, text.strip(), hints[key])
+    return out
+
+
+def _git_hash() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+# ------------------------------------------------------------------------------------- runner
+def run_experiment(exp: Experiment, preset: str, out: str | Path, *, overrides: dict[str, Any] | None = None,
+                   data: str | None = None, data_dir: str | None = None, resume: bool = False,
+                   device: str | None = None, show_progress: bool = True, callback=None) -> dict:
+    """Run every run of ``exp`` at ``preset``; write ``out/results.json`` and ``out/checkpoints/``.
+
+    Figures and REPORT.md are made from results.json by :func:`noisereg.report.write_report`.
+
+    Raises:
+        FileExistsError: ``out`` holds results of another run and ``resume`` is False.
+        ValueError: ``resume`` with results written for another configuration.
+    """
+    from tqdm.auto import tqdm
+
+    cfg = exp.config(preset, overrides)
+    out = Path(out)
+    path = out / "results.json"
+    device = device or default_device()
+    config = {**dataclasses.asdict(cfg), "data": data, "data_dir": data_dir}
+    if path.exists():
+        import json
+
+        previous = json.loads(path.read_text())
+        if not resume:
+            raise FileExistsError(f"{path} exists: pass --resume to continue that run, or choose another --out")
+        if previous.get("config") != json.loads(json.dumps(config)) or previous.get("preset") != preset:
+            raise ValueError(f"{path} was written with other settings; --resume needs the same preset, --set and data")
+        done = {r["id"]: r for r in previous["runs"]}
+    else:
+        done = {}
+    split = exp.data(cfg, data, data_dir)
+    runs = exp.runs(cfg)
+    results = {"experiment": exp.name, "preset": preset, "config": config, "data": split.name,
+               "environment": {"torch": torch.__version__, "python": platform.python_version(),
+                               "device": device, "git": _git_hash()},
+               "runs": [done[r.id] for r in runs if r.id in done]}
+    todo = [r for r in runs if r.id not in done]
+    t0 = time.perf_counter()
+    with tqdm(total=sum(r.spec.epochs for r in todo), disable=not show_progress, unit="epoch",
+              mininterval=1.0, desc=exp.name) as bar:
+        for run in todo:
+            bar.set_postfix_str(run.id)
+            record = train(lambda: exp.model(cfg, run, split), split, run.spec, device=device,
+                           checkpoint=out / "checkpoints" / f"{run.id}.pt", resume=resume, progress=bar,
+                           callback=callback)
+            results["runs"].append({"id": run.id, "variant": run.variant, **record})
+            atomic_write_json(path, results)
+    results["seconds"] = round(time.perf_counter() - t0, 1)
+    atomic_write_json(path, results)
+    return results

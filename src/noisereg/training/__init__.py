@@ -1,0 +1,12 @@
+"""Training runs with noise injection: loop, evaluation, atomic checkpoints and resume."""
+
+from noisereg.training.checkpoint import (
+    atomic_write_json,
+    atomic_write_text,
+    load_checkpoint,
+    save_checkpoint,
+)
+from noisereg.training.loop import METRICS, TrainSpec, build_model, evaluate, train
+
+__all__ = ["METRICS", "TrainSpec", "atomic_write_json", "atomic_write_text", "build_model", "evaluate",
+           "load_checkpoint", "save_checkpoint", "train"]

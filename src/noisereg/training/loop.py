@@ -1,0 +1,244 @@
+"""One training run: (noisy) GD/SGD/Adam, periodic evaluation, checkpoints, exact resume.
+
+Top to bottom: the run's settings (:class:`TrainSpec`), optimizer and schedule, the epoch loop
+(noise injection around forward+backward, one host sync per epoch), evaluation, checkpoints.
+A run whose training loss becomes non-finite is recorded as diverged and stops; the caller goes on.
+Resuming from a checkpoint replays the same data order, augmentation and noise, so on the CPU a
+resumed run ends with bit-identical numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from noisereg.curvature import ggn_trace
+from noisereg.data import Split
+from noisereg.injection import NoiseInjector
+from noisereg.losses import loss_value
+from noisereg.training.checkpoint import load_checkpoint, save_checkpoint
+
+METRICS = ("train_loss", "test_loss", "train_acc", "test_acc", "reg_loss", "hessian_trace", "ggn_trace")
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """Settings of one run. ``batch_size=None`` is full-batch GD (then one epoch = one step)."""
+
+    method: str = "gd"                # "gd" | "full" | "layer"
+    sigma: float = 0.0                # noise scale (paper convention unless convention says otherwise)
+    seed: int = 0                     # model init, data order, augmentation and noise
+    epochs: int = 10
+    batch_size: int | None = None
+    lr: float = 0.01
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    optimizer: str = "sgd"            # "sgd" | "adam"
+    schedule: str = "constant"        # "constant" | "cosine" (over epochs)
+    noise_stop_epoch: int | None = None  # sigma is set to 0 from this epoch on (Fig. 6: 135 of 150)
+    loss: str = "cross_entropy"       # "cross_entropy" | "square"
+    eval_every: int = 1               # epochs between evaluations
+    log: tuple[str, ...] = ()         # extra metrics: "reg_loss", "ggn_trace", "hessian_trace"
+    reg_sigma: float | None = None    # σ of reg_loss (default: sigma)
+    trace_points: int = 512           # training points used for the curvature metrics
+    layers: str = "module"
+    order: str = "random"
+    convention: str = "paper"
+    augment: bool = False             # random crop (pad 4 for 32x32, 1 otherwise) + horizontal flip
+    checkpoint_every: int = 0         # epochs between checkpoints (0: only at the end)
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.method in ("gd", "full", "layer"), f"method must be 'gd', 'full' or 'layer', got {self.method!r}"),
+            (self.optimizer in ("sgd", "adam"), f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}"),
+            (self.schedule in ("constant", "cosine"), f"schedule must be 'constant' or 'cosine', got {self.schedule!r}"),
+            (self.loss in ("cross_entropy", "square"), f"loss must be 'cross_entropy' or 'square', got {self.loss!r}"),
+            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (self.batch_size is None or self.batch_size >= 1, f"batch_size must be >= 1 or None, got {self.batch_size}"),
+            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (self.sigma >= 0 and math.isfinite(self.sigma), f"sigma must be a finite number >= 0, got {self.sigma}"),
+            (self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}"),
+            (set(self.log) <= {"reg_loss", "ggn_trace", "hessian_trace"},
+             f"log must name metrics among reg_loss, ggn_trace, hessian_trace, got {self.log}"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ValueError(msg)
+
+
+def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random crop with zero padding (4 px for 32x32 images, 1 px for smaller) and horizontal flip."""
+    n, _, h, w = x.shape
+    pad = 4 if h >= 32 else 1
+    padded = F.pad(x, (pad, pad, pad, pad))
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    flip = torch.rand(n, generator=gen) < 0.5
+    rows = (dy[:, None] + torch.arange(h)[None]).to(x.device)
+    cols = (dx[:, None] + torch.arange(w)[None]).to(x.device)
+    cols = torch.where(flip.to(x.device)[:, None], cols.flip(1), cols)
+    idx = torch.arange(n, device=x.device)[:, None, None]
+    return padded.permute(0, 2, 3, 1)[idx, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+
+
+def _loss(spec: TrainSpec, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return loss_value("square" if spec.loss == "square" else "cross_entropy", out, y)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: Split, spec: TrainSpec, sigma_reg: float, chunk: int = 2048) -> dict[str, float]:
+    """Loss (and accuracy for classification) on both splits; curvature metrics on a training subset."""
+    was_training = model.training
+    model.eval()
+    out: dict[str, float] = {}
+    for split, x, y in (("train", data.x_train, data.y_train), ("test", data.x_test, data.y_test)):
+        if len(x) == 0:
+            continue
+        total, correct = 0.0, 0
+        for i in range(0, len(x), chunk):
+            o = model(x[i:i + chunk])
+            total += float(_loss(spec, o, y[i:i + chunk])) * len(o)
+            if spec.loss == "cross_entropy":
+                correct += int((o.argmax(1) == y[i:i + chunk]).sum())
+        out[f"{split}_loss"] = total / len(x)
+        if spec.loss == "cross_entropy":
+            out[f"{split}_acc"] = correct / len(x)
+    if spec.log and math.isfinite(out["train_loss"]):
+        xs, ys = data.x_train[:spec.trace_points], data.y_train[:spec.trace_points]
+        loss = "square" if spec.loss == "square" else "cross_entropy"
+        with torch.enable_grad():
+            trace = ggn_trace(model, xs, ys, loss)
+        if "ggn_trace" in spec.log:
+            out["ggn_trace"] = trace
+        if "hessian_trace" in spec.log:  # exact for piecewise-linear nets, see noisereg.curvature
+            out["hessian_trace"] = trace
+        if "reg_loss" in spec.log:
+            r = float(_loss(spec, model(xs), ys))
+            out["reg_loss"] = r + 0.5 * sigma_reg ** 2 * trace
+    model.train(was_training)
+    return out
+
+
+def _make_optimizer(model: nn.Module, spec: TrainSpec):
+    params = [p for p in model.parameters() if p.requires_grad]
+    if spec.optimizer == "adam":
+        opt = torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay)
+    else:
+        opt = torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
+    if spec.schedule == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=spec.epochs)
+    else:
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    return opt, sched
+
+
+def build_model(model_fn: Callable[[], nn.Module], seed: int, device: torch.device | str) -> nn.Module:
+    """Build ``model_fn()`` with its initialisation drawn from ``seed``, leaving the global RNG untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return model_fn().to(device)
+
+
+def train(model_fn: Callable[[], nn.Module], data: Split, spec: TrainSpec, *, device: str | torch.device = "cpu",
+          checkpoint: str | Path | None = None, resume: bool = False, progress=None,
+          callback: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Train one run and return its record ``{"method", "sigma", "seed", "final", "history", ...}``.
+
+    Args:
+        model_fn: builds the model (called once, under ``spec.seed``).
+        data: the data, already on ``device`` (or moved there here).
+        spec: the run's settings. device: where to train.
+        checkpoint: file for checkpoints (written atomically every ``spec.checkpoint_every``
+            epochs and at the end). resume: continue from ``checkpoint`` if it exists.
+        progress: an object with ``update(n)`` (e.g. a tqdm bar), advanced once per epoch.
+        callback: called with the epoch number after each epoch (and its checkpoint).
+    """
+    device = torch.device(device)
+    data = Split(*(t.to(device) for t in (data.x_train, data.y_train, data.x_test, data.y_test)),
+                 name=data.name, seed=data.seed)
+    model = build_model(model_fn, spec.seed, device)
+    opt, sched = _make_optimizer(model, spec)
+    inj = None if spec.method == "gd" else NoiseInjector(
+        model, spec.sigma, mode=spec.method, layers=spec.layers, order=spec.order,
+        convention=spec.convention, seed=spec.seed)
+    gen = torch.Generator().manual_seed(spec.seed + 7919)  # data order and augmentation
+    sigma_reg = spec.sigma if spec.reg_sigma is None else spec.reg_sigma
+    history: list[dict[str, float]] = []
+    start, seconds, diverged = 0, 0.0, False
+    if resume and checkpoint is not None and Path(checkpoint).exists():
+        state = load_checkpoint(checkpoint)
+        if state["spec"] != dataclasses.asdict(spec):
+            raise ValueError(f"checkpoint {checkpoint} was written for other settings; delete it or use another --out")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        if inj is not None:
+            inj.load_state_dict(state["injector"])
+        gen.set_state(state["generator"])
+        start, history, seconds, diverged = state["epoch"], state["history"], state["seconds"], state["diverged"]
+        if progress is not None:
+            progress.update(start)
+    else:
+        history.append({"step": 0, **evaluate(model, data, spec, sigma_reg)})
+
+    def save(epoch: int) -> None:
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, {
+                "spec": dataclasses.asdict(spec), "epoch": epoch, "model": model.state_dict(),
+                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "injector": inj.state_dict() if inj is not None else {}, "generator": gen.get_state(),
+                "history": history, "seconds": seconds, "diverged": diverged})
+
+    n = len(data.x_train)
+    bs = n if spec.batch_size is None else min(spec.batch_size, n)
+    steps_per_epoch = math.ceil(n / bs)
+    model.train()
+    for epoch in range(start, spec.epochs if not diverged else start):
+        t0 = time.perf_counter()
+        if inj is not None and spec.noise_stop_epoch is not None and epoch >= spec.noise_stop_epoch:
+            inj.sigma = 0.0
+        order = torch.randperm(n, generator=gen).to(device) if bs < n else None
+        loss_sum = torch.zeros((), device=device)
+        for b in range(steps_per_epoch):
+            idx = order[b * bs:(b + 1) * bs] if order is not None else slice(None)
+            xb, yb = data.x_train[idx], data.y_train[idx]
+            if spec.augment:
+                xb = _augment(xb, gen)
+            opt.zero_grad(set_to_none=True)
+            if inj is None:
+                loss = _loss(spec, model(xb), yb)
+                loss.backward()
+            else:
+                with inj.perturb():
+                    loss = _loss(spec, model(xb), yb)
+                    loss.backward()
+            opt.step()
+            loss_sum += loss.detach()
+        sched.step()
+        seconds += time.perf_counter() - t0
+        last = epoch + 1 == spec.epochs
+        if not math.isfinite(float(loss_sum)):  # one host sync per epoch
+            diverged = True
+        if diverged or last or (epoch + 1) % spec.eval_every == 0:
+            history.append({"step": (epoch + 1) * steps_per_epoch, "epoch": epoch + 1,
+                            **evaluate(model, data, spec, sigma_reg)})
+        if diverged or last or (spec.checkpoint_every and (epoch + 1) % spec.checkpoint_every == 0):
+            save(epoch + 1)
+        if progress is not None:
+            progress.update(1)
+        if callback is not None:
+            callback(epoch + 1)
+        if diverged:
+            break
+    final = {k: v for k, v in history[-1].items() if k not in ("step", "epoch")}
+    return {"method": spec.method, "sigma": spec.sigma, "seed": spec.seed, "diverged": diverged,
+            "final": final, "history": history, "seconds": round(seconds, 3)}
