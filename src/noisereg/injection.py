@@ -53,7 +53,8 @@ def _check_choice(name: str, value: Any, allowed: Sequence[str]) -> str:
     return value
 
 
-def _check_sigma(sigma: Any) -> float:
+def check_sigma(sigma: Any) -> float:
+    """Return ``sigma`` as a float; raise unless it is a finite real number >= 0."""
     if isinstance(sigma, torch.Tensor) and sigma.numel() == 1:
         sigma = sigma.item()
     if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real):
@@ -237,7 +238,7 @@ class NoiseInjector:
 
     @sigma.setter
     def sigma(self, value: float) -> None:
-        self._sigma = _check_sigma(value)
+        self._sigma = check_sigma(value)
 
     def std(self) -> float:
         """Per-entry standard deviation of the noise added in the current mode and convention."""

@@ -18,7 +18,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from noisereg.curvature import ggn_trace
-from noisereg.injection import NoiseInjector, _check_sigma
+from noisereg.injection import NoiseInjector, check_sigma
 from noisereg.losses import as_predictions, check_loss, check_targets, loss_value, per_sample_loss
 
 _BATCH_ELEMENTS = 1 << 24  # bound on (noise samples in one vmapped pass) × (perturbed entries)
@@ -44,7 +44,7 @@ def effective_risk(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str
         >>> round(effective_risk(lin, torch.eye(3), torch.zeros(3), sigma=0.5), 6)  # 0 + 0.25/2 · 1
         0.125
     """
-    sigma = _check_sigma(sigma)
+    sigma = check_sigma(sigma)
     return risk(model, x, y, loss) + 0.5 * sigma ** 2 * ggn_trace(model, x, y, loss)
 
 

@@ -13,17 +13,7 @@ from typing import Any
 
 import torch
 
-
-def check_sigma(sigma: Any) -> float:
-    """Return ``sigma`` as a float; it must be a finite real number >= 0."""
-    if isinstance(sigma, torch.Tensor) and sigma.numel() == 1:
-        sigma = sigma.item()
-    if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real):
-        raise TypeError(f"sigma must be a real number, got {type(sigma).__name__}")
-    sigma = float(sigma)
-    if not math.isfinite(sigma) or sigma < 0:
-        raise ValueError(f"sigma must be a finite number >= 0, got {sigma}")
-    return sigma
+from noisereg.injection import check_sigma  # noqa: F401  (re-exported for the closed forms)
 
 
 def check_int(name: str, value: Any) -> int:

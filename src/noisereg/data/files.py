@@ -25,7 +25,7 @@ from noisereg.data.embedded import Split, load_digits_split
 from noisereg.data.synthetic import check_int, sparse_regression
 
 PathLike = str | os.PathLike
-DATASETS = ("digits", "fashion_mnist", "cifar10", "synthetic")
+DATASETS = ("digits", "fashion_mnist", "cifar10", "synthetic", "standin:fashion_mnist", "standin:cifar10")
 _NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 IDX_IMAGES, IDX_LABELS = 0x00000803, 0x00000801  # uint8 (0x08), 3 resp. 1 dimensions
 _FASHION_DIRS = (".", "FashionMNIST/raw", "fashion-mnist")
@@ -306,6 +306,27 @@ def subset(split: Split, n_train: int, seed: int = 0) -> Split:
                                name=f"{split.name}[train subset {n_train} of {total}, seed {seed}]")
 
 
+def standin(name: str, seed: int = 0, n_train: int | None = None, n_test: int | None = None) -> Split:
+    """Random data with the shapes and sizes of ``name`` (uniform pixels, uniform labels).
+
+    For timing the paper presets without the real files; accuracy on it is meaningless.
+    ``n_train`` / ``n_test`` default to the real sizes (60k/10k, 50k/10k).
+
+    Example:
+        >>> tuple(standin("fashion_mnist", n_train=8, n_test=4).x_train.shape)
+        (8, 1, 28, 28)
+    """
+    shapes = {"fashion_mnist": ((1, 28, 28), 60000, 10000), "cifar10": ((3, 32, 32), 50000, 10000)}
+    if name not in shapes:
+        raise ValueError(f"standin name must be one of {sorted(shapes)}, got {name!r}")
+    shape, n_tr, n_te = shapes[name]
+    n_tr, n_te = n_train or n_tr, n_test or n_te
+    g = torch.Generator().manual_seed(seed)
+    return Split(torch.rand(n_tr, *shape, generator=g), torch.randint(0, 10, (n_tr,), generator=g),
+                 torch.rand(n_te, *shape, generator=g), torch.randint(0, 10, (n_te,), generator=g),
+                 name=f"standin:{name}(random, seed={seed})", seed=seed)
+
+
 def load(spec: PathLike, data_dir: PathLike | None = None, n_train: int | None = None,
          seed: int = 0) -> Split:
     """Load a data set by name or ``.npz`` path (for the command line).
@@ -318,6 +339,8 @@ def load(spec: PathLike, data_dir: PathLike | None = None, n_train: int | None =
     ``"fashion_mnist"``         :func:`load_fashion_mnist` from ``data_dir``
     ``"cifar10"``               :func:`load_cifar10` from ``data_dir``
     a path ending in ``.npz``   :func:`load_npz`
+    ``"standin:NAME"``          random data of the shapes of NAME (:func:`standin`), to time
+                                paper presets where the real files are absent
     ==========================  ==============================================================
 
     For the last three, ``n_train`` (if given) takes a :func:`subset` with ``seed``.
@@ -351,6 +374,8 @@ def load(spec: PathLike, data_dir: PathLike | None = None, n_train: int | None =
         return sparse_regression(seed=seed) if n_train is None else sparse_regression(n_train, seed=seed)
     if spec.endswith(".npz"):
         split = load_npz(spec)
+    elif spec.startswith("standin:") and spec[8:] in ("fashion_mnist", "cifar10"):
+        return standin(spec[8:], seed=seed, n_train=n_train)
     elif spec in ("fashion_mnist", "cifar10"):
         if data_dir is None:
             raise ValueError(f"data_dir is required for {spec!r}: the directory holding its files "

@@ -26,6 +26,7 @@ class ClassifyConfig:
     sigmas: tuple[float, ...] = (0.05,)
     methods: tuple[str, ...] = ("gd", "full", "layer")
     seeds: tuple[int, ...] = (0,)
+    sigma_schedule: str = "constant"
     noise_stop_epoch: int | None = None
     augment: bool = False
     eval_every: int = 10
@@ -35,6 +36,7 @@ class ClassifyConfig:
     layers: str = "module"
     order: str = "random"
     convention: str = "paper"
+    amp: bool = False                 # bfloat16 autocast (GPU runs)
 
 
 class ClassifyExperiment(Experiment):
@@ -49,9 +51,10 @@ class ClassifyExperiment(Experiment):
     def spec(self, cfg, variant: str, method: str, sigma: float, seed: int) -> TrainSpec:
         return TrainSpec(method=method, sigma=sigma, seed=seed, epochs=cfg.epochs, batch_size=cfg.batch_size,
                          lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, schedule=cfg.schedule,
-                         noise_stop_epoch=cfg.noise_stop_epoch, loss="cross_entropy", eval_every=cfg.eval_every,
+                         sigma_schedule=cfg.sigma_schedule, noise_stop_epoch=cfg.noise_stop_epoch, loss="cross_entropy", eval_every=cfg.eval_every,
                          log=cfg.log, trace_points=cfg.trace_points, layers=cfg.layers, order=cfg.order,
-                         convention=cfg.convention, augment=cfg.augment, checkpoint_every=cfg.checkpoint_every)
+                         convention=cfg.convention, augment=cfg.augment, checkpoint_every=cfg.checkpoint_every,
+                         amp=cfg.amp)
 
     def variant_names(self, cfg) -> list[str]:
         return list(self.variants)

@@ -38,7 +38,7 @@ def _draw_curves(ax, runs, metric, log):
     groups = defaultdict(list)
     for r in runs:
         groups[(r["method"], r["sigma"])].append(r)
-    for (method, sigma), rs in sorted(groups.items()):
+    for (method, sigma), rs in sorted(groups.items(), key=lambda kv: (list(LABELS).index(kv[0][0]), kv[0][1])):
         steps = [h["step"] for h in rs[0]["history"] if metric in h]
         if not steps:
             continue

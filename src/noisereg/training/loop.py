@@ -9,6 +9,7 @@ resumed run ends with bit-identical numbers.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -44,6 +45,7 @@ class TrainSpec:
     weight_decay: float = 0.0
     optimizer: str = "sgd"            # "sgd" | "adam"
     schedule: str = "constant"        # "constant" | "cosine" (over epochs)
+    sigma_schedule: str = "constant"  # "constant" | "linear" (σ·(1 − t/T)) | "cosine" (σ·(1 + cos πt/T)/2), per epoch
     noise_stop_epoch: int | None = None  # sigma is set to 0 from this epoch on (Fig. 6: 135 of 150)
     loss: str = "cross_entropy"       # "cross_entropy" | "square"
     eval_every: int = 1               # epochs between evaluations
@@ -55,12 +57,15 @@ class TrainSpec:
     convention: str = "paper"
     augment: bool = False             # random crop (pad 4 for 32x32, 1 otherwise) + horizontal flip
     checkpoint_every: int = 0         # epochs between checkpoints (0: only at the end)
+    amp: bool = False                 # bfloat16 autocast for forward and loss (no GradScaler needed)
 
     def __post_init__(self) -> None:
         checks = [
             (self.method in ("gd", "full", "layer"), f"method must be 'gd', 'full' or 'layer', got {self.method!r}"),
             (self.optimizer in ("sgd", "adam"), f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}"),
             (self.schedule in ("constant", "cosine"), f"schedule must be 'constant' or 'cosine', got {self.schedule!r}"),
+            (self.sigma_schedule in ("constant", "linear", "cosine"),
+             f"sigma_schedule must be 'constant', 'linear' or 'cosine', got {self.sigma_schedule!r}"),
             (self.loss in ("cross_entropy", "square"), f"loss must be 'cross_entropy' or 'square', got {self.loss!r}"),
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.batch_size is None or self.batch_size >= 1, f"batch_size must be >= 1 or None, got {self.batch_size}"),
@@ -88,6 +93,15 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     cols = torch.where(flip.to(x.device)[:, None], cols.flip(1), cols)
     idx = torch.arange(n, device=x.device)[:, None, None]
     return padded.permute(0, 2, 3, 1)[idx, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+
+
+def sigma_at(spec: TrainSpec, epoch: int) -> float:
+    """σ used in ``epoch`` (0-based): the schedule applied to ``spec.sigma``, 0 from the noise stop on."""
+    if spec.noise_stop_epoch is not None and epoch >= spec.noise_stop_epoch:
+        return 0.0
+    t = epoch / spec.epochs
+    factor = {"constant": 1.0, "linear": 1.0 - t, "cosine": 0.5 * (1.0 + math.cos(math.pi * t))}[spec.sigma_schedule]
+    return spec.sigma * factor
 
 
 def _loss(spec: TrainSpec, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -204,8 +218,8 @@ def train(model_fn: Callable[[], nn.Module], data: Split, spec: TrainSpec, *, de
     model.train()
     for epoch in range(start, spec.epochs if not diverged else start):
         t0 = time.perf_counter()
-        if inj is not None and spec.noise_stop_epoch is not None and epoch >= spec.noise_stop_epoch:
-            inj.sigma = 0.0
+        if inj is not None:
+            inj.sigma = sigma_at(spec, epoch)
         order = torch.randperm(n, generator=gen).to(device) if bs < n else None
         loss_sum = torch.zeros((), device=device)
         for b in range(steps_per_epoch):
@@ -214,13 +228,10 @@ def train(model_fn: Callable[[], nn.Module], data: Split, spec: TrainSpec, *, de
             if spec.augment:
                 xb = _augment(xb, gen)
             opt.zero_grad(set_to_none=True)
-            if inj is None:
-                loss = _loss(spec, model(xb), yb)
+            with inj.perturb() if inj is not None else contextlib.nullcontext():
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec.amp):
+                    loss = _loss(spec, model(xb).float(), yb)
                 loss.backward()
-            else:
-                with inj.perturb():
-                    loss = _loss(spec, model(xb), yb)
-                    loss.backward()
             opt.step()
             loss_sum += loss.detach()
         sched.step()
