@@ -1,6 +1,6 @@
 """Experiments of the paper, by name: Section 5 (fig2-fig6). ``EXPERIMENTS[name]`` is an instance."""
 
-from noisereg.experiments.base import Experiment, Run, parse_overrides, run_experiment
+from noisereg.experiments.base import Experiment, Job, Run, parse_overrides, run_experiment
 from noisereg.experiments.fig2 import Fig2
 from noisereg.experiments.fig3 import Fig3
 from noisereg.experiments.fig4 import Fig4
@@ -9,4 +9,4 @@ from noisereg.experiments.fig6 import Fig6
 
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (Fig2(), Fig3(), Fig4(), Fig5(), Fig6())}
 
-__all__ = ["EXPERIMENTS", "Experiment", "Run", "parse_overrides", "run_experiment"]
+__all__ = ["EXPERIMENTS", "Experiment", "Job", "Run", "parse_overrides", "run_experiment"]

@@ -36,6 +36,19 @@ class Run:
     spec: TrainSpec
 
 
+@dataclass(frozen=True)
+class Job:
+    """One computation that is not a standard training run (theory experiments).
+
+    ``fn()`` returns the run record: ``{"method", "sigma", "seed", "final": {...}, "history": [...]}``
+    plus any extra JSON-serialisable fields the experiment's figures and claims need.
+    """
+
+    id: str
+    variant: str
+    fn: Any
+
+
 class Experiment:
     """Base class; see the module docstring. Subclasses set the class attributes and methods."""
 
@@ -53,7 +66,7 @@ class Experiment:
     def data(self, cfg, data: str | None, data_dir: str | None) -> Split:
         raise NotImplementedError
 
-    def runs(self, cfg) -> list[Run]:
+    def runs(self, cfg) -> list[Run | Job]:
         raise NotImplementedError
 
     def model(self, cfg, run: Run, data: Split) -> nn.Module:
@@ -61,8 +74,13 @@ class Experiment:
 
     def figures(self, cfg_dict: dict) -> list[dict[str, Any]]:
         """Declarative figure specs drawn by :mod:`noisereg.report` (one PNG each), e.g.
-        ``{"file": "fig2.png", "kind": "curves", "metrics": ["train_loss"], "panels": "variant"}``."""
+        ``{"file": "fig2.png", "kind": "curves", "metrics": ["train_loss"], "panels": "variant"}``;
+        kind ``"custom"`` calls :meth:`draw`."""
         return []
+
+    def draw(self, results: dict, spec: dict[str, Any], out: Path) -> Path:
+        """Draw a ``"custom"`` figure spec from ``results`` into ``out / spec["file"]``."""
+        raise NotImplementedError(f"{self.name} declares a custom figure but has no draw()")
 
     def claims(self, results: dict) -> list[dict[str, str]]:
         """Rows ``{"claim", "paper", "ours", "verdict"}`` judging the paper's claims on ``results``."""
@@ -159,19 +177,24 @@ def run_experiment(exp: Experiment, preset: str, out: str | Path, *, overrides: 
         done = {}
     split = exp.data(cfg, data, data_dir)
     runs = exp.runs(cfg)
-    results = {"experiment": exp.name, "preset": preset, "config": config, "data": split.name,
+    results = {"experiment": exp.name, "preset": preset, "config": config, "data": getattr(split, "name", str(split)),
                "environment": {"torch": torch.__version__, "python": platform.python_version(),
                                "device": device, "git": _git_hash()},
                "runs": [done[r.id] for r in runs if r.id in done]}
     todo = [r for r in runs if r.id not in done]
     t0 = time.perf_counter()
-    with tqdm(total=sum(r.spec.epochs for r in todo), disable=not show_progress, unit="epoch",
-              mininterval=1.0, desc=exp.name) as bar:
+    with tqdm(total=sum(r.spec.epochs if isinstance(r, Run) else 1 for r in todo), disable=not show_progress,
+              unit="epoch", mininterval=1.0, desc=exp.name) as bar:
         for run in todo:
             bar.set_postfix_str(run.id)
-            record = train(lambda: exp.model(cfg, run, split), split, run.spec, device=device,
-                           checkpoint=out / "checkpoints" / f"{run.id}.pt", resume=resume, progress=bar,
-                           callback=callback)
+            if isinstance(run, Job):
+                t1 = time.perf_counter()
+                record = {**run.fn(), "seconds": round(time.perf_counter() - t1, 3)}
+                bar.update(1)
+            else:
+                record = train(lambda: exp.model(cfg, run, split), split, run.spec, device=device,
+                               checkpoint=out / "checkpoints" / f"{run.id}.pt", resume=resume, progress=bar,
+                               callback=callback)
             results["runs"].append({"id": run.id, "variant": run.variant, **record})
             atomic_write_json(path, results)
     results["seconds"] = round(time.perf_counter() - t0, 1)

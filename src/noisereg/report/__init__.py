@@ -41,7 +41,10 @@ def section(results: dict, out: Path) -> str:
              f"Data: {results['data']}; preset `{results['preset']}`; "
              f"environment: {results['environment']}; {results.get('seconds', '?')} s.", ""]
     for spec in exp.figures(results["config"]):
-        draw(results, spec, out)
+        if spec["kind"] == "custom":
+            exp.draw(results, spec, out)
+        else:
+            draw(results, spec, out)
         lines.append(f"![{spec['file']}]({spec['file']})")
     lines += ["", "| claim (paper) | paper | ours | verdict |", "|---|---|---|---|"]
     lines += [f"| {c['claim']} | {c['paper']} | {c['ours']} | **{c['verdict']}** |" for c in exp.claims(results)]
