@@ -1,0 +1,142 @@
+r"""Taylor order (Theorem 1): R_σ − R_σ^eff = O(σ³) when D²Φ[I] = 0, but only O(σ²) otherwise.
+
+For the square loss, :math:`R_\sigma^{\rm eff}(w) = \mathbb E_\varepsilon L(\Phi(w) + \sigma D\Phi(w)\varepsilon)`
+exactly (L is quadratic), so the gap is the expectation of a per-sample difference that is itself
+small, which makes a precise Monte-Carlo estimate possible at every σ:
+
+.. math::
+
+    R_\sigma - R_\sigma^{\rm eff} = \mathbb E_\varepsilon\big[L(\Phi(w+\sigma\varepsilon))
+    - L(\Phi(w) + \sigma D\Phi(w)\varepsilon)\big],
+
+with :math:`D\Phi(w)\varepsilon` a Jacobian-vector product (``torch.func.jvp``) and antithetic
+pairs ±ε. Models: a 3-layer deep linear net (multilinear: :math:`D^2\Phi[I] = 0`, the gap is
+even in σ and starts at σ⁴), a one-hidden-layer ReLU net (piecewise linear in each weight:
+:math:`D^2\Phi[I] = 0` almost everywhere, Appendix A; kinks add higher-order terms), and a tanh net
+(:math:`D^2\Phi[I] \ne 0`: the gap is :math:`\tfrac{\sigma^2}{2}DL\cdot D^2\Phi[I] + O(\sigma^3)`,
+slope 2). Slopes are least-squares fits of log|gap| on log σ over the points where the gap is
+more than 3 standard errors from zero.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.func import functional_call, jvp, vmap
+
+from noisereg.data import sparse_regression
+from noisereg.experiments.base import Experiment, Job
+from noisereg.experiments.plotting import figure, save
+from noisereg.experiments.variance import slope
+from noisereg.losses import per_sample_loss
+from noisereg.models import MLP, DeepLinearNet
+
+
+@dataclass(frozen=True)
+class TaylorConfig:
+    sigmas: tuple[float, ...] = (0.01, 0.02, 0.04, 0.08, 0.16)
+    n: int = 30
+    d: int = 10
+    width: int = 16
+    samples: int = 20000           # noise samples per point (antithetic pairs: samples / 2)
+    seed: int = 0
+
+
+MODELS = {
+    "deep linear (D²Φ[I] = 0)": lambda cfg: DeepLinearNet((cfg.d, cfg.width, cfg.width, 1)),
+    "ReLU (D²Φ[I] = 0 a.e.)": lambda cfg: MLP(cfg.d, (cfg.width,), 1),
+    "tanh (D²Φ[I] ≠ 0)": lambda cfg: MLP(cfg.d, (cfg.width,), 1, activation=nn.Tanh),
+}
+
+
+def taylor_gap(model: nn.Module, x, y, sigma: float, samples: int, seed: int) -> tuple[float, float]:
+    """Antithetic Monte-Carlo estimate of R_σ − R_σ^eff (full noise, square loss): (mean, stderr)."""
+    params = {k: p.detach() for k, p in model.named_parameters()}
+    phi = lambda p: functional_call(model, p, (x,))  # noqa: E731
+    g = torch.Generator().manual_seed(seed)
+
+    def pair(eps):
+        f0, jeps = jvp(phi, (params,), (eps,))
+        d = []
+        for s in (sigma, -sigma):
+            f = phi({k: params[k] + s * eps[k] for k in params})
+            d.append(per_sample_loss("square", f, y).mean() - per_sample_loss("square", f0 + s * jeps, y).mean())
+        return (d[0] + d[1]) / 2
+
+    half = samples // 2
+    vals = []
+    for start in range(0, half, 2000):
+        b = min(2000, half - start)
+        eps = {k: torch.randn((b, *v.shape), generator=g, dtype=v.dtype) for k, v in params.items()}
+        vals.append(vmap(pair)(eps))
+    v = torch.cat(vals)
+    return v.mean().item(), (v.std() / math.sqrt(len(v))).item()
+
+
+class Taylor(Experiment):
+    name = "taylor"
+    description = "R_σ − R_σ^eff against σ: O(σ³) when D²Φ[I] = 0, O(σ²) otherwise (Theorem 1)"
+    Config = TaylorConfig
+    PRESETS = {"smoke": dict(sigmas=(0.05, 0.2), samples=400), "cpu": dict(), "paper": dict(samples=200000)}
+
+    def data(self, cfg, data, data_dir):
+        if data or data_dir:
+            raise ValueError("taylor uses its own synthetic data; --data/--data-dir do not apply")
+        return sparse_regression(n=cfg.n, d=cfg.d, seed=cfg.seed)
+
+    def runs(self, cfg):
+        split = self.data(cfg, None, None)
+        x, y = split.x_train.double(), split.y_train.double()
+        jobs = []
+        for name, make in MODELS.items():
+            for s in cfg.sigmas:
+                jobs.append(Job(f"{name.split()[0]}-sigma{s:g}", name,
+                                lambda make=make, s=s: self.point(cfg, make, s, x, y)))
+        return jobs
+
+    def point(self, cfg, make, sigma, x, y):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            model = make(cfg).double()
+        gap, se = taylor_gap(model, x, y, sigma, cfg.samples, cfg.seed)
+        final = {"gap": gap, "gap_se": se}
+        return {"method": "full", "sigma": sigma, "seed": cfg.seed, "final": final, "history": [{"step": 0, **final}]}
+
+    def slopes(self, results):
+        out = {}
+        for name in MODELS:
+            rows = sorted((r["sigma"], r["final"]) for r in results["runs"] if r["variant"] == name)
+            ok = [(s, abs(f["gap"])) for s, f in rows if abs(f["gap"]) > 3 * f["gap_se"]]
+            out[name] = (slope([s for s, _ in ok], [g for _, g in ok]), len(ok))
+        return out
+
+    def figures(self, cfg):
+        return [{"file": "taylor.png", "kind": "custom", "title": "|R_σ − R_σ^eff| against σ (Theorem 1)"}]
+
+    def draw(self, results, spec, out):
+        fig, axes = figure(1, 1, size=(6.5, 4.5))
+        ax = axes[0][0]
+        sl = self.slopes(results)
+        for name, color in zip(MODELS, ("tab:purple", "tab:green", "tab:red")):
+            rows = sorted((r["sigma"], r["final"]) for r in results["runs"] if r["variant"] == name)
+            ax.errorbar([s for s, _ in rows], [abs(f["gap"]) for _, f in rows], yerr=[2 * f["gap_se"] for _, f in rows],
+                        marker="o", capsize=3, color=color, label=f"{name}: slope {sl[name][0]:.2f}")
+        ax.set(xscale="log", yscale="log", xlabel="σ", ylabel="|R_σ − R_σ^eff| (± 2 SE)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        return save(fig, out / spec["file"], spec.get("title"))
+
+    def claims(self, results):
+        sl = self.slopes(results)
+        rows = []
+        for name, (sl_, k) in sl.items():
+            if "≠" in name:
+                claim, paper, ok = f"{name}: gap is O(σ²)", "slope 2", 1.7 <= sl_ <= 2.3
+            else:
+                claim, paper, ok = f"{name}: gap is O(σ³) (Theorem 1)", "slope ≥ 3", sl_ >= 2.7
+            rows.append({"claim": claim, "paper": paper, "ours": f"slope {sl_:.2f} over {k} σ values (gap > 3 SE)",
+                         "verdict": ("reproduced" if ok else "not reproduced") if k >= 2 else "not run at this scale"})
+        return rows
