@@ -1,0 +1,227 @@
+r"""PSD factorization Φ = wwᵀ + full noise injection = trace-penalised PSD regression (Sec. 2.5).
+
+:math:`w\in\mathbb{R}^{d\times r}` with r ≥ d (so every PSD matrix is some wwᵀ), loss
+:math:`\frac12\|Y-\Phi\|_F^2`. Noisy GD (every entry of w perturbed with std σ) is compared with
+two PSD minimisers, both eigenvalue soft-thresholdings of Y (:func:`psd_soft_threshold`), since
+:math:`\frac12\|Y-\Phi\|_F^2 + c\operatorname{tr}\Phi = \frac12\|(Y - cI) - \Phi\|_F^2 + \text{const}`
+and the projection of Y − cI onto the PSD cone clips its negative eigenvalues:
+
+(a) the effective risk of Eq. (6), :math:`c = \sigma^2(d+1)` (:func:`noisereg.closed_form.psd_trace_penalty`);
+
+(b) the exact smoothed risk :math:`R_\sigma` (:func:`noisereg.closed_form.psd_full_noise_risk`),
+    :math:`c = \sigma^2(d+1+r)`: here :math:`D^2\Phi[I] = 2rI \ne 0` adds the first-order term
+    :math:`\sigma^2 r\operatorname{tr}(\Phi - Y)` that Theorem 1 excludes; only Theorem 2 (predictions
+    O(σ²)-close) applies.
+
+The noisy gradient is unbiased for :math:`\nabla R_\sigma`, so noisy GD should find (b).
+As in :mod:`noisereg.experiments.nuclear` the gradient noise is averaged out by a harmonic step-size
+decay over the second half and a Polyak average of Φ over the last ``avg_frac`` of the steps.
+
+Settings (cpu preset): d = 8, r = 12, Y with eigenvalues (4, 2.5, 1.5, 0.6, 0.08, 0.04, 0.02,
+0.01) in a random basis plus symmetric noise 0.02; σ ∈ {0.1, 0.2}; lr 0.02, 20 000 steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from noisereg.experiments.base import Experiment, Job
+from noisereg.experiments.nuclear import lr_at, one_thread
+from noisereg.experiments.plotting import figure, save
+from noisereg.injection import NoiseInjector, check_sigma
+from noisereg.models import PSDFactorization
+
+
+def psd_soft_threshold(Y: torch.Tensor, c: float) -> torch.Tensor:
+    r"""argmin over PSD Φ of :math:`\frac12\|Y-\Phi\|_F^2 + c\operatorname{tr}\Phi` (Y symmetric).
+
+    :math:`\Phi = V\max(\Lambda - c, 0)V^\top` with :math:`Y = V\Lambda V^\top`.
+
+    Raises:
+        ValueError: Y is not symmetric (up to 1e-10 relative).
+    """
+    if not torch.allclose(Y, Y.T, rtol=0, atol=1e-10 * max(float(Y.abs().max()), 1.0)):
+        raise ValueError("Y must be symmetric, got max |Y - Yᵀ| = "
+                         f"{float((Y - Y.T).abs().max()):.3g}")
+    lam, V = torch.linalg.eigh(Y)
+    return (V * (lam - c).clamp_min(0)) @ V.T
+
+
+def psd_objective(Y: torch.Tensor, Phi: torch.Tensor, c: float) -> torch.Tensor:
+    """½||Y − Φ||_F² + c·tr Φ."""
+    return 0.5 * (Y - Phi).pow(2).sum() + c * torch.trace(Phi)
+
+
+@dataclass(frozen=True)
+class PSDConfig:
+    """Settings of the PSD experiment (see the module docstring)."""
+
+    d: int = 8
+    r: int = 12                       # factor width, r >= d
+    eigs: tuple[float, ...] = (4.0, 2.5, 1.5, 0.6, 0.08, 0.04, 0.02, 0.01)   # eigenvalues of clean Y
+    noise: float = 0.02               # std of the symmetric noise added to Y
+    sigmas: tuple[float, ...] = (0.1, 0.2)
+    lr: float = 0.02
+    steps: int = 20000
+    lr_ratio: float = 10.0            # lr decays harmonically to lr / lr_ratio over the second half
+    avg_frac: float = 0.5             # Polyak-average Φ over this last fraction of the steps
+    seeds: tuple[int, ...] = (0,)
+    data_seed: int = 0
+    eval_every: int = 200
+
+
+def make_target(cfg) -> torch.Tensor:
+    """Y = V diag(eigs) Vᵀ + noise·(N + Nᵀ)/√2 (float64, symmetric)."""
+    g = torch.Generator().manual_seed(cfg.data_seed)
+    V, _ = torch.linalg.qr(torch.randn(cfg.d, cfg.d, generator=g, dtype=torch.float64))
+    N = torch.randn(cfg.d, cfg.d, generator=g, dtype=torch.float64)
+    return (V * torch.tensor(cfg.eigs, dtype=torch.float64)) @ V.T + cfg.noise * (N + N.T) / 2**0.5
+
+
+def thresholds(cfg, sigma: float) -> tuple[float, float]:
+    """(c_a, c_b) = (σ²(d+1), σ²(d+1+r)): trace weights of the effective and the exact smoothed risk."""
+    sigma = check_sigma(sigma)
+    return sigma**2 * (cfg.d + 1), sigma**2 * (cfg.d + 1 + cfg.r)
+
+
+def train_run(cfg, method: str, sigma: float, seed: int) -> dict:
+    """Noisy (full) or plain GD on Φ = wwᵀ; returns the run record."""
+    with one_thread():
+        return _train_run(cfg, method, sigma, seed)
+
+
+def _train_run(cfg, method, sigma, seed):
+    Y = make_target(cfg)
+    sref = max(cfg.sigmas) if method == "gd" else sigma       # plain GD is compared with the largest σ
+    ca, cb = thresholds(cfg, sref)
+    Phi_a, Phi_b = psd_soft_threshold(Y, ca), psd_soft_threshold(Y, cb)
+    net = PSDFactorization(cfg.d, cfg.r, generator=torch.Generator().manual_seed(1000 + seed)).double()
+    opt = torch.optim.SGD(net.parameters(), lr=cfg.lr)
+    inj = NoiseInjector(net, sigma=0.0 if method == "gd" else sigma, mode="full", seed=seed)
+    eye = torch.eye(cfg.d, dtype=torch.float64)
+    rel = lambda P, ref: float(torch.linalg.matrix_norm(P - ref) / torch.linalg.matrix_norm(ref))  # noqa: E731
+    avg_from = int(cfg.steps * (1 - cfg.avg_frac))
+    Psum, count, history = torch.zeros_like(Y), 0, []
+    for t in range(cfg.steps):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(cfg, t)
+        opt.zero_grad(set_to_none=True)
+        with inj.perturb():
+            loss = 0.5 * (Y - net(eye)).pow(2).sum()
+            loss.backward()
+        opt.step()
+        if t >= avg_from:
+            with torch.no_grad():
+                Psum += net.w @ net.w.T
+            count += 1
+        if (t + 1) % cfg.eval_every == 0 or t + 1 == cfg.steps:
+            with torch.no_grad():
+                P = net.w @ net.w.T
+                h = {"step": t + 1, "rel_err_b": rel(P, Phi_b), "rel_err_a": rel(P, Phi_a), "lr": lr_at(cfg, t),
+                     "train_loss": float(0.5 * (Y - P).pow(2).sum())}
+                if count:
+                    h["rel_err_b_avg"] = rel(Psum / count, Phi_b)
+                    h["rel_err_a_avg"] = rel(Psum / count, Phi_a)
+                history.append(h)
+    with torch.no_grad():
+        P_last = net.w @ net.w.T
+        P = Psum / count if method != "gd" else P_last
+    eig = lambda A: torch.linalg.eigvalsh(A).flip(0).tolist()  # noqa: E731
+    return {
+        "method": method, "sigma": float(0.0 if method == "gd" else sigma), "seed": seed,
+        "final": {"rel_err_b": rel(P, Phi_b), "rel_err_a": rel(P, Phi_a), "rel_err_b_last": rel(P_last, Phi_b),
+                  "rel_ab": rel(Phi_a, Phi_b), "train_loss": float(0.5 * (Y - P).pow(2).sum()),
+                  "reg_loss": float(psd_objective(Y, P, cb)), "reg_loss_b": float(psd_objective(Y, Phi_b, cb))},
+        "history": history, "compared_sigma": float(sref), "c_a": ca, "c_b": cb,
+        "eig": eig(P), "eig_a": eig(Phi_a), "eig_b": eig(Phi_b), "eig_y": eig(Y),
+        "averaging": (f"harmonic lr decay {cfg.lr:g} -> {cfg.lr / cfg.lr_ratio:g} over the second half; "
+                      f"Polyak average of Φ over the last {cfg.avg_frac:.0%} of {cfg.steps} steps"
+                      if method != "gd" else "none (last iterate)"),
+    }
+
+
+class PSD(Experiment):
+    name = "psd"
+    description = "PSD factorization wwᵀ: noisy GD soft-thresholds eigenvalues at the exact-risk level σ²(d+1+r)"
+    Config = PSDConfig
+    PRESETS = {
+        "smoke": dict(d=4, r=6, eigs=(3.0, 1.0, 0.05, 0.02), sigmas=(0.2,), steps=300, eval_every=50),
+        "cpu": dict(),
+    }
+
+    def data(self, cfg, data, data_dir):
+        if data or data_dir:
+            raise ValueError("psd uses its own synthetic data; --data/--data-dir do not apply")
+        return (f"synthetic symmetric Y ({cfg.d}×{cfg.d}), eigenvalues {tuple(cfg.eigs)} in a random basis "
+                f"+ symmetric noise {cfg.noise:g}; w ∈ R^{cfg.d}×{cfg.r}")
+
+    def runs(self, cfg):
+        jobs = [Job(f"gd-s{seed}", "gd", lambda seed=seed: train_run(cfg, "gd", 0.0, seed)) for seed in cfg.seeds]
+        jobs += [Job(f"full-sigma{sigma:g}-s{seed}", f"sigma {sigma:g}",
+                     lambda sigma=sigma, seed=seed: train_run(cfg, "full", sigma, seed))
+                 for sigma in cfg.sigmas for seed in cfg.seeds]
+        return jobs
+
+    def figures(self, cfg):
+        return [{"file": "psd.png", "kind": "custom",
+                 "title": "Φ = wwᵀ: noisy GD vs eigenvalue soft-thresholding at σ²(d+1) (a) and σ²(d+1+r) (b)"}]
+
+    def draw(self, results, spec, out):
+        runs = results["runs"]
+        noisy = [r for r in runs if r["method"] != "gd"]
+        fig, ax = figure(1, len(noisy) + 1, size=(4.6, 3.8))
+        gd = [r for r in runs if r["method"] == "gd"]
+        for j, r in enumerate(noisy):
+            a = ax[0, j]
+            idx = range(1, len(r["eig"]) + 1)
+            a.plot(idx, r["eig_y"], "x", color="gray", label="eigenvalues of Y")
+            a.plot(idx, r["eig_a"], "_", color="C3", ms=16, mew=2, label=f"(a) effective risk, c = {r['c_a']:.3g}")
+            a.plot(idx, r["eig_b"], "_", color="k", ms=22, mew=2, label=f"(b) exact R_σ, c = {r['c_b']:.3g}")
+            a.plot(idx, r["eig"], "o", color="C0", mfc="none", label="GD+noise (Polyak average)")
+            for g in gd:
+                a.plot(idx, g["eig"], "^", color="C2", ms=4, label="plain GD")
+            a.set_yscale("symlog", linthresh=1e-2)
+            a.set(xlabel="index i", ylabel="eigenvalue of Φ", title=f"σ = {r['sigma']:g}")
+            a.legend(fontsize=7)
+        a = ax[0, -1]
+        for k, r in enumerate(noisy):
+            h = [x for x in r["history"] if "rel_err_b_avg" in x]
+            a.plot([x["step"] for x in r["history"]], [x["rel_err_b"] for x in r["history"]], color=f"C{k}",
+                   lw=0.7, alpha=0.4)
+            a.plot([x["step"] for x in h], [x["rel_err_b_avg"] for x in h], color=f"C{k}", lw=2,
+                   label=f"σ={r['sigma']:g}: vs (b) (thin: iterate, thick: average)")
+            a.plot([x["step"] for x in h], [x["rel_err_a_avg"] for x in h], color=f"C{k}", lw=2, ls="--",
+                   label=f"σ={r['sigma']:g}: average vs (a)")
+        a.axhline(0.05, color="gray", lw=0.8, label="5% target")
+        a.set(yscale="log", xlabel="GD step", ylabel="||Φ − Φ_ref||_F / ||Φ_ref||_F", title="relative error")
+        a.legend(fontsize=7)
+        return save(fig, out / spec["file"], spec.get("title"))
+
+    def claims(self, results):
+        rows = []
+        cfg = results["config"]
+        noisy = [r for r in results["runs"] if r["method"] != "gd"]
+        for r in noisy:
+            f = r["final"]
+            rows.append({
+                "claim": (f"noisy GD (full, σ = {r['sigma']:g}, {cfg['steps']} steps, lr {cfg['lr']:g}; "
+                          f"{r['averaging']}) finds the minimiser of the exact smoothed risk, eigenvalues of Y "
+                          f"soft-thresholded at σ²(d+1+r) = {r['c_b']:.3g} (relative error ≤ 5%)"),
+                "paper": "trace penalty (Sec. 2.5); O(σ²) only (Thm. 2, D²Φ[I] = 2rI ≠ 0)",
+                "ours": (f"rel. error vs (b) {f['rel_err_b']:.3g}, vs (a) σ²(d+1) = {r['c_a']:.3g}: "
+                         f"{f['rel_err_a']:.3g} ((a) vs (b): {f['rel_ab']:.3g}); eigenvalues "
+                         f"{', '.join(f'{v:.3g}' for v in r['eig'][:5])} vs (b) "
+                         f"{', '.join(f'{v:.3g}' for v in r['eig_b'][:5])}, (a) "
+                         f"{', '.join(f'{v:.3g}' for v in r['eig_a'][:5])}"),
+                "verdict": "reproduced" if f["rel_err_b"] <= 0.05 else "not reproduced"})
+        if noisy:
+            closer = all(r["final"]["rel_err_b"] < r["final"]["rel_err_a"] for r in noisy)
+            rows.append({
+                "claim": "noisy GD matches the exact smoothed risk (b), not the second-order effective risk (a)",
+                "paper": "not stated (only O(σ²) closeness)",
+                "ours": "; ".join(f"σ = {r['sigma']:g}: {r['final']['rel_err_b']:.3g} vs {r['final']['rel_err_a']:.3g}"
+                                  for r in noisy),
+                "verdict": "reproduced" if closer else "not reproduced"})
+        return rows
