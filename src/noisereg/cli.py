@@ -60,14 +60,28 @@ def cmd_report(args) -> int:
     return 0
 
 
+# the demo: cpu presets, reduced where a full cpu preset would take more than ~1 minute here
+DEMO_PLAN = [
+    ("fig2", {}),
+    ("fig3", {"sigmas": (0.1, 0.4), "seeds": (0,), "epochs": 800}),
+    ("variance", {"widths": (16, 64, 256, 1024), "mc_samples": 1000, "grad_samples": 50}),
+    ("taylor", {"samples": 8000}),
+    ("lasso", {}),
+    ("nuclear", {}),
+    ("grouplasso", {}),
+    ("psd", {}),
+    ("logistic", {}),
+]
+
+
 def cmd_demo(args) -> int:
-    """The main job on embedded data: fig2 (cpu preset) and a reduced fig3, then one report."""
+    """The main job on embedded data: fig2, a reduced fig3 and the theory experiments, then one report."""
     from noisereg.experiments import EXPERIMENTS, run_experiment
     from noisereg.report import rebuild
 
     out = Path(args.out)
-    reduced = {"sigmas": (0.1, 0.4), "seeds": (0,), "epochs": 800} if args.preset == "cpu" else {}
-    plan = [("fig2", args.preset, {}), ("fig3", args.preset, reduced)]
+    plan = [(name, args.preset, overrides if args.preset == "cpu" else {})
+            for name, overrides in DEMO_PLAN if name in EXPERIMENTS]
     t0 = time.perf_counter()
     for name, preset, overrides in plan:
         print(f"noisereg demo: {name} ({EXPERIMENTS[name].description}), preset {preset}")
@@ -105,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="rebuild figures and REPORT.md from DIR/results.json (or DIR/*/results.json)")
     rep.add_argument("dir")
     rep.set_defaults(func=cmd_report)
-    d = sub.add_parser("demo", help="the main job on embedded data: fig2 and a reduced fig3, then the report")
+    d = sub.add_parser("demo", help="the main job on embedded data: fig2, a reduced fig3 and the theory "
+                       "experiments, then one report")
     d.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
     d.add_argument("--resume", action="store_true", help="continue a killed demo")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
