@@ -47,7 +47,9 @@ def section(results: dict, out: Path) -> str:
             draw(results, spec, out)
         lines.append(f"![{spec['file']}]({spec['file']})")
     lines += ["", "| claim (paper) | paper | ours | verdict |", "|---|---|---|---|"]
-    lines += [f"| {c['claim']} | {c['paper']} | {c['ours']} | **{c['verdict']}** |" for c in exp.claims(results)]
+    cell = lambda text: str(text).replace("|", "\\|")  # noqa: E731 - a literal | would split the cell
+    lines += [f"| {cell(c['claim'])} | {cell(c['paper'])} | {cell(c['ours'])} | **{c['verdict']}** |"
+              for c in exp.claims(results)]
     groups = defaultdict(list)
     for r in results["runs"]:
         groups[(r["variant"], r["method"], r["sigma"])].append(r)
