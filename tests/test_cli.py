@@ -20,13 +20,17 @@ def test_smoke_preset_runs_and_reports(name, tmp_path, capsys):
     assert {"experiment", "preset", "config", "runs"} <= set(res)
     for r in res["runs"]:
         assert r["method"] in ("gd", "full", "layer") and isinstance(r["seed"], int)
-        assert set(r["final"]) <= METRIC_NAMES and r["history"][0]["step"] == 0
-        assert all(set(h) - {"step", "epoch"} <= METRIC_NAMES for h in r["history"])
+        steps = [h["step"] for h in r["history"]]
+        assert steps and steps == sorted(steps)
+        if name.startswith("fig"):  # training experiments: evaluation at step 0, DESIGN.md metric names only
+            assert steps[0] == 0
+            assert set(r["final"]) <= METRIC_NAMES
+            assert all(set(h) - {"step", "epoch"} <= METRIC_NAMES for h in r["history"])
     report = (out / "REPORT.md").read_text()
     assert "| claim (paper) | paper | ours | verdict |" in report and f"noisereg run {name} --preset smoke" in report
     pngs = list(out.glob("*.png"))
     assert pngs and all(p.stat().st_size > 5000 for p in pngs)
-    assert (out / "checkpoints").is_dir()
+    assert (out / "checkpoints").is_dir() or not name.startswith("fig")
     assert not list(out.glob(".*"))  # no temporary files left behind
 
 
