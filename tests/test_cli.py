@@ -97,7 +97,7 @@ def test_list_and_errors(tmp_path, capsys):
     assert main(["run", "fig3", "--preset", "paper", "--out", str(tmp_path / "p")]) == 2
     assert "fashion_mnist" in capsys.readouterr().err
     assert main(["run", "fig2", "--preset", "smoke", "--data", "x.npz"]) == 2
-    assert "fig2 uses its synthetic sparse regression" in capsys.readouterr().err
+    assert "fig2 uses its own synthetic data" in capsys.readouterr().err
     assert main(["report", str(tmp_path)]) == 2
     assert "no results.json" in capsys.readouterr().err
     (tmp_path / "results.json").write_text("{")

@@ -66,6 +66,11 @@ class Experiment:
     def data(self, cfg, data: str | None, data_dir: str | None) -> Split:
         raise NotImplementedError
 
+    def own_data_only(self, data: str | None, data_dir: str | None) -> None:
+        """For experiments with their own synthetic data: refuse ``--data`` / ``--data-dir``."""
+        if data or data_dir:
+            raise ValueError(f"{self.name} uses its own synthetic data; --data/--data-dir do not apply")
+
     def runs(self, cfg) -> list[Run | Job]:
         raise NotImplementedError
 

@@ -52,8 +52,7 @@ class Fig2(Experiment):
     }
 
     def data(self, cfg, data, data_dir):
-        if data or data_dir:
-            raise ValueError("fig2 uses its synthetic sparse regression; --data/--data-dir do not apply")
+        self.own_data_only(data, data_dir)
         return sparse_regression(n=cfg.n, d=cfg.d, k=cfg.sparsity, noise=cfg.noise, n_test=1000, seed=0)
 
     def runs(self, cfg):

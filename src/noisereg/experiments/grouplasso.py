@@ -213,8 +213,7 @@ class GroupLasso(Experiment):
     }
 
     def data(self, cfg, data, data_dir):
-        if data or data_dir:
-            raise ValueError(f"{self.name} uses its own synthetic data; --data/--data-dir do not apply")
+        self.own_data_only(data, data_dir)
         return (f"group-sparse regression n={cfg.n}, {cfg.groups} groups of {cfg.group_size}, active group "
                 f"scales {cfg.scales}, noise {cfg.noise}, X ~ N(0,1), seed {cfg.data_seed}, float64")
 

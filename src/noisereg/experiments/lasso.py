@@ -185,8 +185,7 @@ class Lasso(Experiment):
     }
 
     def data(self, cfg, data, data_dir):
-        if data or data_dir:
-            raise ValueError(f"{self.name} uses its own synthetic data; --data/--data-dir do not apply")
+        self.own_data_only(data, data_dir)
         return (f"sparse regression n={cfg.n}, d={cfg.d}, {cfg.sparsity}-sparse ±1 β*, noise {cfg.noise}, "
                 f"X ~ N(0,1), seed {cfg.data_seed}, float64")
 

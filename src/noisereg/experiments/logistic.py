@@ -161,8 +161,7 @@ class Logistic(Experiment):
     }
 
     def data(self, cfg, data, data_dir):
-        if data or data_dir:
-            raise ValueError(f"{self.name} uses its own synthetic data; --data/--data-dir do not apply")
+        self.own_data_only(data, data_dir)
         return (f"separable classification n={cfg.n}, d={cfg.d}, labels sign(Xβ*) of a {cfg.sparsity}-sparse β*, "
                 f"column scales in [1/{cfg.col_scale:g}, {cfg.col_scale:g}], seed {cfg.data_seed}, float64")
 

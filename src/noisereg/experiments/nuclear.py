@@ -218,8 +218,7 @@ class Nuclear(Experiment):
     }
 
     def data(self, cfg, data, data_dir):
-        if data or data_dir:
-            raise ValueError("nuclear uses its own synthetic data; --data/--data-dir do not apply")
+        self.own_data_only(data, data_dir)
         return (f"synthetic X ~ N(0, 1) ({cfg.n}×{cfg.d0}), Y = X M*ᵀ + {cfg.noise:g}·N(0, 1), "
                 f"M* ({cfg.d2}×{cfg.d0}) of rank {len(cfg.signal)}, singular values {tuple(cfg.signal)}")
 

@@ -152,8 +152,7 @@ class PSD(Experiment):
     }
 
     def data(self, cfg, data, data_dir):
-        if data or data_dir:
-            raise ValueError("psd uses its own synthetic data; --data/--data-dir do not apply")
+        self.own_data_only(data, data_dir)
         return (f"synthetic symmetric Y ({cfg.d}×{cfg.d}), eigenvalues {tuple(cfg.eigs)} in a random basis "
                 f"+ symmetric noise {cfg.noise:g}; w ∈ R^{cfg.d}×{cfg.r}")
 

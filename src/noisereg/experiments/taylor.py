@@ -83,8 +83,7 @@ class Taylor(Experiment):
     PRESETS = {"smoke": dict(sigmas=(0.05, 0.2), samples=400), "cpu": dict(), "paper": dict(samples=200000)}
 
     def data(self, cfg, data, data_dir):
-        if data or data_dir:
-            raise ValueError("taylor uses its own synthetic data; --data/--data-dir do not apply")
+        self.own_data_only(data, data_dir)
         return sparse_regression(n=cfg.n, d=cfg.d, seed=cfg.seed)
 
     def runs(self, cfg):

@@ -91,8 +91,7 @@ class Variance(Experiment):
     }
 
     def data(self, cfg, data, data_dir):
-        if data or data_dir:
-            raise ValueError("variance uses its own synthetic data; --data/--data-dir do not apply")
+        self.own_data_only(data, data_dir)
         return sparse_regression(n=cfg.n, d=cfg.d, seed=cfg.seed)
 
     def runs(self, cfg):

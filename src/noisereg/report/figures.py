@@ -11,12 +11,12 @@ Two kinds of figure spec (experiments declare them, see ``Experiment.figures``):
 from __future__ import annotations
 
 import math
-import os
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
+from noisereg.experiments.plotting import figure, save
 from noisereg.experiments.stats import mean_se
 
 LABELS = {"gd": "GD", "full": "GD + noise", "layer": "GD + noise (layer)"}
@@ -74,15 +74,10 @@ def _draw_vs_sigma(ax, runs, metric):
 
 def draw(results: dict, spec: dict, out: Path) -> Path:
     """Render one figure spec from ``results`` into ``out/spec['file']`` (atomically)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     runs = results["runs"]
     variants = list(dict.fromkeys(r["variant"] for r in runs)) if spec.get("panels") == "variant" else [None]
     metrics = spec["metrics"]
-    fig, axes = plt.subplots(len(variants), len(metrics), figsize=(5 * len(metrics), 3.6 * len(variants)), squeeze=False)
+    fig, axes = figure(len(variants), len(metrics), size=(5.0, 3.6))
     for i, variant in enumerate(variants):
         sub = [r for r in runs if variant is None or r["variant"] == variant]
         for j, metric in enumerate(metrics):
@@ -94,12 +89,4 @@ def draw(results: dict, spec: dict, out: Path) -> Path:
             ax.set_title(TITLES.get(metric, metric) + (f" — {variant}" if variant else ""))
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
-    fig.suptitle(spec.get("title", results["experiment"]))
-    fig.tight_layout()
-    path = Path(out) / spec["file"]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save(fig, Path(out) / spec["file"], spec.get("title", results["experiment"]))
