@@ -4,4 +4,5 @@
 set -e
 source "$(dirname "$0")/env.sh"
 cd "$(dirname "$0")/.."
+ruff check src tests benchmarks
 exec python -m pytest -q "$@"

@@ -1,6 +1,5 @@
 """NoiseInjector under DistributedDataParallel: 2 CPU processes, gloo backend."""
 
-import copy
 
 import pytest
 import torch

@@ -6,7 +6,6 @@ Messages name the argument, the rule and the received value, e.g.
 
 from __future__ import annotations
 
-import math
 import numbers
 from collections.abc import Sequence
 from typing import Any

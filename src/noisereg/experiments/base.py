@@ -197,7 +197,7 @@ def run_experiment(exp: Experiment, preset: str, out: str | Path, *, overrides: 
                 record = {**run.fn(), "seconds": round(time.perf_counter() - t1, 3)}
                 bar.update(1)
             else:
-                record = train(lambda: exp.model(cfg, run, split), split, run.spec, device=device,
+                record = train(lambda run=run: exp.model(cfg, run, split), split, run.spec, device=device,
                                checkpoint=out / "checkpoints" / f"{run.id}.pt", resume=resume, progress=bar,
                                callback=callback)
             results["runs"].append({"id": run.id, "variant": run.variant, **record})
