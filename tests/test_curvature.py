@@ -244,3 +244,12 @@ def test_non_per_sample_model_is_refused():
 
     with pytest.raises(ValueError, match="ggn_trace needs a per-sample model"):
         nr.ggn_trace(Global(), torch.zeros(3, 1, dtype=DT), torch.zeros(3, 3, dtype=DT))
+
+
+@pytest.mark.gpu
+def test_ggn_trace_on_cuda_matches_cpu():
+    model, x = build("cnn-maxpool-bn", 3, seed=1)
+    y = targets("cross_entropy", x.shape[0], 3, 0)
+    cpu = nr.ggn_trace(model, x, y, "cross_entropy", per_layer=True)
+    gpu = nr.ggn_trace(model.cuda(), x.cuda(), y.cuda(), "cross_entropy", per_layer=True)
+    assert gpu == pytest.approx(cpu, rel=1e-9)

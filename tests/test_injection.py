@@ -417,3 +417,17 @@ def test_parameters_on_two_devices():
     assert len(inj.state_dict()["noise_rng"]) == 2
     with pytest.raises(ValueError, match="generator is on cpu but parameters live on"):
         nr.NoiseInjector(model, 0.1, generator=torch.Generator())
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mode", ["full", "layer"])
+def test_cuda_restore_is_exact_and_noise_has_the_right_std(mode):
+    model = nn.Sequential(nn.Linear(1000, 1000), nn.ReLU(), nn.Linear(1000, 10)).cuda()
+    before = snapshot(model)
+    inj = nr.NoiseInjector(model, 0.03, mode=mode, order="cyclic", seed=0)
+    with inj.perturb():  # cyclic: the first layer (10^6 weights) is among the perturbed ones
+        e = (model[0].weight.detach() - before[0]).double().flatten()
+        model(torch.randn(8, 1000, device="cuda")).sum().backward()
+    assert all(torch.equal(p.detach(), q) for p, q in zip(model.parameters(), before))
+    n = e.numel()
+    assert abs(e.std().item() - inj.std()) < 5 * inj.std() / math.sqrt(2 * n)
