@@ -14,8 +14,13 @@ pairs ±ε. Models: a 3-layer deep linear net (multilinear: :math:`D^2\Phi[I] = 
 even in σ and starts at σ⁴), a one-hidden-layer ReLU net (piecewise linear in each weight:
 :math:`D^2\Phi[I] = 0` almost everywhere, Appendix A; kinks add higher-order terms), and a tanh net
 (:math:`D^2\Phi[I] \ne 0`: the gap is :math:`\tfrac{\sigma^2}{2}DL\cdot D^2\Phi[I] + O(\sigma^3)`,
-slope 2). Slopes are least-squares fits of log|gap| on log σ over the points where the gap is
-more than 3 standard errors from zero.
+slope 2). Slopes are least-squares fits of log|gap| on log σ over the three smallest σ whose gap
+is more than 3 standard errors from zero, up to the first sign change (the asymptotic regime).
+
+What the ReLU net shows: for σ between 0.01 and 0.08 its gap grows like σ^1.4, not σ³: each unit
+whose pre-activation lies within about σ·||x|| of the kink contributes like curvature, and with
+hundreds of pre-activations some always do. Theorem 1's σ³ needs σ below the smallest
+pre-activation margin (Appendix A), far below the noise levels used in practice.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ class TaylorConfig:
     n: int = 30
     d: int = 10
     width: int = 16
-    samples: int = 20000           # noise samples per point (antithetic pairs: samples / 2)
+    samples: int = 200000          # noise samples per point (antithetic pairs: samples / 2)
     seed: int = 0
 
 
@@ -80,7 +85,7 @@ class Taylor(Experiment):
     name = "taylor"
     description = "R_σ − R_σ^eff against σ: O(σ³) when D²Φ[I] = 0, O(σ²) otherwise (Theorem 1)"
     Config = TaylorConfig
-    PRESETS = {"smoke": dict(sigmas=(0.05, 0.2), samples=400), "cpu": dict(), "paper": dict(samples=200000)}
+    PRESETS = {"smoke": dict(sigmas=(0.05, 0.2), samples=400), "cpu": dict(), "paper": dict(samples=1000000)}
 
     def data(self, cfg, data, data_dir):
         self.own_data_only(data, data_dir)
@@ -104,12 +109,21 @@ class Taylor(Experiment):
         final = {"gap": gap, "gap_se": se}
         return {"method": "full", "sigma": sigma, "seed": cfg.seed, "final": final, "history": [{"step": 0, **final}]}
 
-    def slopes(self, results):
+    def slopes(self, results, points: int = 3):
+        """Asymptotic slope per model: fit on the ``points`` smallest σ whose gap is > 3 SE from zero,
+        stopping at the first sign change (past it a higher-order term has taken over)."""
         out = {}
         for name in MODELS:
             rows = sorted((r["sigma"], r["final"]) for r in results["runs"] if r["variant"] == name)
-            ok = [(s, abs(f["gap"])) for s, f in rows if abs(f["gap"]) > 3 * f["gap_se"]]
-            out[name] = (slope([s for s, _ in ok], [g for _, g in ok]), len(ok))
+            ok = []
+            for s, f in rows:
+                if abs(f["gap"]) <= 3 * f["gap_se"]:
+                    continue
+                if ok and (f["gap"] > 0) != (ok[0][2] > 0):
+                    break
+                ok.append((s, abs(f["gap"]), f["gap"]))
+            ok = ok[:points]
+            out[name] = (slope([s for s, _, _ in ok], [g for _, g, _ in ok]), len(ok))
         return out
 
     def figures(self, cfg):
@@ -136,6 +150,6 @@ class Taylor(Experiment):
                 claim, paper, ok = f"{name}: gap is O(σ²)", "slope 2", 1.7 <= sl_ <= 2.3
             else:
                 claim, paper, ok = f"{name}: gap is O(σ³) (Theorem 1)", "slope ≥ 3", sl_ >= 2.7
-            rows.append({"claim": claim, "paper": paper, "ours": f"slope {sl_:.2f} over {k} σ values (gap > 3 SE)",
+            rows.append({"claim": claim, "paper": paper, "ours": f"slope {sl_:.2f} over the {k} smallest σ with gap > 3 SE",
                          "verdict": ("reproduced" if ok else "not reproduced") if k >= 2 else "not run at this scale"})
         return rows
