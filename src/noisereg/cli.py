@@ -65,7 +65,7 @@ DEMO_PLAN = [
     ("fig2", {}),
     ("fig3", {"sigmas": (0.1, 0.2), "seeds": (0,), "epochs": 800}),
     ("variance", {"widths": (16, 64, 256, 1024, 4096), "mc_samples": 1000, "grad_samples": 50}),
-    ("taylor", {"samples": 8000}),
+    ("taylor", {"samples": 50000}),
     ("lasso", {}),
     ("nuclear", {}),
     ("grouplasso", {}),

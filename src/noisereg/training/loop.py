@@ -56,7 +56,7 @@ class TrainSpec:
     order: str = "random"
     convention: str = "paper"
     augment: bool = False             # random crop (pad 4 for 32x32, 1 otherwise) + horizontal flip
-    checkpoint_every: int = 0         # epochs between checkpoints (0: only at the end)
+    checkpoint_every: int = 0         # epochs between checkpoints (0: at every evaluation)
     amp: bool = False                 # bfloat16 autocast for forward and loss (no GradScaler needed)
 
     def __post_init__(self) -> None:
@@ -172,7 +172,8 @@ def train(model_fn: Callable[[], nn.Module], data: Split, spec: TrainSpec, *, de
         data: the data, already on ``device`` (or moved there here).
         spec: the run's settings. device: where to train.
         checkpoint: file for checkpoints (written atomically every ``spec.checkpoint_every``
-            epochs and at the end). resume: continue from ``checkpoint`` if it exists.
+            epochs, or at every evaluation when it is 0, and at the end).
+        resume: continue from ``checkpoint`` if it exists.
         progress: an object with ``update(n)`` (e.g. a tqdm bar), advanced once per epoch.
         callback: called with the epoch number after each epoch (and its checkpoint).
     """
@@ -239,10 +240,12 @@ def train(model_fn: Callable[[], nn.Module], data: Split, spec: TrainSpec, *, de
         last = epoch + 1 == spec.epochs
         if not math.isfinite(float(loss_sum)):  # one host sync per epoch
             diverged = True
-        if diverged or last or (epoch + 1) % spec.eval_every == 0:
+        evaluated = diverged or last or (epoch + 1) % spec.eval_every == 0
+        if evaluated:
             history.append({"step": (epoch + 1) * steps_per_epoch, "epoch": epoch + 1,
                             **evaluate(model, data, spec, sigma_reg)})
-        if diverged or last or (spec.checkpoint_every and (epoch + 1) % spec.checkpoint_every == 0):
+        every = spec.checkpoint_every
+        if evaluated if every == 0 else (diverged or last or (epoch + 1) % every == 0):
             save(epoch + 1)
         if progress is not None:
             progress.update(1)
