@@ -30,7 +30,7 @@ class Fig4(ClassifyExperiment):
         "smoke": dict(widths=(16, 48), lrs=(0.05, 0.05), n_train=128, epochs=6, eval_every=3,
                       log=("hessian_trace",), trace_points=64, checkpoint_every=2),
         "cpu": dict(widths=(128, 512), lrs=(0.05, 0.02), epochs=800, eval_every=100, log=("hessian_trace",),
-                    trace_points=256),
+                    trace_points=256, seeds=(0, 1)),
         "paper": dict(dataset="fashion_mnist", widths=(1000, 5000), lrs=(0.005, 0.001), epochs=10000,
                       eval_every=500, log=("hessian_trace",), checkpoint_every=1000),
     }
