@@ -8,7 +8,9 @@ import pytest
 from noisereg.cli import main
 from noisereg.experiments import EXPERIMENTS
 
-METRIC_NAMES = {"train_loss", "test_loss", "train_acc", "test_acc", "reg_loss", "hessian_trace", "ggn_trace"}
+from noisereg.training import METRICS
+
+METRIC_NAMES = set(METRICS)
 
 
 @pytest.mark.parametrize("name", sorted(EXPERIMENTS))

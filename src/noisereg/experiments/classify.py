@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -43,10 +44,15 @@ class ClassifyExperiment(Experiment):
     """Runs: GD once per seed, each noisy method per σ and seed, for every variant."""
 
     variants: tuple[str, ...] = ("",)
+    image_input: bool = False  # convolutional models: flat 8x8 digits become 1x8x8 images
 
     def data(self, cfg, data, data_dir) -> Split:
         spec = data or cfg.dataset
-        return load(spec, data_dir=data_dir, n_train=cfg.n_train, seed=0)
+        split = load(spec, data_dir=data_dir, n_train=cfg.n_train, seed=0)
+        if self.image_input and split.x_train.dim() == 2 and split.x_train.shape[1] == 64:
+            split = dataclasses.replace(split, x_train=split.x_train.reshape(-1, 1, 8, 8),
+                                        x_test=split.x_test.reshape(-1, 1, 8, 8))
+        return split
 
     def spec(self, cfg, variant: str, method: str, sigma: float, seed: int) -> TrainSpec:
         return TrainSpec(method=method, sigma=sigma, seed=seed, epochs=cfg.epochs, batch_size=cfg.batch_size,

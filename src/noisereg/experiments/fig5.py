@@ -25,6 +25,7 @@ class Fig5(ClassifyExperiment):
     name = "fig5"
     description = "toy CNN vs wide fully-convolutional net: accuracy and Hessian trace (Fig. 5)"
     Config = Fig5Config
+    image_input = True
     variants = ("toy CNN", "wide conv")
     PRESETS = {
         "smoke": dict(n_train=128, wide_channels=8, epochs=2, batch_size=64, eval_every=1, log=("hessian_trace",),
@@ -34,14 +35,6 @@ class Fig5(ClassifyExperiment):
         "paper": dict(dataset="cifar10", n_train=None, wide_channels=128, epochs=100, batch_size=1024, eval_every=5,
                       log=("hessian_trace",), checkpoint_every=5),
     }
-
-    def data(self, cfg, data, data_dir):
-        split = super().data(cfg, data, data_dir)
-        if split.x_train.dim() == 2 and split.x_train.shape[1] == 64:  # digits: as 1x8x8 images
-            split = type(split)(*(t.reshape(-1, 1, 8, 8) if t.dim() == 2 else t
-                                  for t in (split.x_train, split.y_train, split.x_test, split.y_test)),
-                                name=split.name, seed=split.seed)
-        return split
 
     def model(self, cfg, run, data):
         c, h = data.x_train.shape[1], data.x_train.shape[2]

@@ -25,6 +25,7 @@ class Fig6(ClassifyExperiment):
     name = "fig6"
     description = "ResNet-18 + BatchNorm on CIFAR-10: final accuracy and Hessian trace vs σ (Fig. 6)"
     Config = Fig6Config
+    image_input = True
     PRESETS = {
         "smoke": dict(n_train=64, resnet_width=4, epochs=2, batch_size=32, eval_every=1, sigmas=(0.05,),
                       log=("hessian_trace",), trace_points=16, noise_stop_epoch=1, augment=True, checkpoint_every=1),
@@ -36,14 +37,6 @@ class Fig6(ClassifyExperiment):
                       noise_stop_epoch=135, augment=True, eval_every=10, seeds=(0, 1, 2), log=("hessian_trace",),
                       checkpoint_every=5),
     }
-
-    def data(self, cfg, data, data_dir):
-        split = super().data(cfg, data, data_dir)
-        if split.x_train.dim() == 2 and split.x_train.shape[1] == 64:
-            split = type(split)(*(t.reshape(-1, 1, 8, 8) if t.dim() == 2 else t
-                                  for t in (split.x_train, split.y_train, split.x_test, split.y_test)),
-                                name=split.name, seed=split.seed)
-        return split
 
     def model(self, cfg, run, data):
         return ResNet18(data.num_classes, data.x_train.shape[1], width=cfg.resnet_width)

@@ -8,10 +8,11 @@ from collections import defaultdict
 from pathlib import Path
 
 from noisereg.experiments import EXPERIMENTS
-from noisereg.report.figures import _mean_se, draw
-from noisereg.training import atomic_write_text
+from noisereg.experiments.stats import mean_se
+from noisereg.report.figures import draw
+from noisereg.training import METRICS, atomic_write_text
 
-SHOWN = ("train_loss", "test_loss", "train_acc", "test_acc", "reg_loss", "hessian_trace")
+SHOWN = tuple(m for m in METRICS if m != "ggn_trace")  # ggn_trace duplicates hessian_trace in our nets
 
 
 def command_for(results: dict) -> str:
@@ -60,7 +61,7 @@ def section(results: dict, out: Path) -> str:
     for (variant, method, sigma), rs in groups.items():
         cells = []
         for m in metrics:
-            mean, se = _mean_se([r["final"].get(m) for r in rs])
+            mean, se, _ = mean_se([r["final"].get(m) for r in rs])
             cells.append(_fmt(m, mean, se, len(rs)))
         lines.append(f"| {variant} | {method} | {sigma:g} | {len(rs)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
