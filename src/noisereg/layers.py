@@ -1,7 +1,7 @@
 """How the trainable parameters of a model form the layers that noise is injected into.
 
-A *layer* is a named list of parameters that is perturbed as one block (PAPER.md §2: "pick one of
-the M layers uniformly at random"). Three ways to form them:
+A *layer* is a named list of parameters that is perturbed as one block (docs/THEORY.md §2:
+layer-wise noise picks one of the M layers uniformly at random). Three ways to form them:
 
 * ``"module"`` (default): the parameters a module owns directly (``recurse=False``) form one
   layer, named by the module's qualified name (``"0"``, ``"features.conv1"``; ``"(root)"`` for the

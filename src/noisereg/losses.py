@@ -1,4 +1,4 @@
-r"""The paper's loss conventions, with the square root of each loss Hessian (PAPER.md §1).
+r"""The paper's loss conventions, with the square root of each loss Hessian (docs/THEORY.md §1).
 
 For predictions :math:`f\in\mathbb R^{n\times k}` (``model(x)``) and targets ``y``:
 

@@ -43,10 +43,10 @@ def relu_net_penalty(X: torch.Tensor, W1: torch.Tensor, W2: torch.Tensor,
     :math:`\sigma\sqrt2` on one of the two layers) and of :math:`R_\sigma - R` for full noise.
 
     .. note::
-        The summary the project started from prints this without the factor :math:`d_2` and
-        without :math:`\|x_i\|^2` (it matches only for d2 = 1 and unit-norm inputs); this is the
-        corrected form of PAPER.md §4, equal to σ²/2·tr(GGN) exactly. The derivative of the ReLU
-        at 0 is taken to be 0, as in ``torch.relu``.
+        A shorter form without the factor :math:`d_2` and without :math:`\|x_i\|^2` is only the
+        case d2 = 1 with unit-norm inputs; this is the corrected general form of
+        docs/THEORY.md §5.7, equal to σ²/2·tr(GGN) exactly. The derivative of the ReLU at 0 is
+        taken to be 0, as in ``torch.relu``.
 
     Args:
         X: inputs :math:`x_i` as rows, shape (n, d0), floating point, n >= 1.
