@@ -31,7 +31,7 @@ URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
 GENERATED = {"REPORT.md"}                        # written by `noisereg report` into --out
 THEORY = "docs/THEORY.md"
 THEORY_CITE = re.compile(
-    r"THEORY\.md,?\s*((?:§\s*\d+(?:\.\d+)?(?:\s*(?:,|and|or|–|-)\s*(?=§|\d))?)+)")
+    r"THEORY\.md,?\s*(§\s*\d+(?:\.\d+)?(?:\s*(?:,|and|or|–|-)\s*(?:§\s*)?\d+(?:\.\d+)?)*)")
 HEADING = re.compile(r"^(?:##\s+(\d+)\.|###\s+(\d+\.\d+))\s")
 
 
