@@ -33,25 +33,28 @@ import torch.nn.functional as F
 
 import noisereg as nr
 from noisereg.models import MLP, ResNet18
+from noisereg.noise import NoiseLaw
 
 SIGMA = 0.01
 
 
 class Naive:
-    """Clone, add noise in place, restore by copying the clones back (one layer or all)."""
+    """Clone, add noise in place, restore by copying the clones back (one layer or all).
+
+    Which parameters and which std come from the same :class:`noisereg.noise.NoiseLaw` as the
+    injector's; only the draw-and-restore pattern is the naive one being measured.
+    """
 
     def __init__(self, model, mode, seed=0):
-        self.ref = nr.NoiseInjector(model, SIGMA, mode=mode, seed=seed)  # same layers and std
+        self.law = NoiseLaw(model, SIGMA, mode=mode)
         self.g = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
-        self.mode = mode
+        self.choice_gen = torch.Generator().manual_seed(seed)
+        self.t = 0
 
     def run(self, closure):
-        if self.mode == "full":
-            params = [p for _, ps in self.ref.layers for p in ps]
-        else:
-            params = self.ref.layers[self.ref._next_layer()][1]
-            self.ref.step += 1
-        std = self.ref.std()
+        params = self.law.perturbed_params(self.law.choose(self.t, self.choice_gen))
+        self.t += 1
+        std = self.law.std
         with torch.no_grad():
             backup = [p.clone() for p in params]
             for p in params:
@@ -62,6 +65,22 @@ class Naive:
             with torch.no_grad():
                 for p, b in zip(params, backup):
                     p.copy_(b)
+
+
+class Draw:
+    """The floor of a mode: drawing the Gaussians of one noisy step alone (the law's layer choice)."""
+
+    def __init__(self, model, mode, device):
+        self.law = NoiseLaw(model, SIGMA, mode=mode)
+        self.g = torch.Generator(device=device).manual_seed(0)
+        self.choice_gen = torch.Generator().manual_seed(0)
+        self.device, self.t = device, 0
+
+    def __call__(self):
+        params = self.law.perturbed_params(self.law.choose(self.t, self.choice_gen))
+        self.t += 1
+        n = sum(p.numel() for p in params)
+        return torch.empty(n, device=self.device).normal_(0.0, self.law.std, generator=self.g)
 
 
 def make_methods(model, lr):
@@ -140,16 +159,16 @@ def bench(label, model, x, y, device, reps, steps_per_rep, lr=0.01):
     methods = make_methods(model.to(device), lr)
     steps = {k: make_step(m, o, w, x, y) for k, (m, o, w) in methods.items()}
     names = list(steps)
-    # the floor for "full": drawing one Gaussian per parameter, timed in the same interleaving
+    # the floor of each mode: drawing its Gaussians alone (all parameters / the chosen layer),
+    # timed in the same interleaving
     n_params = sum(p.numel() for p in model.parameters())
-    gen = torch.Generator(device=device).manual_seed(0)
-    draw = lambda: torch.empty(n_params, device=device).normal_(0.0, SIGMA, generator=gen)  # noqa: E731
+    draws = {"draw-full": Draw(model, "full", device), "draw-layer": Draw(model, "layer", device)}
     for step in steps.values():  # warm-up (allocator, caches, cudnn autotune)
         for _ in range(2):
             step()
     sync(device)
-    times = {k: [] for k in [*names, "draw"]}
-    timed = {**steps, "draw": draw}
+    times = {k: [] for k in [*names, *draws]}
+    timed = {**steps, **draws}
     for r in range(reps):
         order = list(timed)[r % len(timed):] + list(timed)[:r % len(timed)]
         for k in order:
@@ -160,16 +179,21 @@ def bench(label, model, x, y, device, reps, steps_per_rep, lr=0.01):
             sync(device)
             times[k].append((time.perf_counter() - t0) / steps_per_rep)
     ratios = {k: statistics.median(a / b for a, b in zip(times[k], times["plain"])) for k in names}
-    floor = statistics.median(1 + a / b for a, b in zip(times["draw"], times["plain"]))
+    floor = {mode: statistics.median(1 + a / b for a, b in zip(times[f"draw-{mode}"], times["plain"]))
+             for mode in ("full", "layer")}
     n_layers = len(methods["layer"][2].layers)
     mem = extra_peak_memory(steps, device, {k: 3 * n_layers if "layer" in k else 1 for k in names})
     print(f"\n== {label}  ({n_params / 1e6:.2f} M params, {reps} interleaved reps x {steps_per_rep} steps)")
     print(f"{'method':<12} {'median ms/step':>15} {'ratio vs plain':>15} {'extra peak MiB':>15}")
     for k in names:
         print(f"{k:<12} {1e3 * statistics.median(times[k]):>15.2f} {ratios[k]:>15.3f} {mem[k]:>15.2f}")
-    print(f"floor for 'full' = 1 + (drawing {n_params / 1e6:.2f} M Gaussians: "
-          f"{1e3 * statistics.median(times['draw']):.2f} ms) / plain step = {floor:.3f}")
-    return {"floor_full": floor, "draw_ms": 1e3 * statistics.median(times["draw"]),"workload": label, "params": n_params, "reps": reps, "steps_per_rep": steps_per_rep,
+    for mode in ("full", "layer"):
+        print(f"floor for '{mode}' = 1 + (drawing its Gaussians alone: "
+              f"{1e3 * statistics.median(times[f'draw-{mode}']):.3f} ms) / plain step = {floor[mode]:.3f}; "
+              f"noisy step above the floor: {100 * (ratios[mode] - floor[mode]):+.2f} % of a plain step")
+    return {"floor": floor, "above_floor": {m: ratios[m] - floor[m] for m in floor},
+            "draw_ms": {m: 1e3 * statistics.median(times[f"draw-{m}"]) for m in floor},
+            "workload": label, "params": n_params, "reps": reps, "steps_per_rep": steps_per_rep,
             "ms_per_step": {k: 1e3 * statistics.median(times[k]) for k in names},
             "ratio": ratios, "extra_peak_mib": mem}
 

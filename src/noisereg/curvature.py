@@ -62,6 +62,50 @@ def check_eval_mode(model: nn.Module) -> None:
             raise ValueError(f"module {name!r} ({type(m).__name__}) is random in training mode; call model.eval() first")
 
 
+# Modules whose output is piecewise linear in each single weight and in their input (eval mode).
+_PIECEWISE_LINEAR = (
+    nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ReLU, nn.LeakyReLU, nn.ReLU6, nn.Hardtanh,
+    nn.PReLU, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
+    nn.AdaptiveMaxPool3d, nn.Flatten, nn.Unflatten, nn.Identity, _DropoutNd, _BatchNorm,
+)
+_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+
+
+def is_piecewise_linear(model: nn.Module) -> bool:
+    r"""True if every diagonal second derivative of the model's output vanishes: :math:`D^2\Phi[I] = 0`.
+
+    Then :math:`\operatorname{tr}\nabla^2 R = \operatorname{tr}(\nabla^2L\,D\Phi D\Phi^\top)` exactly
+    (docs/THEORY.md §4), and :func:`ggn_trace` is the Hessian's trace. Decided from the module
+    tree, conservatively: every module is a linear/conv/ReLU-type/pooling/reshaping/eval-BatchNorm
+    module of :mod:`torch.nn`, a plain container (``nn.Sequential`` and subclasses that keep its
+    ``forward``, ``nn.ModuleList``, ``nn.ModuleDict``), or a class that declares
+    ``piecewise_linear = True`` (its own ``forward`` only combines its children with additions,
+    ReLUs, pooling and reshapes, as :class:`noisereg.models.ResNet18`). Anything else (``Tanh``,
+    ``GELU``, attention, a custom ``forward``) gives ``False``, and so does a parameter registered
+    twice (tied weights enter the output more than once). A module *called* twice in a forward
+    cannot be seen from the tree: such a model must not declare ``piecewise_linear``.
+
+    Example:
+        >>> is_piecewise_linear(nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1)))
+        True
+        >>> is_piecewise_linear(nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 1)))
+        False
+    """
+    names = [name for name, _ in model.named_parameters(remove_duplicate=False)]
+    if len(names) != len(list(model.parameters())):
+        return False
+    for m in model.modules():
+        if getattr(type(m), "piecewise_linear", False) is True or isinstance(m, _PIECEWISE_LINEAR):
+            continue
+        if isinstance(m, (nn.ModuleList, nn.ModuleDict)):
+            continue
+        if isinstance(m, nn.Sequential) and type(m).forward is nn.Sequential.forward:
+            continue
+        return False
+    return True
+
+
 def _fast_kind(m: nn.Module) -> str | None:
     if type(m) is nn.Linear:
         return "linear"

@@ -1,6 +1,6 @@
 """Gaussian noise injection into the weights: perturb, take the gradient there, restore exactly.
 
-Section 2 of Orvieto et al. (2023) (PAPER.md §2). Each step evaluates the gradient at a
+Section 2 of Orvieto et al. (2023) (docs/THEORY.md §2). Each step evaluates the gradient at a
 perturbed point and applies it at the clean point:
 
 .. math::
@@ -29,7 +29,6 @@ References:
 from __future__ import annotations
 
 import contextlib
-import math
 import numbers
 import secrets
 from collections.abc import Iterable, Iterator, Sequence
@@ -39,30 +38,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from noisereg.layers import Layer, resolve_layers
+from noisereg.layers import Layer
+from noisereg.noise import CONVENTIONS, MODES, ORDERS, NoiseLaw, check_sigma, noisy_copies
 
-MODES = ("full", "layer")
-ORDERS = ("random", "cyclic")
-CONVENTIONS = ("paper", "official")
-_ALIGN_BYTES = 64  # every tensor's slot in the flat noise buffer starts on a 64-byte boundary
-
-
-def _check_choice(name: str, value: Any, allowed: Sequence[str]) -> str:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {tuple(allowed)}, got {value!r}")
-    return value
-
-
-def check_sigma(sigma: Any) -> float:
-    """Return ``sigma`` as a float; raise unless it is a finite real number >= 0."""
-    if isinstance(sigma, torch.Tensor) and sigma.numel() == 1:
-        sigma = sigma.item()
-    if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real):
-        raise TypeError(f"sigma must be a real number, got {type(sigma).__name__}")
-    sigma = float(sigma)
-    if not math.isfinite(sigma) or sigma < 0:
-        raise ValueError(f"sigma must be a finite number >= 0, got {sigma}")
-    return sigma
+__all__ = ["CONVENTIONS", "MODES", "NoiseInjector", "ORDERS", "check_sigma", "noisy_copies"]
 
 
 def _seed_for(seed: int, *key: int) -> int:
@@ -70,41 +49,15 @@ def _seed_for(seed: int, *key: int) -> int:
     return int(np.random.SeedSequence(seed, spawn_key=key).generate_state(1, np.uint64)[0] >> 1)
 
 
-def _is_dense(p: torch.Tensor) -> bool:
-    """True if ``p`` fills its memory without gaps in a standard layout (so ``as_strided`` fits)."""
-    return (
-        p.is_contiguous()
-        or (p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last))
-        or (p.dim() == 5 and p.is_contiguous(memory_format=torch.channels_last_3d))
-    )
-
-
-def noisy_copies(params: Sequence[torch.Tensor], std: float, generator: torch.Generator,
-                 foreach: bool = True) -> list[torch.Tensor]:
-    """Return new tensors ``p + std * N(0, I)`` for ``params`` (one device and dtype), same strides.
-
-    One ``normal_`` call fills a flat buffer; each result is a view of it laid out like its
-    parameter; ``foreach=False`` is the for-loop reference of the same computation (tested equal).
-    """
-    p0 = params[0]
-    align = max(1, _ALIGN_BYTES // p0.element_size())
-    offsets, total = [], 0
-    for p in params:
-        offsets.append(total)
-        total += -(-p.numel() // align) * align
-    flat = torch.empty(total, dtype=p0.dtype, device=p0.device)
-    flat.normal_(0.0, std, generator=generator)
-    views = [
-        torch.as_strided(flat, p.size(), p.stride(), off) if _is_dense(p)
-        else flat[off:off + p.numel()].view(p.size())
-        for p, off in zip(params, offsets)
-    ]
-    if foreach:
-        torch._foreach_add_(views, list(params))
-    else:
-        for v, p in zip(views, params):
-            v.add_(p)
-    return views
+def _shared_seed() -> int:
+    """A fresh OS seed; under ``torch.distributed``, rank 0's, broadcast so every rank agrees."""
+    seed = secrets.randbits(63)
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        box = [seed]
+        dist.broadcast_object_list(box, src=0)
+        seed = int(box[0])
+    return seed
 
 
 class NoiseInjector:
@@ -122,7 +75,9 @@ class NoiseInjector:
     ============  ===================  ==================
 
     where :math:`M` = ``len(inj.layers)``. The two conventions differ only in what σ means: for the
-    same layers, ``official`` with σ equals ``paper`` with σ/√M.
+    same layers, ``official`` with σ equals ``paper`` with σ/√M. The law itself (layers, std, the
+    layer choice, the draw) is :class:`noisereg.noise.NoiseLaw`, exposed as ``inj.law``; the
+    injector adds the noise stream, the exact restore and the checkpointed state.
 
     Args:
         model: ``nn.Module`` or an iterable of parameters. Only parameters with
@@ -140,7 +95,9 @@ class NoiseInjector:
             the official code).
         convention: ``"paper"`` (default) or ``"official"``, see the table.
         seed: seed of the noise stream. With neither ``seed`` nor ``generator`` a fresh seed is
-            drawn from the OS and stored in ``inj.seed`` so the run can be repeated.
+            drawn from the OS and stored in ``inj.seed`` so the run can be repeated; under
+            ``torch.distributed`` rank 0's seed is broadcast, so every rank agrees (construct the
+            injector on every rank then, as for any collective).
         generator: a ``torch.Generator`` to draw the noise from instead of ``seed``; all perturbed
             parameters must be on its device. The layer choice then uses a CPU generator seeded
             with ``generator.initial_seed()``.
@@ -189,13 +146,9 @@ class NoiseInjector:
         independent_ranks: bool = False,
         foreach: bool = True,
     ) -> None:
-        self.mode = _check_choice("mode", mode, MODES)
-        self.order = _check_choice("order", order, ORDERS)
-        self.convention = _check_choice("convention", convention, CONVENTIONS)
-        self.sigma = sigma
-        self.layers: list[Layer] = resolve_layers(model, layers)
+        self.law = NoiseLaw(model, sigma, mode=mode, layers=layers, order=order, convention=convention)
         self.foreach = bool(foreach)
-        params = [p for _, ps in self.layers for p in ps]
+        params = self.law.params
         devices = list(dict.fromkeys(p.device for p in params))
 
         if seed is not None and generator is not None:
@@ -219,7 +172,7 @@ class NoiseInjector:
             self._noise_gens = {generator.device: generator}
             selection_seed = generator.initial_seed()
         else:
-            self.seed = int(seed) if seed is not None else secrets.randbits(63)
+            self.seed = int(seed) if seed is not None else _shared_seed()
             self._noise_gens = {
                 d: torch.Generator(device=d).manual_seed(_seed_for(self.seed, rank, 1 + k))
                 for k, d in enumerate(devices)
@@ -231,27 +184,36 @@ class NoiseInjector:
         self._active = False
 
     # ----------------------------------------------------------------------------- settings
+    # The law (layers, std, layer choice) lives in :class:`noisereg.noise.NoiseLaw`; these are views of it.
     @property
     def sigma(self) -> float:
         """Noise scale σ (read/write); see the class docstring for the std per mode."""
-        return self._sigma
+        return self.law.sigma
 
     @sigma.setter
     def sigma(self, value: float) -> None:
-        self._sigma = check_sigma(value)
+        self.law.sigma = value
+
+    @property
+    def layers(self) -> list[Layer]:
+        """The M layers, ``[(name, [Parameter, ...]), ...]`` in model order."""
+        return self.law.layers
+
+    @property
+    def mode(self) -> str:
+        return self.law.mode
+
+    @property
+    def order(self) -> str:
+        return self.law.order
+
+    @property
+    def convention(self) -> str:
+        return self.law.convention
 
     def std(self) -> float:
         """Per-entry standard deviation of the noise added in the current mode and convention."""
-        m = len(self.layers)
-        if self.mode == "full":
-            return self.sigma if self.convention == "paper" else self.sigma / math.sqrt(m)
-        return self.sigma * math.sqrt(m) if self.convention == "paper" else self.sigma
-
-    def _next_layer(self) -> int:
-        m = len(self.layers)
-        if self.order == "cyclic":
-            return self.step % m
-        return int(torch.randint(m, (1,), generator=self._selection_gen))
+        return self.law.std
 
     # ------------------------------------------------------------------------------ perturb
     @contextlib.contextmanager
@@ -272,23 +234,19 @@ class NoiseInjector:
         self._active = True
         swapped: list[tuple[torch.Tensor, torch.Tensor]] = []  # (parameter, its original data)
         try:
-            if self._sigma == 0.0:
+            law = self.law
+            if law.sigma == 0.0:
                 yield self
                 return
-            if self.mode == "full":
-                self.last_layer = None
-                params = [p for _, ps in self.layers for p in ps]
-            else:
-                self.last_layer = self._next_layer()
-                params = self.layers[self.last_layer][1]
+            self.last_layer = law.choose(self.step, self._selection_gen)
+            params = law.perturbed_params(self.last_layer)
             self.step += 1
-            std = self.std()
             with torch.no_grad():
                 by_kind: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
                 for p in params:
                     by_kind.setdefault((p.device, p.dtype), []).append(p)
                 for (device, _), group in by_kind.items():
-                    noisy = noisy_copies(group, std, self._noise_gens[device], self.foreach)
+                    noisy = law.perturb_copies(group, self._noise_gens[device], self.foreach)
                     for p, new in zip(group, noisy):
                         swapped.append((p, p.data))
                         p.data = new
@@ -312,7 +270,7 @@ class NoiseInjector:
     def state_dict(self) -> dict[str, Any]:
         """The noise stream and counters, as plain data (``torch.save``-able, ``weights_only``-safe)."""
         return {
-            "sigma": self._sigma,
+            "sigma": self.sigma,
             "step": self.step,
             "last_layer": self.last_layer,
             "num_layers": len(self.layers),
@@ -339,7 +297,7 @@ class NoiseInjector:
                 f"state_dict has {len(sd['noise_rng'])} noise generators (one per device), "
                 f"this injector has {len(self._noise_gens)}"
             )
-        self.sigma = sd.setdefault("sigma", self._sigma)
+        self.sigma = sd.setdefault("sigma", self.sigma)
         self.step = int(sd["step"])
         self.last_layer = sd.setdefault("last_layer", None)
         self._selection_gen.set_state(sd["selection_rng"])
@@ -348,6 +306,6 @@ class NoiseInjector:
 
     def __repr__(self) -> str:
         return (
-            f"NoiseInjector(sigma={self._sigma}, mode={self.mode!r}, order={self.order!r}, "
+            f"NoiseInjector(sigma={self.sigma}, mode={self.mode!r}, order={self.order!r}, "
             f"convention={self.convention!r}, num_layers={len(self.layers)}, seed={self.seed})"
         )

@@ -1,6 +1,6 @@
 r"""Smoothed risks by Monte Carlo, and the effective risk of Eq. (6).
 
-The objectives noise injection minimises in expectation (PAPER.md §2):
+The objectives noise injection minimises in expectation (docs/THEORY.md §2):
 
 .. math::
 
@@ -9,6 +9,7 @@ The objectives noise injection minimises in expectation (PAPER.md §2):
 
 and their second-order model, Eq. (6):
 :math:`R^{\rm eff}_\sigma(w) = R(w) + \tfrac{\sigma^2}{2}\operatorname{tr}(\nabla^2L\,D\Phi D\Phi^\top)`.
+Both draw their noise from :class:`noisereg.noise.NoiseLaw`, the same law as the injector.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from noisereg.curvature import ggn_trace
-from noisereg.injection import NoiseInjector, check_sigma
+from noisereg.noise import NoiseLaw
 from noisereg.losses import as_predictions, check_loss, check_targets, loss_value, per_sample_loss
 
 _BATCH_ELEMENTS = 1 << 24  # bound on (noise samples in one vmapped pass) × (perturbed entries)
@@ -31,11 +32,24 @@ def risk(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "square
 
 
 def effective_risk(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "square",
-                   sigma: float = 0.1) -> float:
-    r"""Eq. (6) of Orvieto et al. (2023): :math:`R(w) + \tfrac{\sigma^2}{2}\operatorname{tr}(\nabla^2 L\, D\Phi D\Phi^\top)`.
+                   sigma: float = 0.1, layers="module", convention: str = "paper", *,
+                   trace: float | None = None) -> float:
+    r"""Eq. (6) of Orvieto et al. (2023): :math:`R(w) + c\,\operatorname{tr}(\nabla^2 L\, D\Phi D\Phi^\top)`.
 
-    The second-order expansion of both :math:`R_\sigma` and :math:`\tilde R_\sigma` (paper
-    convention) when :math:`D^2\Phi[I] = 0`; the logged ``reg_loss`` of the experiments.
+    .. math::
+
+        c = \frac{\sigma^2}{2}\ \text{(``paper'')},\qquad c = \frac{\sigma^2}{2M}\ \text{(``official'')},
+
+    the coefficient :func:`noisereg.noise.regularizer_coefficient` of the noise that
+    ``NoiseInjector(model, sigma, layers=layers, convention=convention)`` injects, in either mode
+    (docs/THEORY.md §3-§4). It is the second-order expansion of :math:`R_\sigma` and
+    :math:`\tilde R_\sigma` when :math:`D^2\Phi[I] = 0`; the experiments log it as ``reg_loss``.
+
+    Args:
+        model, x, y, loss: as in :func:`noisereg.ggn_trace`.
+        sigma: noise scale σ ≥ 0. layers: how the M layers are formed (``"module"``, ``"tensor"``
+            or groups), which matters only under ``"official"``. convention: ``"paper"`` or ``"official"``.
+        trace: the GGN trace at the current weights if already computed (skips recomputing it).
 
     Example:
         >>> lin = torch.nn.Linear(3, 1, bias=False)
@@ -44,8 +58,10 @@ def effective_risk(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str
         >>> round(effective_risk(lin, torch.eye(3), torch.zeros(3), sigma=0.5), 6)  # 0 + 0.25/2 · 1
         0.125
     """
-    sigma = check_sigma(sigma)
-    return risk(model, x, y, loss) + 0.5 * sigma ** 2 * ggn_trace(model, x, y, loss)
+    coefficient = NoiseLaw(model, sigma, layers=layers, convention=convention).regularizer_coefficient
+    if trace is None:
+        trace = ggn_trace(model, x, y, loss)
+    return risk(model, x, y, loss) + coefficient * trace
 
 
 def smoothed_risk(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "square",
@@ -82,8 +98,8 @@ def smoothed_risk(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str 
         True
     """
     check_loss(loss)
-    inj = NoiseInjector(model, sigma, mode=mode, layers=layers, convention=convention, seed=seed)
-    strata = [ps for _, ps in inj.layers] if mode == "layer" else [[p for _, ps in inj.layers for p in ps]]
+    law = NoiseLaw(model, sigma, mode=mode, layers=layers, convention=convention)
+    strata = [law.perturbed_params(j) for j in range(law.num_layers)] if mode == "layer" else [law.params]
     per_stratum = num_samples // len(strata)
     if per_stratum < 2 or (antithetic and per_stratum % 2):
         raise ValueError(
@@ -96,7 +112,6 @@ def smoothed_risk(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str 
     params = {k: p.detach() for k, p in model.named_parameters()}
     buffers = dict(model.named_buffers())
     gen = torch.Generator().manual_seed(seed)
-    std = inj.std()
 
     def risks(noise: dict[str, torch.Tensor]) -> torch.Tensor:  # noise: name -> (B, *shape)
         def one(delta):
@@ -113,8 +128,7 @@ def smoothed_risk(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str 
         for start in range(0, per_stratum, batch):
             b = min(batch, per_stratum - start)
             half = b // 2 if antithetic else b
-            eps = {k: torch.randn((half, *params[k].shape), generator=gen, dtype=params[k].dtype).to(params[k].device) * std
-                   for k in keys}
+            eps = dict(zip(keys, law.sample(stratum, gen, (half,))))
             if antithetic:
                 r_plus, r_minus = risks(eps), risks({k: -e for k, e in eps.items()})
                 values.append(((r_plus + r_minus) / 2).double().cpu())

@@ -31,6 +31,7 @@ from noisereg.experiments.base import Experiment, Job
 from noisereg.experiments.plotting import figure, save
 from noisereg.losses import loss_value
 from noisereg.models import MLP, DeepLinearNet
+from noisereg.noise import NoiseLaw
 
 
 @dataclass(frozen=True)
@@ -57,17 +58,14 @@ def mean_field(widths, seed: int, relu: bool) -> nn.Module:
 
 
 def gradient_variance(model, x, y, sigma, mode, samples, seed) -> float:
-    """Σ over coordinates of the variance of ∇R(w + noise), noise as in NoiseInjector(mode)."""
-    inj = nr.NoiseInjector(model, sigma, mode=mode, seed=seed)
+    """Σ over coordinates of the variance of ∇R(w + noise), noise drawn from the injector's law (NoiseLaw)."""
+    law = NoiseLaw(model, sigma, mode=mode)
     names = [k for k, _ in model.named_parameters()]
     params = {k: p.detach() for k, p in model.named_parameters()}
     g = torch.Generator().manual_seed(seed)
     grad_fn = grad(lambda p: loss_value("square", functional_call(model, p, (x,)), y))
-    layer_of = {k: i for i, (_, ps) in enumerate(inj.layers) for p in ps for k, q in model.named_parameters() if q is p}
-    noise = {k: torch.randn((samples, *v.shape), generator=g, dtype=v.dtype) * inj.std() for k, v in params.items()}
-    if mode == "layer":  # one uniformly chosen layer per sample, the others unperturbed
-        pick = torch.randint(len(inj.layers), (samples,), generator=g)
-        noise = {k: e * (pick == layer_of[k]).to(e.dtype).view(-1, *[1] * (e.dim() - 1)) for k, e in noise.items()}
+    name_of = {id(q): k for k, q in model.named_parameters()}
+    noise = {name_of[id(p)]: e for p, e in zip(law.params, law.sample_batch(samples, g))}
     grads = vmap(lambda e: grad_fn({k: params[k] + e[k] for k in names}))(noise)
     return float(sum(gk.var(0).sum() for gk in grads.values()))
 

@@ -15,6 +15,8 @@ from torch import nn
 class BasicBlock(nn.Module):
     """Two 3x3 conv-BN layers with an identity (or 1x1 conv-BN) shortcut."""
 
+    piecewise_linear = True  # forward: conv, BN, ReLU and an addition (see noisereg.curvature.is_piecewise_linear)
+
     def __init__(self, c_in: int, c_out: int, stride: int = 1) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
@@ -39,6 +41,8 @@ class ResNet18(nn.Module):
         >>> ResNet18()(torch.zeros(2, 3, 32, 32)).shape
         torch.Size([2, 10])
     """
+
+    piecewise_linear = True  # forward: stages, ReLU, average pooling, flatten, linear
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3, width: int = 64) -> None:
         super().__init__()

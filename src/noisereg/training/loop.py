@@ -14,7 +14,6 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,62 +21,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from noisereg.curvature import ggn_trace
+from noisereg.curvature import ggn_trace, hessian_trace, is_piecewise_linear
 from noisereg.data import Split
 from noisereg.injection import NoiseInjector
 from noisereg.losses import loss_value
+from noisereg.smoothing import effective_risk
 from noisereg.training.checkpoint import load_checkpoint, save_checkpoint
+from noisereg.training.settings import SIGMA_SCHEDULES, TrainSpec
 
-METRICS = ("train_loss", "test_loss", "train_acc", "test_acc", "reg_loss", "hessian_trace", "ggn_trace")
-
-
-@dataclass(frozen=True)
-class TrainSpec:
-    """Settings of one run. ``batch_size=None`` is full-batch GD (then one epoch = one step)."""
-
-    method: str = "gd"                # "gd" | "full" | "layer"
-    sigma: float = 0.0                # noise scale (paper convention unless convention says otherwise)
-    seed: int = 0                     # model init, data order, augmentation and noise
-    epochs: int = 10
-    batch_size: int | None = None
-    lr: float = 0.01
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    optimizer: str = "sgd"            # "sgd" | "adam"
-    schedule: str = "constant"        # "constant" | "cosine" (over epochs)
-    sigma_schedule: str = "constant"  # "constant" | "linear" (σ·(1 − t/T)) | "cosine" (σ·(1 + cos πt/T)/2), per epoch
-    noise_stop_epoch: int | None = None  # sigma is set to 0 from this epoch on (Fig. 6: 135 of 150)
-    loss: str = "cross_entropy"       # "cross_entropy" | "square"
-    eval_every: int = 1               # epochs between evaluations
-    log: tuple[str, ...] = ()         # extra metrics: "reg_loss", "ggn_trace", "hessian_trace"
-    reg_sigma: float | None = None    # σ of reg_loss (default: sigma)
-    trace_points: int = 512           # training points used for the curvature metrics
-    layers: str = "module"
-    order: str = "random"
-    convention: str = "paper"
-    augment: bool = False             # random crop (pad 4 for 32x32, 1 otherwise) + horizontal flip
-    checkpoint_every: int = 0         # epochs between checkpoints (0: at every evaluation)
-    amp: bool = False                 # bfloat16 autocast for forward and loss (no GradScaler needed)
-
-    def __post_init__(self) -> None:
-        checks = [
-            (self.method in ("gd", "full", "layer"), f"method must be 'gd', 'full' or 'layer', got {self.method!r}"),
-            (self.optimizer in ("sgd", "adam"), f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}"),
-            (self.schedule in ("constant", "cosine"), f"schedule must be 'constant' or 'cosine', got {self.schedule!r}"),
-            (self.sigma_schedule in ("constant", "linear", "cosine"),
-             f"sigma_schedule must be 'constant', 'linear' or 'cosine', got {self.sigma_schedule!r}"),
-            (self.loss in ("cross_entropy", "square"), f"loss must be 'cross_entropy' or 'square', got {self.loss!r}"),
-            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
-            (self.batch_size is None or self.batch_size >= 1, f"batch_size must be >= 1 or None, got {self.batch_size}"),
-            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
-            (self.sigma >= 0 and math.isfinite(self.sigma), f"sigma must be a finite number >= 0, got {self.sigma}"),
-            (self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}"),
-            (set(self.log) <= {"reg_loss", "ggn_trace", "hessian_trace"},
-             f"log must name metrics among reg_loss, ggn_trace, hessian_trace, got {self.log}"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise ValueError(msg)
+METRICS = ("train_loss", "test_loss", "train_acc", "test_acc", "reg_loss", "hessian_trace", "hessian_trace_se",
+           "ggn_trace")
 
 
 def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -99,13 +52,46 @@ def sigma_at(spec: TrainSpec, epoch: int) -> float:
     """σ used in ``epoch`` (0-based): the schedule applied to ``spec.sigma``, 0 from the noise stop on."""
     if spec.noise_stop_epoch is not None and epoch >= spec.noise_stop_epoch:
         return 0.0
-    t = epoch / spec.epochs
-    factor = {"constant": 1.0, "linear": 1.0 - t, "cosine": 0.5 * (1.0 + math.cos(math.pi * t))}[spec.sigma_schedule]
-    return spec.sigma * factor
+    return spec.sigma * SIGMA_SCHEDULES[spec.sigma_schedule](epoch / spec.epochs)
 
 
 def _loss(spec: TrainSpec, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return loss_value("square" if spec.loss == "square" else "cross_entropy", out, y)
+
+
+HUTCHINSON_PROBES = 100  # probes of the Hessian-trace estimate on models that are not piecewise linear
+
+
+def curvature_metrics(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor, spec: TrainSpec,
+                      sigma_reg: float) -> dict[str, float]:
+    """The metrics of ``spec.log`` on ``(xs, ys)``, model in eval mode (docs/THEORY.md §4).
+
+    * ``ggn_trace``: the exact :func:`noisereg.ggn_trace`.
+    * ``reg_loss``: :func:`noisereg.effective_risk` at ``sigma_reg`` in the run's convention and
+      layers: R + σ²/2·tr(GGN) (``paper``) or R + σ²/(2M)·tr(GGN) (``official``).
+    * ``hessian_trace``: the Hessian's trace. Where :func:`noisereg.curvature.is_piecewise_linear`
+      holds it equals the GGN trace exactly and that is logged; otherwise Hutchinson's estimate
+      (:func:`noisereg.hessian_trace`, ``HUTCHINSON_PROBES`` probes seeded by the run's seed) with
+      its standard error as ``hessian_trace_se``. Never a relabelled GGN trace on a smooth net.
+    """
+    loss = "square" if spec.loss == "square" else "cross_entropy"
+    exact_hessian = is_piecewise_linear(model)
+    out: dict[str, float] = {}
+    with torch.enable_grad():
+        need_ggn = {"ggn_trace", "reg_loss"} & set(spec.log) or ("hessian_trace" in spec.log and exact_hessian)
+        trace = ggn_trace(model, xs, ys, loss) if need_ggn else math.nan
+        if "ggn_trace" in spec.log:
+            out["ggn_trace"] = trace
+        if "hessian_trace" in spec.log:
+            if exact_hessian:
+                out["hessian_trace"] = trace
+            else:
+                out["hessian_trace"], out["hessian_trace_se"] = hessian_trace(
+                    model, xs, ys, loss, num_samples=HUTCHINSON_PROBES, seed=spec.seed)
+    if "reg_loss" in spec.log:
+        out["reg_loss"] = effective_risk(model, xs, ys, loss, sigma_reg, layers=spec.layers,
+                                         convention=spec.convention, trace=trace)
+    return out
 
 
 @torch.no_grad()
@@ -127,17 +113,8 @@ def evaluate(model: nn.Module, data: Split, spec: TrainSpec, sigma_reg: float, c
         if spec.loss == "cross_entropy":
             out[f"{split}_acc"] = correct / len(x)
     if spec.log and math.isfinite(out["train_loss"]):
-        xs, ys = data.x_train[:spec.trace_points], data.y_train[:spec.trace_points]
-        loss = "square" if spec.loss == "square" else "cross_entropy"
-        with torch.enable_grad():
-            trace = ggn_trace(model, xs, ys, loss)
-        if "ggn_trace" in spec.log:
-            out["ggn_trace"] = trace
-        if "hessian_trace" in spec.log:  # exact for piecewise-linear nets, see noisereg.curvature
-            out["hessian_trace"] = trace
-        if "reg_loss" in spec.log:
-            r = float(_loss(spec, model(xs), ys))
-            out["reg_loss"] = r + 0.5 * sigma_reg ** 2 * trace
+        out.update(curvature_metrics(model, data.x_train[:spec.trace_points], data.y_train[:spec.trace_points],
+                                     spec, sigma_reg))
     model.train(was_training)
     return out
 

@@ -1,0 +1,267 @@
+r"""The noise law of noise injection, defined once: which parameters, which std, and the draw.
+
+Section 2 of Orvieto et al. (2023), restated in docs/THEORY.md §2-§3. Given the M layers of a
+model, a scale σ, a mode and a convention, one noise sample perturbs
+
+* ``mode="full"``: every trainable parameter, each entry with std :math:`s`;
+* ``mode="layer"``: the parameters of one layer :math:`j`, each entry with std :math:`s\sqrt M`,
+  where :math:`j` is uniform on :math:`\{0..M-1\}` (``order="random"``, the paper) or
+  :math:`t \bmod M` at the :math:`t`-th perturbation (``order="cyclic"``, the official code),
+
+where :math:`s` is σ expressed in the paper convention:
+
+.. math::
+
+    s = \begin{cases}\sigma & \text{convention ``paper''}\\
+                     \sigma/\sqrt M & \text{convention ``official''}\end{cases}
+    \qquad
+    R^{\rm eff}_\sigma(w) = R(w) + \frac{s^2}{2}\operatorname{tr}\big(\nabla^2L\,D\Phi D\Phi^\top\big)
+    \quad\text{(Eq. (6), both modes).}
+
+The convention is applied in exactly one place, :func:`paper_sigma`; the std of each mode
+(:func:`noise_std`) and the coefficient of the explicit regularizer (:func:`regularizer_coefficient`)
+are derived from it. :class:`NoiseLaw` binds the law to a model's layers and draws from it; the
+injector (:class:`noisereg.NoiseInjector`), the Monte-Carlo smoothed risks, the experiments and the
+benchmarks all draw their noise through it. This module imports only torch and numpy.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from noisereg.layers import Layer, resolve_layers
+
+MODES = ("full", "layer")
+ORDERS = ("random", "cyclic")
+CONVENTIONS = ("paper", "official")
+_ALIGN_BYTES = 64  # every tensor's slot in the flat noise buffer starts on a 64-byte boundary
+
+
+def check_choice(name: str, value: Any, allowed: Sequence[str]) -> str:
+    """Return ``value`` if it is one of ``allowed``; else raise a ValueError naming ``name``."""
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {tuple(allowed)}, got {value!r}")
+    return value
+
+
+def check_sigma(sigma: Any) -> float:
+    """Return ``sigma`` as a float; raise unless it is a finite real number >= 0."""
+    if isinstance(sigma, torch.Tensor) and sigma.numel() == 1:
+        sigma = sigma.item()
+    if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real):
+        raise TypeError(f"sigma must be a real number, got {type(sigma).__name__}")
+    sigma = float(sigma)
+    if not math.isfinite(sigma) or sigma < 0:
+        raise ValueError(f"sigma must be a finite number >= 0, got {sigma}")
+    return sigma
+
+
+def _check_num_layers(num_layers: Any) -> int:
+    if isinstance(num_layers, bool) or not isinstance(num_layers, numbers.Integral) or num_layers < 1:
+        raise ValueError(f"num_layers must be an integer >= 1, got {num_layers!r}")
+    return int(num_layers)
+
+
+def paper_sigma(sigma: float, convention: str, num_layers: int) -> float:
+    r"""σ of the paper convention that ``(sigma, convention)`` stands for: σ, or σ/√M for ``"official"``.
+
+    The official code's full-noise std is σ/√M and its one-layer std is σ; the paper's are σ and
+    σ√M. So ``official`` with σ is ``paper`` with σ/√M, in both modes (docs/THEORY.md §3).
+
+    Example:
+        >>> paper_sigma(0.3, "official", 9)
+        0.09999999999999999
+    """
+    check_choice("convention", convention, CONVENTIONS)
+    sigma, m = check_sigma(sigma), _check_num_layers(num_layers)
+    return sigma if convention == "paper" else sigma / math.sqrt(m)
+
+
+def noise_std(sigma: float, mode: str, convention: str, num_layers: int) -> float:
+    r"""Per-entry std of the noise: :math:`s` for ``"full"``, :math:`s\sqrt M` for ``"layer"``.
+
+    ============  ===================  ==================
+    convention    full                 layer
+    ============  ===================  ==================
+    ``paper``     σ                    σ·√M
+    ``official``  σ/√M                 σ
+    ============  ===================  ==================
+
+    Example:
+        >>> noise_std(0.1, "layer", "paper", 4), noise_std(0.1, "layer", "official", 4)
+        (0.2, 0.1)
+    """
+    check_choice("mode", mode, MODES)
+    s = paper_sigma(sigma, convention, num_layers)
+    return s if mode == "full" else s * math.sqrt(num_layers)
+
+
+def regularizer_coefficient(sigma: float, convention: str, num_layers: int) -> float:
+    r"""The factor :math:`c` of the explicit regularizer :math:`c\,\operatorname{tr}(\nabla^2L\,D\Phi D\Phi^\top)`, Eq. (6).
+
+    :math:`c = s^2/2` with :math:`s` = :func:`paper_sigma`: σ²/2 under ``"paper"``, σ²/(2M) under
+    ``"official"``; the same in both modes (the √M of layer-wise noise cancels the 1/M of picking
+    one of M layers).
+
+    Example:
+        >>> regularizer_coefficient(0.2, "paper", 3), round(regularizer_coefficient(0.3, "official", 3), 12)
+        (0.020000000000000004, 0.015)
+    """
+    return 0.5 * paper_sigma(sigma, convention, num_layers) ** 2
+
+
+def _is_dense(p: torch.Tensor) -> bool:
+    """True if ``p`` fills its memory without gaps in a standard layout (so ``as_strided`` fits)."""
+    return (
+        p.is_contiguous()
+        or (p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last))
+        or (p.dim() == 5 and p.is_contiguous(memory_format=torch.channels_last_3d))
+    )
+
+
+def noisy_copies(params: Sequence[torch.Tensor], std: float, generator: torch.Generator,
+                 foreach: bool = True) -> list[torch.Tensor]:
+    """Return new tensors ``p + std * N(0, I)`` for ``params`` (one device and dtype), same strides.
+
+    One ``normal_`` call fills a flat buffer; each result is a view of it laid out like its
+    parameter; ``foreach=False`` is the for-loop reference of the same computation (tested equal).
+    """
+    p0 = params[0]
+    align = max(1, _ALIGN_BYTES // p0.element_size())
+    offsets, total = [], 0
+    for p in params:
+        offsets.append(total)
+        total += -(-p.numel() // align) * align
+    flat = torch.empty(total, dtype=p0.dtype, device=p0.device)
+    flat.normal_(0.0, std, generator=generator)
+    views = [
+        torch.as_strided(flat, p.size(), p.stride(), off) if _is_dense(p)
+        else flat[off:off + p.numel()].view(p.size())
+        for p, off in zip(params, offsets)
+    ]
+    if foreach:
+        torch._foreach_add_(views, list(params))
+    else:
+        for v, p in zip(views, params):
+            v.add_(p)
+    return views
+
+
+class NoiseLaw:
+    r"""The noise law bound to a model's layers: which parameters a sample perturbs, with which std.
+
+    Args:
+        model: ``nn.Module`` or an iterable of parameters (see :func:`noisereg.resolve_layers`).
+        sigma: σ ≥ 0, finite; read/write.
+        mode: ``"layer"`` (default) or ``"full"``.
+        layers: ``"module"`` (default), ``"tensor"`` or a list of ``(name, [Parameter, ...])`` groups.
+        order: ``"random"`` (default) or ``"cyclic"``: how :meth:`choose` picks the layer.
+        convention: ``"paper"`` (default) or ``"official"``; see :func:`noise_std`.
+
+    Attributes:
+        layers: the M layers, ``[(name, [Parameter, ...]), ...]`` in model order.
+        params: every perturbable parameter, in layer order.
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 1))
+        >>> law = NoiseLaw(net, sigma=0.1, mode="layer")
+        >>> law.num_layers, round(law.std, 6), law.regularizer_coefficient
+        (2, 0.141421, 0.005000000000000001)
+        >>> g = torch.Generator().manual_seed(0)
+        >>> j = law.choose(0, g); [p.shape for p in law.perturbed_params(j)] in ([(4, 3), (4,)], [(1, 4), (1,)])
+        True
+    """
+
+    def __init__(self, model: nn.Module | Iterable[torch.Tensor], sigma: float, *, mode: str = "layer",
+                 layers: str | Sequence[tuple[str, Iterable[torch.Tensor]]] = "module", order: str = "random",
+                 convention: str = "paper") -> None:
+        self.mode = check_choice("mode", mode, MODES)
+        self.order = check_choice("order", order, ORDERS)
+        self.convention = check_choice("convention", convention, CONVENTIONS)
+        self.layers: list[Layer] = resolve_layers(model, layers)
+        self.params: list[torch.Tensor] = [p for _, ps in self.layers for p in ps]
+        self.sigma = sigma
+
+    @property
+    def sigma(self) -> float:
+        """σ (read/write, validated)."""
+        return self._sigma
+
+    @sigma.setter
+    def sigma(self, value: float) -> None:
+        self._sigma = check_sigma(value)
+
+    @property
+    def num_layers(self) -> int:
+        """M, the number of layers."""
+        return len(self.layers)
+
+    @property
+    def std(self) -> float:
+        """Per-entry std of a perturbed entry, :func:`noise_std` of this law."""
+        return noise_std(self._sigma, self.mode, self.convention, len(self.layers))
+
+    @property
+    def regularizer_coefficient(self) -> float:
+        """:math:`c` of the explicit regularizer :math:`c\\,\\mathrm{tr(GGN)}`, :func:`regularizer_coefficient`."""
+        return regularizer_coefficient(self._sigma, self.convention, len(self.layers))
+
+    def choose(self, step: int, generator: torch.Generator) -> int | None:
+        """The layer the ``step``-th perturbation (0-based) perturbs; ``None`` in ``"full"`` mode.
+
+        ``"random"``: uniform, one ``torch.randint`` draw from ``generator`` (a CPU generator);
+        ``"cyclic"``: ``step % M``, no randomness.
+        """
+        if self.mode == "full":
+            return None
+        if self.order == "cyclic":
+            return step % len(self.layers)
+        return int(torch.randint(len(self.layers), (1,), generator=generator))
+
+    def perturbed_params(self, choice: int | None) -> list[torch.Tensor]:
+        """The parameters a sample with layer ``choice`` perturbs (``None``: all of them)."""
+        return self.params if choice is None else self.layers[choice][1]
+
+    def sample(self, params: Sequence[torch.Tensor], generator: torch.Generator,
+               batch: tuple[int, ...] = ()) -> list[torch.Tensor]:
+        """Independent noise ``std · N(0, I)`` of shape ``(*batch, *p.shape)`` for each of ``params``.
+
+        Drawn on the CPU ``generator`` in the parameters' dtype, one ``randn`` per tensor in the
+        given order, then moved to each parameter's device (for Monte-Carlo estimators; the
+        training hot path uses :meth:`perturb_copies`).
+        """
+        std = self.std
+        return [torch.randn((*batch, *p.shape), generator=generator, dtype=p.dtype).to(p.device) * std
+                for p in params]
+
+    def sample_batch(self, num: int, generator: torch.Generator) -> list[torch.Tensor]:
+        """``num`` i.i.d. samples of the whole law at once: one tensor ``(num, *p.shape)`` per parameter.
+
+        ``"full"``: every entry is noisy. ``"layer"``: each sample keeps the noise of one
+        uniformly chosen layer (drawn after the noise, one ``randint`` of size ``num``) and is zero
+        elsewhere. ``order="cyclic"`` has no i.i.d. form and raises.
+        """
+        noise = self.sample(self.params, generator, (num,))
+        if self.mode == "full":
+            return noise
+        if self.order == "cyclic":
+            raise ValueError("sample_batch draws i.i.d. samples; order='cyclic' is deterministic, use 'random'")
+        pick = torch.randint(len(self.layers), (num,), generator=generator)
+        layer_of = [j for j, (_, ps) in enumerate(self.layers) for _ in ps]
+        return [e * (pick == j).to(e.dtype).to(e.device).view(-1, *[1] * (e.dim() - 1))
+                for e, j in zip(noise, layer_of)]
+
+    def perturb_copies(self, params: Sequence[torch.Tensor], generator: torch.Generator,
+                       foreach: bool = True) -> list[torch.Tensor]:
+        """New tensors ``p + std · N(0, I)`` for ``params`` (one device and dtype): :func:`noisy_copies`."""
+        return noisy_copies(params, self.std, generator, foreach)
+
+    def __repr__(self) -> str:
+        return (f"NoiseLaw(sigma={self._sigma}, mode={self.mode!r}, order={self.order!r}, "
+                f"convention={self.convention!r}, num_layers={len(self.layers)})")
