@@ -1,0 +1,106 @@
+"""The settings of a training run, checked on construction: :class:`TrainSettings` and :class:`TrainSpec`.
+
+:class:`TrainSettings` holds how to train (epochs, optimizer, schedules, logging, the noise's
+layers, order and convention); an experiment's config that trains networks derives from it, so
+``--set lr=...`` names the same field everywhere and its rule is written once. :class:`TrainSpec`
+adds what identifies one run (method, σ, seed, loss); :meth:`TrainSettings.spec` builds it from a
+config without copying fields by hand.
+
+Example:
+    >>> s = TrainSettings(epochs=5, lr=0.1)
+    >>> spec = s.spec(method="layer", sigma=0.05, seed=1)
+    >>> (spec.method, spec.epochs, spec.lr)
+    ('layer', 5, 0.1)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+from noisereg.constraints import Checked, Each, Interval, IsBool, OneOf, OrNone
+from noisereg.injection import CONVENTIONS, MODES, ORDERS
+from noisereg.layers import LAYER_SCHEMES
+
+METHODS = ("gd", *MODES)                       # "gd": no noise; the others are NoiseInjector modes
+OPTIMIZERS = ("sgd", "adam")
+LR_SCHEDULES = ("constant", "cosine")          # "cosine": annealed to 0 over the epochs
+SIGMA_SCHEDULES = {                            # factor on σ at the fraction t = epoch / epochs
+    "constant": lambda t: 1.0,
+    "linear": lambda t: 1.0 - t,
+    "cosine": lambda t: 0.5 * (1.0 + math.cos(math.pi * t)),
+}
+LOGGABLE = ("reg_loss", "ggn_trace", "hessian_trace")
+TRAIN_LOSSES = ("cross_entropy", "square")
+
+# constraints shared by the training settings and by experiment configs (one definition each)
+METHOD = OneOf(*METHODS)
+SIGMA = Interval(0)
+SEED = Interval(0, integer=True)
+POSITIVE_INT = Interval(1, integer=True)
+
+
+@dataclass(frozen=True)
+class TrainSettings(Checked):
+    """How to train. ``batch_size=None`` is full-batch GD (then one epoch = one step)."""
+
+    epochs: int = 10
+    batch_size: int | None = None
+    lr: float = 0.01
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    optimizer: str = "sgd"            # "sgd" | "adam"
+    schedule: str = "constant"        # lr schedule: "constant" | "cosine" (over epochs)
+    sigma_schedule: str = "constant"  # "constant" | "linear" (σ·(1 − t/T)) | "cosine" (σ·(1 + cos πt/T)/2), per epoch
+    noise_stop_epoch: int | None = None  # sigma is set to 0 from this epoch on (Fig. 6: 135 of 150)
+    eval_every: int = 1               # epochs between evaluations
+    log: tuple[str, ...] = ()         # extra metrics: "reg_loss", "ggn_trace", "hessian_trace"
+    trace_points: int | None = 512    # training points used for the curvature metrics (None: all)
+    layers: str = "module"            # NoiseInjector layers: "module" | "tensor"
+    order: str = "random"             # layer-wise noise: "random" | "cyclic"
+    convention: str = "paper"         # "paper" | "official" (docs/THEORY.md §3)
+    augment: bool = False             # random crop (pad 4 for 32x32, 1 otherwise) + horizontal flip
+    checkpoint_every: int = 0         # epochs between checkpoints (0: at every evaluation)
+    amp: bool = False                 # bfloat16 autocast for forward and loss (no GradScaler needed)
+
+    CONSTRAINTS = {
+        "epochs": POSITIVE_INT,
+        "batch_size": OrNone(POSITIVE_INT),
+        "lr": Interval(0, low_open=True),
+        "momentum": Interval(0, 1, high_open=True),
+        "weight_decay": Interval(0),
+        "optimizer": OneOf(*OPTIMIZERS),
+        "schedule": OneOf(*LR_SCHEDULES),
+        "sigma_schedule": OneOf(*SIGMA_SCHEDULES),
+        "noise_stop_epoch": OrNone(Interval(0, integer=True)),
+        "eval_every": POSITIVE_INT,
+        "log": Each(OneOf(*LOGGABLE), empty=True),
+        "trace_points": OrNone(POSITIVE_INT),
+        "layers": OneOf(*LAYER_SCHEMES),
+        "order": OneOf(*ORDERS),
+        "convention": OneOf(*CONVENTIONS),
+        "augment": IsBool(),
+        "checkpoint_every": Interval(0, integer=True),
+        "amp": IsBool(),
+    }
+
+    def spec(self, **run) -> TrainSpec:
+        """The :class:`TrainSpec` of one run: these settings, with ``run`` (method, sigma, seed,
+        loss, ..., or a setting to override) on top."""
+        settings = {f.name: getattr(self, f.name) for f in dataclasses.fields(TrainSettings)}
+        return TrainSpec(**{**settings, **run})
+
+
+@dataclass(frozen=True)
+class TrainSpec(TrainSettings):
+    """Settings of one run: :class:`TrainSettings` plus the method, σ, seed and loss."""
+
+    method: str = "gd"                # "gd" | "full" | "layer"
+    sigma: float = 0.0                # noise scale (paper convention unless convention says otherwise)
+    seed: int = 0                     # model init, data order, augmentation and noise
+    loss: str = "cross_entropy"       # "cross_entropy" | "square"
+    reg_sigma: float | None = None    # σ of reg_loss (default: sigma)
+
+    CONSTRAINTS = {"method": METHOD, "sigma": SIGMA, "seed": SEED, "loss": OneOf(*TRAIN_LOSSES),
+                   "reg_sigma": OrNone(SIGMA)}
