@@ -36,27 +36,29 @@ def train(model, x, y, inj, record):
         opt.step()
 
 
-def _worker(rank, world, init_file, out_file, independent):
+def _worker(rank, world, init_file, out_file, independent, seed=0):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         x, y = make_data()
         xs, ys = x.chunk(world)[rank], y.chunk(world)[rank]
         model = nn.parallel.DistributedDataParallel(make_model())
-        inj = nr.NoiseInjector(model, SIGMA, mode="layer", seed=0, independent_ranks=independent)
+        inj = nr.NoiseInjector(model, SIGMA, mode="layer", seed=seed, independent_ranks=independent)
         noisy = []
         train(model, xs, ys, inj, noisy)
         final = [p.detach().clone() for p in model.parameters()]
         gathered = [None] * world
-        dist.all_gather_object(gathered, {"final": final, "noisy": noisy, "layers": [n for n, _ in inj.layers]})
+        dist.all_gather_object(gathered, {"final": final, "noisy": noisy, "layers": [n for n, _ in inj.layers],
+                                          "seed": inj.seed})
         if rank == 0:
             torch.save(gathered, out_file)
     finally:
         dist.destroy_process_group()
 
 
-def run_ddp(tmp_path, independent):
-    out = tmp_path / f"ddp_{independent}.pt"
-    mp.spawn(_worker, args=(2, str(tmp_path / f"init_{independent}"), str(out), independent), nprocs=2, join=True)
+def run_ddp(tmp_path, independent, seed=0):
+    out = tmp_path / f"ddp_{independent}_{seed}.pt"
+    mp.spawn(_worker, args=(2, str(tmp_path / f"init_{independent}_{seed}"), str(out), independent, seed), nprocs=2,
+             join=True)
     return torch.load(out, weights_only=False)
 
 
@@ -94,3 +96,13 @@ def test_ddp_independent_noise_per_rank(tmp_path, single_process):
     differs = [any(not torch.equal(a, b) for a, b in zip(s0, s1)) for s0, s1 in zip(r0["noisy"], r1["noisy"])]
     assert all(differs)  # every step, the ranks evaluated the gradient at different points
     assert not torch.allclose(r0["final"][0], single_process[0][0])
+
+
+def test_ddp_without_seed_ranks_agree_on_one(tmp_path):
+    """No seed under torch.distributed: rank 0's OS seed is broadcast, so the ranks perturb alike."""
+    r0, r1 = run_ddp(tmp_path, independent=False, seed=None)
+    assert r0["seed"] == r1["seed"]
+    for s0, s1 in zip(r0["noisy"], r1["noisy"]):
+        assert all(torch.equal(a, b) for a, b in zip(s0, s1))
+    for a, b in zip(r0["final"], r1["final"]):
+        assert torch.equal(a, b)
