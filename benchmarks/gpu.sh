@@ -11,7 +11,7 @@ py=python3
 { nvidia-smi; $py -c "import torch; print(torch.__version__, torch.cuda.get_device_name())"; } > "$out/machine.txt" 2>&1
 timeout 120 $py -m pytest -q -p no:cacheprovider tests/test_injection.py tests/test_ecosystem.py \
     tests/test_curvature.py -k "gpu or cuda or two_devices or compile" > "$out/gpu_tests.txt" 2>&1
-timeout 150 $py benchmarks/overhead.py --device all --reps 9 --json "$out/overhead.json" > "$out/overhead.txt" 2>&1
+timeout 150 $py benchmarks/overhead.py --device all --pairs 9 --json "$out/overhead.json" > "$out/overhead.txt" 2>&1
 run() {  # name, then --set arguments; a few hundred steps each, to measure steps per second
   local name="$1"; shift
   timeout 100 $py -m noisereg.cli run "$name" --preset paper --device cuda --quiet --out "$out/$name" \

@@ -7,13 +7,15 @@ Methods, each with its own copy of the same model and optimizer:
                 the common hand-written pattern: clone every perturbed tensor, add fresh noise in
                 place, forward + backward, copy the clones back (the baseline to beat)
 
-Repetitions are interleaved (every repetition times every method, in a rotating order) and each
-ratio is the median over repetitions of (method time / plain time) within the same repetition.
+Each method is timed in pairs with the plain step only (benchmarks/timing.py: warm-up, enough
+steps per timing to last 20 ms, alternating which goes first); its ratio is the median of the
+per-pair ratios, printed with quartiles and range. The floor of each mode, drawing its Gaussians
+alone, is paired with the plain step the same way.
 Extra peak memory: CUDA from torch.cuda.max_memory_allocated; CPU from the profiler's memory
 timeline. Workloads: CPU, MLP 64-1024-1024-10 on 1024 samples, full batch; CUDA (when present),
 CIFAR ResNet-18 at batch 128.
 
-    python benchmarks/overhead.py [--reps 15] [--steps 5] [--device cpu|cuda|all] [--json FILE]
+    python benchmarks/overhead.py [--pairs 15] [--device cpu|cuda|all] [--json FILE]
 """
 
 from __future__ import annotations
@@ -23,9 +25,7 @@ import copy
 import json
 import os
 import platform
-import statistics
 import tempfile
-import time
 import warnings
 
 import torch
@@ -34,6 +34,7 @@ import torch.nn.functional as F
 import noisereg as nr
 from noisereg.models import MLP, ResNet18
 from noisereg.noise import NoiseLaw
+from timing import paired
 
 SIGMA = 0.01
 
@@ -155,58 +156,42 @@ def extra_peak_memory(steps, device, repeat):
     return {k: v - peaks["plain"] for k, v in peaks.items()}
 
 
-def bench(label, model, x, y, device, reps, steps_per_rep, lr=0.01):
+def bench(label, model, x, y, device, pairs, lr=0.01):
     methods = make_methods(model.to(device), lr)
     steps = {k: make_step(m, o, w, x, y) for k, (m, o, w) in methods.items()}
-    names = list(steps)
-    # the floor of each mode: drawing its Gaussians alone (all parameters / the chosen layer),
-    # timed in the same interleaving
+    names = [k for k in steps if k != "plain"]
     n_params = sum(p.numel() for p in model.parameters())
-    draws = {"draw-full": Draw(model, "full", device), "draw-layer": Draw(model, "layer", device)}
-    for step in steps.values():  # warm-up (allocator, caches, cudnn autotune)
-        for _ in range(2):
-            step()
-    sync(device)
-    times = {k: [] for k in [*names, *draws]}
-    timed = {**steps, **draws}
-    for r in range(reps):
-        order = list(timed)[r % len(timed):] + list(timed)[:r % len(timed)]
-        for k in order:
-            sync(device)
-            t0 = time.perf_counter()
-            for _ in range(steps_per_rep):
-                timed[k]()
-            sync(device)
-            times[k].append((time.perf_counter() - t0) / steps_per_rep)
-    ratios = {k: statistics.median(a / b for a, b in zip(times[k], times["plain"])) for k in names}
-    floor = {mode: statistics.median(1 + a / b for a, b in zip(times[f"draw-{mode}"], times["plain"]))
-             for mode in ("full", "layer")}
+    draws = {"full": Draw(model, "full", device), "layer": Draw(model, "layer", device)}
+    plain = steps["plain"]
+    res = {k: paired(steps[k], plain, pairs=pairs, sync=lambda: sync(device)) for k in names}
+    floor = {m: paired(d, plain, pairs=pairs, sync=lambda: sync(device)) for m, d in draws.items()}
     n_layers = len(methods["layer"][2].layers)
-    mem = extra_peak_memory(steps, device, {k: 3 * n_layers if "layer" in k else 1 for k in names})
-    print(f"\n== {label}  ({n_params / 1e6:.2f} M params, {reps} interleaved reps x {steps_per_rep} steps)")
-    print(f"{'method':<12} {'median ms/step':>15} {'ratio vs plain':>15} {'extra peak MiB':>15}")
+    mem = extra_peak_memory(steps, device, {k: 3 * n_layers if "layer" in k else 1 for k in steps})
+    print(f"\n== {label}  ({n_params / 1e6:.2f} M params, {pairs} pairs per method)")
+    print(f"plain step: {res['full'].reference_ms:.2f} ms")
+    print(f"{'method':<12} {'ms/step':>8} {'extra MiB':>10}   ratio vs plain (median of per-pair ratios)")
     for k in names:
-        print(f"{k:<12} {1e3 * statistics.median(times[k]):>15.2f} {ratios[k]:>15.3f} {mem[k]:>15.2f}")
+        print(f"{k:<12} {res[k].method_ms:>8.2f} {mem[k]:>10.2f}   {res[k].describe()}")
+    above = {}
     for mode in ("full", "layer"):
-        print(f"floor for '{mode}' = 1 + (drawing its Gaussians alone: "
-              f"{1e3 * statistics.median(times[f'draw-{mode}']):.3f} ms) / plain step = {floor[mode]:.3f}; "
-              f"noisy step above the floor: {100 * (ratios[mode] - floor[mode]):+.2f} % of a plain step")
-    return {"floor": floor, "above_floor": {m: ratios[m] - floor[m] for m in floor},
-            "draw_ms": {m: 1e3 * statistics.median(times[f"draw-{m}"]) for m in floor},
-            "workload": label, "params": n_params, "reps": reps, "steps_per_rep": steps_per_rep,
-            "ms_per_step": {k: 1e3 * statistics.median(times[k]) for k in names},
-            "ratio": ratios, "extra_peak_mib": mem}
+        f = 1 + floor[mode].median
+        above[mode] = res[mode].median - f
+        print(f"floor for '{mode}' = 1 + (drawing its Gaussians alone: {floor[mode].method_ms:.3f} ms) / plain "
+              f"= {f:.3f}; noisy step above the floor: {100 * above[mode]:+.2f} % of a plain step")
+    return {"workload": label, "params": n_params, "pairs": pairs, "plain_ms": res["full"].reference_ms,
+            "ratio": {k: r.as_dict() for k, r in res.items()},
+            "floor": {m: 1 + r.median for m, r in floor.items()}, "draw_ms": {m: r.method_ms for m, r in floor.items()},
+            "above_floor": above, "extra_peak_mib": mem}
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--reps", type=int, default=15, help="interleaved repetitions (>= 7)")
-    ap.add_argument("--steps", type=int, default=5, help="steps per timed chunk")
+    ap.add_argument("--pairs", type=int, default=15, help="timed pairs per method (>= 3)")
     ap.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
     ap.add_argument("--json", help="also write the results to this file")
     args = ap.parse_args()
-    if args.reps < 7:
-        ap.error(f"--reps must be >= 7, got {args.reps}")
+    if args.pairs < 3:
+        ap.error(f"--pairs must be >= 3, got {args.pairs}")
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} threads" + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))
     results = []
@@ -216,15 +201,14 @@ def main():
         x = torch.randn(1024, 64, generator=g)
         y = torch.randint(10, (1024,), generator=g)
         results.append(bench("cpu MLP 64-1024-1024-10, n=1024 full batch, SGD", MLP(64, (1024, 1024), 10),
-                             x, y, torch.device("cpu"), args.reps, args.steps))
+                             x, y, torch.device("cpu"), args.pairs))
     if args.device in ("cuda", "all") and torch.cuda.is_available():
         dev = torch.device("cuda")
         torch.backends.cudnn.benchmark = True
         torch.manual_seed(0)
         x = torch.randn(128, 3, 32, 32, device=dev)
         y = torch.randint(10, (128,), device=dev)
-        results.append(bench("cuda ResNet-18 CIFAR, batch 128, SGD", ResNet18(), x, y, dev,
-                             args.reps, max(args.steps, 20)))
+        results.append(bench("cuda ResNet-18 CIFAR, batch 128, SGD", ResNet18(), x, y, dev, args.pairs))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
