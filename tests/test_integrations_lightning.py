@@ -1,0 +1,236 @@
+"""Lightning: the NoiseInjection callback and NoisyOptimizer against the three-line loop (real lightning, CPU)."""
+
+import copy
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+import noisereg as nr
+
+L = pytest.importorskip("lightning", reason="needs the lightning extra: pip install 'noisereg[lightning]'")
+from noisereg.integrations.lightning import NoiseInjection  # noqa: E402
+
+N, BATCH = 48, 8  # 6 batches per epoch
+
+
+def make_net(seed=0, dtype=torch.float64):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(5, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 2)).to(dtype)
+
+
+def dataset(dtype=torch.float64):
+    g = torch.Generator().manual_seed(1)
+    return torch.utils.data.TensorDataset(torch.randn(N, 5, generator=g, dtype=dtype),
+                                          torch.randn(N, 2, generator=g, dtype=dtype))
+
+
+def loader(dtype=torch.float64, batch_size=BATCH):
+    return torch.utils.data.DataLoader(dataset(dtype), batch_size=batch_size, shuffle=False)
+
+
+def sq_loss(out, y):
+    return 0.5 * (out - y).pow(2).sum(1).mean()
+
+
+def make_sgd(params):
+    return torch.optim.SGD(params, lr=0.05, momentum=0.9)
+
+
+class Net(L.LightningModule):
+    def __init__(self, seed=0, dtype=torch.float64, noisy=None):
+        super().__init__()
+        self.net = make_net(seed, dtype)
+        self.noisy = noisy  # None, or NoiseInjector kwargs for a NoisyOptimizer
+        self.val_seen = []
+
+    def forward(self, x):
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return sq_loss(self(x), y)
+
+    def validation_step(self, batch, batch_idx):
+        self.val_seen.append([p.detach().clone() for p in self.parameters()])
+
+    def configure_optimizers(self):
+        opt = make_sgd(self.parameters())
+        if self.noisy is None:
+            return opt
+        opt = nr.NoisyOptimizer(opt, nr.NoiseInjector(self, **self.noisy))
+        return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)}
+
+
+def trainer(**kw):
+    kw = {"accelerator": "cpu", "devices": 1, "logger": False, "enable_checkpointing": False,
+          "enable_progress_bar": False, "enable_model_summary": False, "num_sanity_val_steps": 0,
+          "max_epochs": 2, **kw}
+    return L.Trainer(**kw)
+
+
+def reference(steps_per_window, epochs=2, sigma=0.1, seed=7, mode="layer", scheduler=False, dtype=torch.float64,
+              autocast=False):
+    """The three-line loop, one perturb() around all micro-batches of a step; weights after each step."""
+    net = make_net(dtype=dtype)
+    opt = make_sgd(net.parameters())
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5) if scheduler else None
+    inj = nr.NoiseInjector(net, sigma, mode=mode, seed=seed)
+    batches = list(loader(dtype))
+    after = [[p.detach().clone() for p in net.parameters()]]
+    for _ in range(epochs):
+        for i in range(0, len(batches), steps_per_window):
+            window = batches[i:i + steps_per_window]
+            opt.zero_grad()
+            with inj.perturb():
+                for x, y in window:
+                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                        loss = sq_loss(net(x), y)
+                    (loss / steps_per_window if steps_per_window > 1 else loss).backward()
+            opt.step()
+            after.append([p.detach().clone() for p in net.parameters()])
+        if sched is not None:
+            sched.step()
+    return net, inj, after
+
+
+def assert_same(params, ref_params):
+    for p, q in zip(params, ref_params):
+        assert torch.equal(p.detach().cpu(), q.detach().cpu())
+
+
+@pytest.mark.parametrize("accumulate", [1, 2], ids=["accumulate1", "accumulate2"])
+def test_callback_equals_the_three_line_loop(accumulate):
+    module, cb = Net(), NoiseInjection(sigma=0.1, mode="layer", seed=7)
+    trainer(callbacks=[cb], accumulate_grad_batches=accumulate).fit(module, loader())
+    ref, ref_inj, _ = reference(accumulate)
+    assert_same(module.parameters(), ref.parameters())
+    assert cb.injector.step == ref_inj.step == 2 * (N // BATCH) // accumulate  # one draw per optimizer step
+
+
+def test_validation_mid_accumulation_sees_the_clean_weights():
+    module, cb = Net(), NoiseInjection(sigma=0.5, mode="full", seed=7)
+    # validation after batch 3: inside the second accumulation window (batches 3, 4)
+    trainer(callbacks=[cb], accumulate_grad_batches=2, max_epochs=1, val_check_interval=3, limit_val_batches=1,
+            ).fit(module, loader(), loader())
+    _, _, after = reference(2, epochs=1, sigma=0.5, mode="full")
+    assert len(module.val_seen) == 2  # at batch 3 (mid-window) and at batch 6 (end of epoch)
+    assert_same(module.val_seen[0], after[1])
+    assert_same(module.val_seen[1], after[3])
+
+
+def test_noisy_optimizer_from_configure_optimizers_with_a_scheduler():
+    module = Net(noisy={"sigma": 0.1, "mode": "layer", "seed": 7})
+    trainer().fit(module, loader())
+    ref, _, _ = reference(1, scheduler=True)
+    assert_same(module.parameters(), ref.parameters())
+
+
+@pytest.mark.parametrize("how", ["callback", "noisy_optimizer"])
+def test_resume_from_checkpoint_equals_uninterrupted(tmp_path, how):
+    def run(epochs, ckpt=None, seed=7):
+        if how == "callback":
+            module, cbs = Net(), [NoiseInjection(sigma=0.1, mode="layer", seed=seed)]
+        else:
+            module, cbs = Net(noisy={"sigma": 0.1, "mode": "layer", "seed": seed}), []
+        t = trainer(callbacks=cbs, max_epochs=epochs, accumulate_grad_batches=2)
+        t.fit(module, loader(), ckpt_path=ckpt)
+        return module, t
+
+    full, _ = run(2)
+    first, t = run(1)
+    t.save_checkpoint(tmp_path / "epoch1.ckpt")
+    ckpt = torch.load(tmp_path / "epoch1.ckpt", weights_only=True)  # a checkpoint is data
+    resumed, _ = run(2, ckpt=str(tmp_path / "epoch1.ckpt"), seed=99)  # the noise stream comes from the file
+    assert_same(resumed.parameters(), full.parameters())
+    assert not all(torch.equal(p, q) for p, q in zip(first.parameters(), full.parameters()))
+    if how == "callback":
+        assert ckpt["callbacks"]["NoiseInjection"]["injector"]["step"] == 3
+
+
+def test_bf16_mixed_precision():
+    module, cb = Net(dtype=torch.float32), NoiseInjection(sigma=0.1, mode="layer", seed=7)
+    trainer(callbacks=[cb], precision="bf16-mixed", accumulate_grad_batches=2).fit(module, loader(torch.float32))
+    ref, _, _ = reference(2, dtype=torch.float32, autocast=True)
+    assert_same(module.parameters(), ref.parameters())
+
+
+def test_exception_in_training_step_restores_the_weights():
+    class Boom(Net):
+        def training_step(self, batch, batch_idx):
+            raise KeyError("boom")
+
+    module = Boom()
+    start = copy.deepcopy(module.net)
+    with pytest.raises(KeyError, match="boom"):
+        trainer(callbacks=[NoiseInjection(sigma=1.0, mode="full", seed=0)]).fit(module, loader())
+    assert_same(module.net.parameters(), start.parameters())
+
+
+def test_invalid_options_raise_on_construction():
+    with pytest.raises(ValueError, match="sigma must be"):
+        NoiseInjection(sigma=-1.0)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        NoiseInjection(sigma=0.1, mode="everything")
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        NoiseInjection(sigma=0.1, sigm=0.2)
+
+
+def test_strategy_that_accumulates_itself_is_refused():
+    class SelfAccumulating(L.pytorch.strategies.SingleDeviceStrategy):
+        @property
+        def handles_gradient_accumulation(self):
+            return True
+
+    t = trainer(callbacks=[NoiseInjection(sigma=0.1, seed=0)], strategy=SelfAccumulating(torch.device("cpu")))
+    with pytest.raises(RuntimeError, match="does not support SelfAccumulating"):
+        t.fit(Net(), loader())
+
+
+def test_missing_extra_names_the_pip_command(monkeypatch):
+    monkeypatch.setitem(sys.modules, "lightning", None)  # import lightning now raises ImportError
+    monkeypatch.delitem(sys.modules, "noisereg.integrations.lightning")
+    from noisereg.integrations import MissingExtraError
+    with pytest.raises(MissingExtraError, match=r'^noisereg.integrations.lightning needs the "lightning" package, '
+                                                r'which is not installed: pip install "noisereg\[lightning\]"$'):
+        import noisereg.integrations.lightning  # noqa: F401
+
+
+# ----------------------------------------------------------------------------------- DDP
+class DDPNet(Net):
+    def __init__(self, out_dir):
+        super().__init__()
+        self.out_dir = out_dir
+
+    def train_dataloader(self):  # rank r takes samples r, r+2, r+4, ... in order
+        sampler = torch.utils.data.DistributedSampler(dataset(), num_replicas=2, rank=self.global_rank, shuffle=False)
+        return torch.utils.data.DataLoader(dataset(), batch_size=BATCH, sampler=sampler)
+
+    def on_train_end(self):
+        cb = next(c for c in self.trainer.callbacks if isinstance(c, NoiseInjection))
+        torch.save({"params": [p.detach().clone() for p in self.parameters()], "injector": cb.injector.state_dict()},
+                   f"{self.out_dir}/rank{self.global_rank}.pt")
+
+
+def test_ddp_two_processes_share_the_noise_and_equal_one_process_on_the_union(tmp_path):
+    module = DDPNet(str(tmp_path))
+    t = trainer(callbacks=[NoiseInjection(sigma=0.1, mode="layer", seed=7)], devices=2, strategy="ddp_spawn",
+                accumulate_grad_batches=2, max_epochs=1, use_distributed_sampler=False)
+    t.fit(module)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert r0["injector"]["step"] == r1["injector"]["step"] == 2  # 24 samples per rank: 3 batches, 2 steps
+    assert torch.equal(r0["injector"]["noise_rng"][0], r1["injector"]["noise_rng"][0])
+    # rank r takes samples r, r+2, ...: one rank-batch pair is a 16-sample batch of the unsharded data
+    net = make_net()
+    opt = make_sgd(net.parameters())
+    inj = nr.NoiseInjector(net, 0.1, mode="layer", seed=7)
+    batches = list(loader(batch_size=2 * BATCH))
+    for window in (batches[0:2], batches[2:3]):
+        opt.zero_grad()
+        with inj.perturb():
+            for x, y in window:
+                (sq_loss(net(x), y) / 2).backward()
+        opt.step()
+    for p, q in zip(r0["params"], net.parameters()):
+        torch.testing.assert_close(p, q.detach(), rtol=1e-12, atol=1e-14)
