@@ -1,4 +1,4 @@
-"""The lasso, grouplasso and logistic experiments: smoke runs, report figures, and their solvers."""
+"""The lasso, grouplasso and logistic experiments: smoke runs, reports, resume, configs (solvers: test_solvers.py)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from noisereg.closed_form import diagonal_net_lasso_objective, diagonal_net_penalty, group_lasso_penalty
+from noisereg.closed_form import diagonal_net_penalty, l1_max_margin, l2_max_margin
+from noisereg.errors import UserError
 from noisereg.experiments import EXPERIMENTS
 from noisereg.experiments.base import run_experiment
-from noisereg.experiments.grouplasso import GroupLasso, convex_group_lasso
-from noisereg.experiments.lasso import Lasso, lasso_kkt_violation, support_counts, weighted_lasso
-from noisereg.experiments.logistic import Logistic, l1_max_margin, l2_max_margin, separable_problem
+from noisereg.experiments.grouplasso import GroupLasso
+from noisereg.experiments.lasso import Lasso, support_counts
+from noisereg.experiments.logistic import Logistic, separable_problem
+from noisereg.training import noisy_gd as driver  # the module (the package exports run_noisy_gd)
 
 EXPS = {"lasso": Lasso, "grouplasso": GroupLasso, "logistic": Logistic}
 
@@ -65,35 +67,8 @@ def test_own_data_only(name):
 
 
 # --------------------------------------------------------------------------------------- lasso
-@pytest.mark.parametrize("seed", [0, 1, 2], ids=lambda s: f"seed{s}")
-def test_weighted_lasso_kkt_and_closed_form(seed):
-    rng = np.random.default_rng(seed)
-    X, y = rng.standard_normal((30, 60)), rng.standard_normal(30)
-    sigma = 0.3
-    lam = 2 * sigma**2 * (X**2).mean(0)
-    beta = weighted_lasso(X, y, lam)
-    assert 0 < (beta != 0).sum() < 30
-    assert lasso_kkt_violation(X, y, beta, lam) <= 1e-6
-    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
-    obj = lambda b: float(diagonal_net_lasso_objective(Xt, yt, torch.from_numpy(b), sigma))  # noqa: E731
-    mine = ((y - X @ beta) ** 2).sum() / 60 + lam @ np.abs(beta)
-    np.testing.assert_allclose(obj(beta), mine, rtol=1e-12)
-    for _ in range(20):  # no nearby point is better
-        assert obj(beta) <= obj(beta + 1e-3 * rng.standard_normal(60)) + 1e-12
-
-
-def test_lasso_kkt_violation_detects_non_optimum():
-    rng = np.random.default_rng(0)
-    X = rng.standard_normal((20, 5))
-    y = X @ np.array([1.0, 0, 0, 0, 0])
-    lam = np.full(5, 0.01)
-    assert lasso_kkt_violation(X, y, np.zeros(5), lam) > 0.2
+def test_support_counts():
     assert support_counts(np.array([0.5, 0.001, -0.2]), np.array([1.0, 0.0, 0.0]), 0.01) == {"tp": 1, "fp": 1, "fn": 0}
-
-
-def test_weighted_lasso_rejects_nonpositive_weights():
-    with pytest.raises(ValueError, match="lasso weights must be > 0"):
-        weighted_lasso(np.eye(3), np.ones(3), np.array([1.0, 0.0, 1.0]))
 
 
 def test_lasso_smoke_compares_with_the_lasso(smoke):
@@ -105,38 +80,6 @@ def test_lasso_smoke_compares_with_the_lasso(smoke):
 
 
 # ---------------------------------------------------------------------------------- grouplasso
-def test_group_lasso_kkt_and_objective():
-    rng = np.random.default_rng(3)
-    X = rng.standard_normal((30, 12))
-    y = X[:, :3] @ np.array([1.0, -1.0, 0.5]) + 0.1 * rng.standard_normal(30)
-    idx, sigma = [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 10, 11]], 0.5
-    beta, kkt = convex_group_lasso(X, y, idx, sigma)
-    assert kkt <= 1e-10
-    Xt = torch.from_numpy(X)
-    obj = lambda b: ((y - X @ b) ** 2).sum() / 60 + float(group_lasso_penalty(Xt, idx, torch.from_numpy(b), sigma))  # noqa: E731
-    for _ in range(20):
-        assert obj(beta) <= obj(beta + 1e-3 * rng.standard_normal(12)) + 1e-12
-    assert np.linalg.norm(beta[:3]) > 0.5 and not beta[9:].any()
-
-
-def test_group_lasso_of_singletons_is_the_weighted_lasso():
-    """Groups of size one: σ²/n ‖X_j‖² |β_j|, solved by sklearn through weighted_lasso."""
-    rng = np.random.default_rng(4)
-    X, y = rng.standard_normal((25, 10)), rng.standard_normal(25)
-    sigma = 0.4
-    beta, _ = convex_group_lasso(X, y, [[j] for j in range(10)], sigma, tol=1e-12)
-    ref = weighted_lasso(X, y, sigma**2 * (X**2).sum(0) / 25)
-    np.testing.assert_allclose(beta, ref, rtol=1e-6, atol=1e-8)
-
-
-def test_group_lasso_errors():
-    X = np.random.default_rng(0).standard_normal((10, 4))
-    with pytest.raises(ValueError, match=r"groups\[1\]\] must have full column rank"):  # column 4 = column 1
-        convex_group_lasso(np.hstack([X, X[:, 1:2]]), np.ones(10), [[0], [1, 4], [2, 3]], 0.3)
-    with pytest.raises(RuntimeError, match="FISTA did not reach"):
-        convex_group_lasso(X, X @ np.ones(4), [[0, 1], [2, 3]], 0.1, tol=1e-14, max_iter=2)
-
-
 def test_grouplasso_smoke_compares_with_convex(smoke):
     results, _ = smoke["grouplasso"]
     for r in results["runs"]:
@@ -163,19 +106,100 @@ def test_lp_feasible_and_beats_gd_direction(smoke):
     cfg = results["config"]
     X, y, _ = separable_problem(cfg["n"], cfg["d"], cfg["sparsity"], cfg["col_scale"], cfg["data_seed"])
     c = (X**2).sum(0)
-    beta = l1_max_margin(X, y, c)
+    beta = l1_max_margin(torch.from_numpy(X), torch.from_numpy(y), torch.from_numpy(c)).numpy()
     assert (y * (X @ beta)).min() >= 1 - 1e-8
     for r in results["runs"]:
         b = np.array(r["beta"])
         m = (y * (X @ b)).min()
         assert m > 0, "GD should separate the data in the smoke run"
         assert c @ np.abs(beta) <= c @ np.abs(b / m) + 1e-8
-    b2 = l2_max_margin(X, y)
+    b2 = l2_max_margin(torch.from_numpy(X), torch.from_numpy(y)).numpy()
     assert (y * (X @ b2)).min() >= 1 - 1e-5
     assert b2 @ b2 <= (beta @ beta) * (1 + 1e-6)
 
 
-def test_l1_max_margin_not_separable():
-    X = np.array([[1.0, 0.0], [1.0, 0.0]])
-    with pytest.raises(RuntimeError, match="linprog failed"):
-        l1_max_margin(X, np.array([1.0, -1.0]), np.ones(2))
+# ------------------------------------------------------------------------- checkpoints, resume
+class Killed(Exception):
+    """Stands for a kill right after a checkpoint was written."""
+
+
+def test_lasso_job_killed_after_a_checkpoint_resumes_exactly(tmp_path, monkeypatch):
+    """Kill a lasso smoke job right after its 3rd checkpoint, resume it: the record equals an
+    uninterrupted run's, and the resumed run starts after the kill (a restart would not)."""
+    exp = Lasso()
+    cfg = exp.config("smoke")
+    job = exp.runs(cfg)[0]
+    full = job.fn(checkpoint=tmp_path / "full.pt", resume=False)
+    saved, real = [], driver.save_checkpoint
+
+    def save_then_maybe_kill(path, state):
+        real(path, state)
+        saved.append(state["step"])
+        if kill and len(saved) == 3:
+            raise Killed
+
+    monkeypatch.setattr(driver, "save_checkpoint", save_then_maybe_kill)
+    kill = True
+    with pytest.raises(Killed):
+        job.fn(checkpoint=tmp_path / "run.pt", resume=False)
+    killed_at, kill = saved[-1], False
+    assert 0 < killed_at < cfg.steps
+    saved.clear()
+    resumed = job.fn(checkpoint=tmp_path / "run.pt", resume=True)
+    assert saved == [t for t in range(0, cfg.steps + 1, cfg.eval_every) if t > killed_at]   # no step repeated
+    assert resumed == full
+
+
+def test_runner_resumes_a_killed_theory_experiment(tmp_path, monkeypatch):
+    """Through run_experiment: kill the second lasso smoke job after its 3rd checkpoint, rerun with
+    resume=True: the runs equal an uninterrupted run's; only the second job's remaining steps run."""
+    first, second = [job.id for job in Lasso().runs(Lasso().config("smoke"))][:2]
+    full = run_experiment(Lasso(), "smoke", tmp_path / "full", show_progress=False)
+    saved, real = [], driver.save_checkpoint
+
+    def save_and_record(path, state):
+        real(path, state)
+        saved.append((path.stem, state["step"]))
+        if kill and saved[-1] == (second, 200):
+            raise Killed
+
+    monkeypatch.setattr(driver, "save_checkpoint", save_and_record)
+    kill = True
+    with pytest.raises(Killed):
+        run_experiment(Lasso(), "smoke", tmp_path / "run", show_progress=False)
+    saved.clear()
+    kill = False
+    resumed = run_experiment(Lasso(), "smoke", tmp_path / "run", resume=True, show_progress=False)
+    assert saved[0] == (second, 300) and first not in {name for name, _ in saved}
+    strip = lambda runs: [{k: v for k, v in r.items() if k != "seconds"} for r in runs]  # noqa: E731
+    assert strip(resumed["runs"]) == strip(full["runs"])
+
+
+# ------------------------------------------------------------------------------------ configs
+@pytest.mark.parametrize("name", list(EXPS))
+def test_demo_preset_is_the_cpu_preset(name):
+    exp = EXPS[name]()
+    assert exp.config("demo") == exp.config("cpu")
+
+
+@pytest.mark.parametrize("name", list(EXPS))
+def test_jobs_carry_their_parameters(name):
+    exp = EXPS[name]()
+    for job in exp.runs(exp.config("smoke")):
+        assert set(job.params) == {"method", "sigma", "seed"}
+        assert job.params["method"] in ("gd", "full") and job.params["seed"] in exp.config("smoke").seeds
+
+
+@pytest.mark.parametrize(("name", "overrides", "match"), [
+    ("lasso", {"lr": -0.1}, "LassoConfig: lr must be a finite number > 0, got -0.1"),
+    ("lasso", {"sigmas": (0.1, 0.0)}, r"LassoConfig: sigmas must be a non-empty list, each item a finite number > 0"),
+    ("lasso", {"average_from": 1.0}, r"LassoConfig: average_from must be a finite number in \[0, 1\), got 1.0"),
+    ("lasso", {"sparsity": 100}, "LassoConfig: sparsity must be <= d, got sparsity=100, d=80"),
+    ("grouplasso", {"steps": 0}, "GroupLassoConfig: steps must be an integer >= 1, got 0"),
+    ("grouplasso", {"scales": (1.0,) * 11}, "GroupLassoConfig: len.scales. must be <= groups"),
+    ("logistic", {"seeds": (-1,)}, r"LogisticConfig: seeds must be a non-empty list, each item an integer >= 0"),
+    ("logistic", {"threshold": 1.5}, r"LogisticConfig: threshold must be a finite number in \[-1, 1\], got 1.5"),
+], ids=lambda v: v if isinstance(v, str) and len(v) < 12 else None)
+def test_config_values_are_checked(name, overrides, match):
+    with pytest.raises(UserError, match=match):
+        EXPS[name]().config("smoke", overrides)

@@ -182,3 +182,89 @@ def diagonal_net_full_noise_risk(X: torch.Tensor, y: torch.Tensor, w1: torch.Ten
     sigma = check_sigma(sigma)
     risk = (y - X @ (w1.pow(2) - w2.pow(2))).pow(2).sum() / (2 * n)
     return risk + pen + 2 * sigma**4 * _col_sq(X).sum()
+
+
+def weighted_lasso(X: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, *, tol: float = 1e-12) -> torch.Tensor:
+    r"""Minimiser of the weighted Lasso, Eq. (8) of Orvieto et al. (2023) (scikit-learn).
+
+    .. math::
+
+        \hat\beta = \arg\min_\beta \frac{1}{2n}\|y - X\beta\|^2 + \sum_j \lambda_j|\beta_j|,
+
+    with ``weights`` :math:`= \lambda`; :func:`lasso_weights` gives the λ of noisy GD on a diagonal
+    net, whose averaged iterates converge to :math:`\hat\beta` (docs/THEORY.md §5.1).
+    scikit-learn's ``Lasso`` minimises :math:`\frac{1}{2n}\|y - \tilde Xb\|^2 + c\|b\|_1`; with
+    :math:`\tilde X_j = X_j c/\lambda_j` and :math:`\beta_j = b_j c/\lambda_j` the two objectives
+    agree term by term (:math:`c = \mathrm{mean}(\lambda)` keeps the columns near their scale).
+    Coordinate descent runs until its duality gap is below ``tol``. Needs scikit-learn.
+
+    Args:
+        X: inputs, shape (n, d), floating point, n >= 1.
+        y: targets, shape (n,), dtype of X.
+        weights: λ, shape (d,), dtype of X, every entry > 0.
+        tol: duality-gap tolerance of coordinate descent (default 1e-12).
+
+    Returns:
+        :math:`\hat\beta`, shape (d,), dtype of X (computed in float64).
+
+    Raises:
+        TypeError: an argument is not a floating tensor of X's dtype.
+        ValueError: a shape does not match X, or a weight is not > 0.
+
+    Example:
+        >>> import torch
+        >>> X, y = torch.eye(2, dtype=torch.float64), torch.tensor([1.0, 0.1], dtype=torch.float64)
+        >>> weighted_lasso(X, y, torch.full((2,), 0.25, dtype=torch.float64))   # soft-threshold y at nλ
+        tensor([0.5000, 0.0000], dtype=torch.float64)
+    """
+    from sklearn.linear_model import Lasso
+
+    n, _ = check_data(X, "d")
+    check_shape("y", check_tensor("y", y, ("X", X)), ("n",), {"n": (n, "X.shape[0]")})
+    _vector("weights", weights, X)
+    lam = weights.detach().cpu().double().numpy()
+    if not (lam > 0).all():
+        raise ValueError(f"weights must be > 0, got min {lam.min()}")
+    c = float(lam.mean())
+    model = Lasso(alpha=c, fit_intercept=False, tol=tol, max_iter=1_000_000, selection="cyclic")
+    model.fit(X.detach().cpu().double().numpy() * (c / lam), y.detach().cpu().double().numpy())
+    return torch.from_numpy(model.coef_ * (c / lam)).to(X.dtype)
+
+
+def weighted_lasso_kkt(X: torch.Tensor, y: torch.Tensor, beta: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    r"""Largest violation of the optimality conditions of the weighted Lasso (Eq. (8)) at β.
+
+    With :math:`g = X^\top(y - X\beta)/n`, β is the minimiser iff :math:`g_j = \lambda_j\,\mathrm{sign}(\beta_j)`
+    where :math:`\beta_j \ne 0` and :math:`|g_j| \le \lambda_j` where :math:`\beta_j = 0`; the result is
+    :math:`\max_j` of :math:`|g_j - \lambda_j\mathrm{sign}(\beta_j)|` resp. :math:`(|g_j| - \lambda_j)^+`.
+
+    Args:
+        X: inputs, shape (n, d), floating point, n >= 1.
+        y: targets, shape (n,), dtype of X.
+        beta: coefficients β, shape (d,), dtype of X.
+        weights: λ, shape (d,), dtype of X.
+
+    Returns:
+        Scalar tensor >= 0, dtype of X (0 at the minimiser).
+
+    Raises:
+        TypeError: an argument is not a floating tensor of X's dtype.
+        ValueError: a shape does not match X.
+
+    Example:
+        >>> import torch
+        >>> X, y = torch.eye(2, dtype=torch.float64), torch.tensor([1.0, 0.1], dtype=torch.float64)
+        >>> lam = torch.full((2,), 0.25, dtype=torch.float64)
+        >>> float(weighted_lasso_kkt(X, y, torch.tensor([0.5, 0.0], dtype=torch.float64), lam))
+        0.0
+        >>> round(float(weighted_lasso_kkt(X, y, torch.tensor([0.8, 0.0], dtype=torch.float64), lam)), 12)
+        0.15
+    """
+    n, _ = check_data(X, "d")
+    check_shape("y", check_tensor("y", y, ("X", X)), ("n",), {"n": (n, "X.shape[0]")})
+    _vector("beta", beta, X)
+    _vector("weights", weights, X)
+    g = X.T @ (y - X @ beta) / n
+    nz = beta != 0
+    viol = torch.where(nz, (g - weights * beta.sign()).abs(), (g.abs() - weights).clamp_min(0))
+    return viol.max() if viol.numel() else viol.sum()

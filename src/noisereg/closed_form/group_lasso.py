@@ -283,5 +283,5 @@ def group_lasso_solution(X: torch.Tensor, y: torch.Tensor, groups: Sequence[Sequ
                                f"(optimality violation {viol:.3g})")
     beta = np.zeros(d)
     for cols, R, s in zip(idx, Rs, sl):
-        beta[cols] = np.linalg.solve(R, theta[s])
+        beta[cols] = np.linalg.solve(R, theta[s]) + 0.0   # + 0.0: no -0.0 in zero groups
     return torch.from_numpy(beta).to(X.dtype), viol

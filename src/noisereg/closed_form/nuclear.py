@@ -139,3 +139,136 @@ def balanced_factorization(X: torch.Tensor, M: torch.Tensor, d1: int,
             "M must map into range(M Xᵀ) for the minimum over factorizations to be attained "
             f"(it is then only an infimum; X lacks full column rank), got ||M - UUᵀM||_F = {resid:.3g}")
     return W1, W2
+
+
+def _check_targets(X: torch.Tensor, Y: torch.Tensor) -> tuple[int, int, int]:
+    n, d0 = check_data(X)
+    check_tensor("Y", Y, ("X", X))
+    check_shape("Y", Y, ("n", "d2"), {"n": (n, "X.shape[0]")})
+    return n, d0, Y.shape[1]
+
+
+def nuclear_norm_objective(X: torch.Tensor, Y: torch.Tensor, M: torch.Tensor, sigma: float) -> torch.Tensor:
+    r"""Nuclear-norm regression objective F(M), Eq. (10) of Orvieto et al. (2023).
+
+    .. math::
+
+        F(M) = \frac{1}{2n}\|Y^\top - MX^\top\|_F^2 + \frac{\sigma^2}{n}\sqrt{d_2}\,\|X\|_F\,\|MX^\top\|_*
+
+    (docs/THEORY.md §5.3), the minimum of the square loss plus Eq. (9) over the factorizations
+    :math:`M = W_2W_1`; the penalty is :func:`nuclear_norm_penalty` with d2 = Y.shape[1].
+
+    Args:
+        X: inputs, shape (n, d0), floating point, n >= 1.
+        Y: targets, shape (n, d2), dtype of X.
+        M: end-to-end map, shape (d2, d0), dtype of X.
+        sigma: noise scale σ, finite, >= 0.
+
+    Returns:
+        Scalar tensor, dtype of X.
+
+    Raises:
+        TypeError: an argument is not a floating tensor of X's dtype, or sigma is not a real number.
+        ValueError: a shape does not match, or sigma is negative or not finite.
+
+    Example:
+        >>> import torch
+        >>> X, Y = torch.eye(2, dtype=torch.float64), torch.eye(2, dtype=torch.float64)
+        >>> nuclear_norm_objective(X, Y, 0.5 * Y, sigma=0.5)   # ¼ · ½ · 2/2 + ¼ · √2 · √2 · 1 / 2
+        tensor(0.3750, dtype=torch.float64)
+    """
+    _, _, d2 = _check_targets(X, Y)
+    return (Y.T - M @ X.T).pow(2).sum() / (2 * X.shape[0]) + nuclear_norm_penalty(X, M, d2, sigma)
+
+
+def nuclear_norm_regression(X: torch.Tensor, Y: torch.Tensor, sigma: float) -> torch.Tensor:
+    r"""Minimiser of Eq. (10) of Orvieto et al. (2023) by singular-value soft-thresholding.
+
+    With the thin QR :math:`X = QR` (X of full column rank) and :math:`B = MR^\top`:
+    :math:`MX^\top = BQ^\top`, :math:`\|BQ^\top\|_* = \|B\|_*` and
+
+    .. math::
+
+        nF(M) = \tfrac12\|Y^\top Q - B\|_F^2 + \tau\|B\|_* + \tfrac12\|Y^\top(I - QQ^\top)\|_F^2,
+        \qquad \tau = \sigma^2\sqrt{d_2}\,\|X\|_F,
+
+    minimised by soft-thresholding the singular values of :math:`Y^\top Q` at τ; then
+    :math:`\hat M = BR^{-\top}`. Noisy GD on a two-layer linear net (full or layer-wise noise)
+    converges to :math:`\hat M` (docs/THEORY.md §5.3, §5.5); :func:`nuclear_norm_kkt` certifies it.
+
+    Args:
+        X: inputs, shape (n, d0), floating point, full column rank.
+        Y: targets, shape (n, d2), dtype of X.
+        sigma: noise scale σ, finite, >= 0.
+
+    Returns:
+        :math:`\hat M`, shape (d2, d0), dtype of X.
+
+    Raises:
+        TypeError: X or Y is not a floating tensor of X's dtype, or sigma is not a real number.
+        ValueError: a shape does not match, sigma is negative or not finite, or X does not have
+            full column rank (the minimiser is then not unique).
+
+    Example:
+        >>> import torch
+        >>> X, Y = torch.eye(2, dtype=torch.float64), torch.diag(torch.tensor([3.0, 1.0], dtype=torch.float64))
+        >>> M = nuclear_norm_regression(X, Y, sigma=1.0)   # singular values 3, 1 minus τ = √2 · √2
+        >>> torch.linalg.svdvals(M).round(decimals=12).tolist()
+        [1.0, 0.0]
+    """
+    _check_targets(X, Y)
+    sigma = check_sigma(sigma)
+    Q, R = torch.linalg.qr(X)
+    diag = R.diagonal().abs()
+    if diag.min() <= X.shape[0] * torch.finfo(X.dtype).eps * diag.max():
+        raise ValueError(f"X must have full column rank {X.shape[1]} (the minimiser of Eq. (10) is then unique)")
+    tau = sigma**2 * math.sqrt(Y.shape[1]) * torch.linalg.matrix_norm(X)
+    U, S, Vh = torch.linalg.svd(Y.T @ Q, full_matrices=False)
+    B = (U * (S - tau).clamp_min(0)) @ Vh
+    return torch.linalg.solve_triangular(R, B.T, upper=True).T           # B R^{-T}
+
+
+def nuclear_norm_kkt(X: torch.Tensor, Y: torch.Tensor, M: torch.Tensor, sigma: float) -> float:
+    r"""Violation of the optimality condition of Eq. (10) at M (0 at the minimiser).
+
+    With the notation of :func:`nuclear_norm_regression`, M minimises F iff
+    :math:`G = (Y^\top Q - B)/\tau` is a subgradient of :math:`\|\cdot\|_*` at
+    :math:`B = USV^\top` (rank k): :math:`U^\top GV = I_k`, :math:`U^\top G(I - VV^\top) = 0`,
+    :math:`(I - UU^\top)GV = 0` and :math:`\|(I - UU^\top)G(I - VV^\top)\|_2 \le 1`. Returns the
+    largest violation (Frobenius norms; the excess of the spectral norm over 1).
+
+    Args:
+        X: inputs, shape (n, d0), floating point, full column rank.
+        Y: targets, shape (n, d2), dtype of X.
+        M: candidate, shape (d2, d0), dtype of X.
+        sigma: noise scale σ, finite, > 0.
+
+    Returns:
+        A float >= 0.
+
+    Raises:
+        TypeError: an argument is not a floating tensor of X's dtype, or sigma is not a real number.
+        ValueError: a shape does not match, or sigma is not > 0 and finite.
+
+    Example:
+        >>> import torch
+        >>> X, Y = torch.eye(2, dtype=torch.float64), torch.diag(torch.tensor([3.0, 1.0], dtype=torch.float64))
+        >>> nuclear_norm_kkt(X, Y, nuclear_norm_regression(X, Y, 1.0), 1.0) < 1e-12
+        True
+    """
+    _check_targets(X, Y)
+    _check_product(X, M, Y.shape[1])
+    if check_sigma(sigma) == 0:
+        raise ValueError("sigma must be > 0 for the optimality condition of Eq. (10), got 0.0")
+    Q, R = torch.linalg.qr(X)
+    tau = sigma**2 * math.sqrt(Y.shape[1]) * torch.linalg.matrix_norm(X)
+    B = M @ R.T
+    G = (Y.T @ Q - B) / tau
+    U, S, Vh = torch.linalg.svd(B, full_matrices=False)
+    k = int((S > 1e-9 * max(S.max().item(), 1.0)).sum())
+    U, V = U[:, :k], Vh[:k].T
+    Pu, Pv = torch.eye(B.shape[0], dtype=B.dtype) - U @ U.T, torch.eye(B.shape[1], dtype=B.dtype) - V @ V.T
+    parts = [torch.linalg.matrix_norm(U.T @ G @ V - torch.eye(k, dtype=B.dtype)),
+             torch.linalg.matrix_norm(U.T @ G @ Pv), torch.linalg.matrix_norm(Pu @ G @ V),
+             (torch.linalg.matrix_norm(Pu @ G @ Pv, ord=2) - 1).clamp_min(0)]
+    return max(float(p) for p in parts)

@@ -115,3 +115,43 @@ def psd_full_noise_risk(Y: torch.Tensor, w: torch.Tensor, sigma: float) -> torch
     risk = 0.5 * (Y - phi).pow(2).sum()
     return (risk + pen + sigma**2 * r * (torch.trace(phi) - torch.trace(Y))
             + 0.5 * sigma**4 * d * r * (d + r + 1))
+
+
+def psd_soft_threshold(Y: torch.Tensor, c: float) -> torch.Tensor:
+    r"""Minimiser over PSD Φ of :math:`\frac12\|Y - \Phi\|_F^2 + c\operatorname{tr}\Phi` (Sec. 2.5).
+
+    Since :math:`\frac12\|Y-\Phi\|_F^2 + c\operatorname{tr}\Phi = \frac12\|(Y - cI) - \Phi\|_F^2 + \text{const}`,
+    the minimiser is the projection of :math:`Y - cI` onto the PSD cone, i.e. eigenvalue
+    soft-thresholding:
+
+    .. math::
+
+        \hat\Phi = V\max(\Lambda - c, 0)V^\top, \qquad Y = V\Lambda V^\top.
+
+    With :math:`c = \sigma^2(d+1)` it minimises the effective risk (:func:`psd_trace_penalty`);
+    with :math:`c = \sigma^2(d+1+r)` the exact full-noise risk (:func:`psd_full_noise_risk`), the
+    target of noisy GD on :math:`\Phi = ww^\top` (docs/THEORY.md §5.4).
+
+    Args:
+        Y: symmetric target, shape (d, d), floating point.
+        c: trace weight, a real number (c < 0 is allowed: it thresholds at a negative level).
+
+    Returns:
+        :math:`\hat\Phi`, shape (d, d), dtype of Y.
+
+    Raises:
+        TypeError: Y is not a floating tensor.
+        ValueError: Y is not square or not symmetric (up to 1e-10 relative).
+
+    Example:
+        >>> import torch
+        >>> psd_soft_threshold(torch.diag(torch.tensor([3.0, 0.5, -1.0], dtype=torch.float64)), c=1.0).diagonal()
+        tensor([2., 0., 0.], dtype=torch.float64)
+    """
+    check_tensor("Y", Y)
+    check_shape("Y", Y, ("d", "d"), {"d": (Y.shape[0], "Y.shape[0]")} if Y.dim() == 2 else None)
+    if not torch.allclose(Y, Y.T, rtol=0, atol=1e-10 * max(float(Y.abs().max()), 1.0)):
+        raise ValueError("Y must be symmetric, got max |Y - Yᵀ| = "
+                         f"{float((Y - Y.T).abs().max()):.3g}")
+    lam, V = torch.linalg.eigh(Y)
+    return (V * (lam - c).clamp_min(0)) @ V.T

@@ -11,12 +11,9 @@ depend on (u, v), and the odd moments vanish), whose minimum over factorizations
 
     \min_\beta \frac{1}{2n}\|y - X\beta\|^2 + \frac{\sigma^2}{n}\sum_g \|X_g\|_F\,\|X_g\beta_g\|_2
 
-(PAPER.md §4; :func:`noisereg.closed_form.group_lasso_penalty`). We solve it exactly by
-whitening: with the thin QR :math:`X_g = Q_gR_g` (:math:`R_g` invertible when :math:`X_g` has full
-column rank) and :math:`\theta_g = R_g\beta_g`, :math:`\|X_g\beta_g\| = \|\theta_g\|`, so it becomes
-the standard group Lasso :math:`\frac{1}{2n}\|y - \sum_g Q_g\theta_g\|^2 + \sum_g\mu_g\|\theta_g\|`,
-:math:`\mu_g = \sigma^2\|X_g\|_F/n`, which FISTA (group soft-thresholding, step 1/L with
-:math:`L = \|Q\|_2^2/n`) solves until its optimality conditions hold to ``tol``.
+(docs/THEORY.md §5.2; :func:`noisereg.closed_form.group_lasso_penalty`), solved exactly by
+:func:`noisereg.closed_form.group_lasso_solution` (whitening by a QR per group, then FISTA until
+the optimality conditions hold to 1e-10).
 
 Noisy GD uses the same decaying step and Polyak averaging of β as :mod:`.lasso`. Data (chosen
 here): n = 60 > d = 40 so the problem is strictly convex; three active groups of decreasing
@@ -31,15 +28,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from noisereg.closed_form import group_lasso_penalty
+from noisereg.closed_form import group_lasso_penalty, group_lasso_solution
+from noisereg.constraints import Checked, Each, Rule
 from noisereg.experiments.base import Experiment, Job
-from noisereg.experiments.lasso import step_size
 from noisereg.experiments.stats import mean_se
 from noisereg.injection import NoiseInjector
+from noisereg.training.noisy_gd import FRACTION, NONNEG, POSITIVE, every, run_noisy_gd
+from noisereg.training.settings import POSITIVE_INT, SEED, SIGMA
 
 
 @dataclass(frozen=True)
-class GroupLassoConfig:
+class GroupLassoConfig(Checked):
     """Settings of the Hadamard / group-Lasso experiment (see the module docstring)."""
 
     n: int = 60
@@ -58,6 +57,14 @@ class GroupLassoConfig:
     zero_tol: float = 0.02                    # group counted zero if ||β_g|| <= zero_tol · max_g ||β_g||
     target: float = 0.05
     eval_every: int = 500
+
+    CONSTRAINTS = {"n": POSITIVE_INT, "groups": POSITIVE_INT, "group_size": POSITIVE_INT, "scales": Each(NONNEG),
+                   "noise": NONNEG, "data_seed": SEED, "sigmas": Each(SIGMA), "seeds": Each(SEED),
+                   "steps": POSITIVE_INT, "lr": POSITIVE, "lr_final": POSITIVE, "average_from": FRACTION,
+                   "init": POSITIVE, "zero_tol": FRACTION, "target": POSITIVE, "eval_every": POSITIVE_INT}
+    RULES = (Rule(("scales", "groups"), "len(scales) must be <= groups", lambda c: len(c.scales) <= c.groups),
+             Rule(("group_size", "n"), "group_size must be <= n (each group's columns independent)",
+                  lambda c: c.group_size <= c.n))
 
 
 class HadamardGroups(nn.Module):
@@ -88,67 +95,6 @@ def group_problem(n: int, groups: int, group_size: int, scales, noise: float, se
     return X, X @ beta + noise * rng.standard_normal(n), beta, idx
 
 
-def convex_group_lasso(X: np.ndarray, y: np.ndarray, idx: list[list[int]], sigma: float,
-                       tol: float = 1e-10, max_iter: int = 200_000) -> tuple[np.ndarray, float]:
-    r"""Minimise :math:`\frac{1}{2n}\|y-X\beta\|^2 + \frac{\sigma^2}{n}\sum_g\|X_g\|_F\|X_g\beta_g\|` (FISTA).
-
-    Returns ``(beta, kkt)``: the solution and the largest violation of the group-Lasso optimality
-    conditions in the whitened coordinates (:math:`Q_g^\top r/n = \mu_g\theta_g/\|\theta_g\|` for
-    :math:`\theta_g \ne 0`, :math:`\|Q_g^\top r/n\| \le \mu_g` otherwise), which is ``<= tol``.
-
-    Raises:
-        ValueError: a group's columns are linearly dependent (whitening needs full column rank).
-        RuntimeError: the conditions do not hold to ``tol`` within ``max_iter`` iterations.
-    """
-    n = X.shape[0]
-    Qs, Rs = [], []
-    for g, cols in enumerate(idx):
-        Q, R = np.linalg.qr(X[:, cols])
-        if np.abs(np.diag(R)).min() <= 1e-10 * np.abs(np.diag(R)).max():
-            raise ValueError(f"X[:, groups[{g}]] must have full column rank for the whitening, got rank "
-                             f"{np.linalg.matrix_rank(X[:, cols])} < {len(cols)}")
-        Qs.append(Q)
-        Rs.append(R)
-    Q = np.hstack(Qs)
-    cuts = np.cumsum([0] + [len(c) for c in idx])
-    sl = [slice(a, b) for a, b in zip(cuts[:-1], cuts[1:])]
-    mu = np.array([sigma**2 * np.linalg.norm(X[:, cols]) / n for cols in idx])
-    L = np.linalg.norm(Q, 2) ** 2 / n
-
-    def prox(v: np.ndarray, step: float) -> np.ndarray:
-        out = np.zeros_like(v)
-        for g, s in enumerate(sl):
-            norm = np.linalg.norm(v[s])
-            if norm > step * mu[g]:
-                out[s] = v[s] * (1 - step * mu[g] / norm)
-        return out
-
-    def kkt(theta: np.ndarray) -> float:
-        grad = Q.T @ (y - Q @ theta) / n
-        worst = 0.0
-        for g, s in enumerate(sl):
-            nt = np.linalg.norm(theta[s])
-            v = np.linalg.norm(grad[s] - mu[g] * theta[s] / nt) if nt > 0 else np.linalg.norm(grad[s]) - mu[g]
-            worst = max(worst, float(v))
-        return worst
-
-    theta = np.zeros(Q.shape[1])
-    z, t, viol = theta.copy(), 1.0, np.inf
-    for it in range(max_iter):
-        new = prox(z + Q.T @ (y - Q @ z) / (n * L), 1 / L)
-        t_new = (1 + np.sqrt(1 + 4 * t * t)) / 2
-        z, theta, t = new + (t - 1) / t_new * (new - theta), new, t_new
-        if it % 20 == 0 and (viol := kkt(theta)) <= tol:
-            break
-    else:
-        viol = kkt(theta)
-        if viol > tol:
-            raise RuntimeError(f"FISTA did not reach tol={tol:g} in max_iter={max_iter} iterations "
-                               f"(optimality violation {viol:.3g})")
-    beta = np.concatenate([np.linalg.solve(R, theta[s]) for R, s in zip(Rs, sl)])
-    return beta, viol
-
-
 def _group_norms(beta: np.ndarray, idx) -> np.ndarray:
     return np.array([np.linalg.norm(beta[cols]) for cols in idx])
 
@@ -159,45 +105,39 @@ def _problem(cfg):
                          get("data_seed"))
 
 
-def train_hadamard(cfg, sigma: float, seed: int) -> dict:
+def train_hadamard(cfg, sigma: float, seed: int, *, checkpoint=None, resume: bool = False) -> dict:
     """Noisy GD on the Hadamard factorization at one σ; the record compared with the group Lasso."""
     X, y, beta_star, idx = _problem(cfg)
     n = X.shape[0]
     Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
-    beta_gl, kkt = convex_group_lasso(X, y, idx, sigma)
+    beta_gl, kkt = group_lasso_solution(Xt, yt, idx, sigma)
+    beta_gl = beta_gl.numpy()
 
     def obj(b: np.ndarray) -> float:  # the convex objective, penalty from the closed form
         return float(((y - X @ b) ** 2).sum() / (2 * n)
                      + group_lasso_penalty(Xt, idx, torch.from_numpy(np.ascontiguousarray(b)), sigma))
 
+    def rel(b: np.ndarray) -> float:
+        return float(np.linalg.norm(b - beta_gl) / np.linalg.norm(beta_gl))
+
+    def evaluate(t, avg):
+        b = net.beta().numpy()
+        return {"train_loss": float(((y - X @ b) ** 2).sum() / (2 * n)), "objective": obj(b), "rel_err": rel(b)}
+
     net = HadamardGroups(cfg.groups, cfg.group_size, cfg.init)
     inj = NoiseInjector(net, sigma=sigma, mode="full", convention="paper", seed=seed)
-    opt = torch.optim.SGD(net.parameters(), lr=cfg.lr)
-    start = int(cfg.average_from * cfg.steps)
-    avg, history = torch.zeros_like(Xt[0]), []
-    rel = lambda b: float(np.linalg.norm(b - beta_gl) / np.linalg.norm(beta_gl))  # noqa: E731
-    for step in range(cfg.steps):
-        opt.param_groups[0]["lr"] = step_size(step, cfg.steps, cfg.lr, cfg.lr_final)
-        opt.zero_grad(set_to_none=True)
-        with inj.perturb():
-            loss = (yt - net(Xt)[:, 0]).pow(2).sum() / (2 * n)
-            loss.backward()
-        opt.step()
-        b = net.beta().detach()
-        if step >= start:
-            avg += b
-        if step % cfg.eval_every == 0 or step == cfg.steps - 1:
-            bn = b.numpy()
-            history.append({"step": step, "train_loss": float(((y - X @ bn) ** 2).sum() / (2 * n)),
-                            "objective": obj(bn), "rel_err": rel(bn)})
-    beta = (avg / (cfg.steps - start)).numpy()
+    out = run_noisy_gd(net, inj, lambda: (yt - net(Xt)[:, 0]).pow(2).sum() / (2 * n), steps=cfg.steps, lr=cfg.lr,
+                   schedule="geometric", lr_final=cfg.lr_final, average=net.beta, average_from=cfg.average_from,
+                   evaluate=evaluate, eval_steps=every(cfg.eval_every, cfg.steps), checkpoint=checkpoint,
+                   resume=resume)
+    beta = out["average"].numpy()
     norms, norms_gl = _group_norms(beta, idx), _group_norms(beta_gl, idx)
     zero = norms <= cfg.zero_tol * norms.max()
     return {"method": "full", "sigma": sigma, "seed": seed,
             "final": {"rel_err": rel(beta), "train_loss": float(((y - X @ beta) ** 2).sum() / (2 * n)),
                       "objective_gap": obj(beta) - obj(beta_gl),
                       "zero_groups_agree": float(np.array_equal(zero, norms_gl == 0))},
-            "history": history, "beta": beta.tolist(), "beta_convex": beta_gl.tolist(),
+            "history": out["history"], "beta": beta.tolist(), "beta_convex": beta_gl.tolist(),
             "group_norms": norms.tolist(), "group_norms_convex": norms_gl.tolist(),
             "zero_groups": np.flatnonzero(zero).tolist(), "zero_groups_convex": np.flatnonzero(norms_gl == 0).tolist(),
             "true_groups": np.flatnonzero(_group_norms(beta_star, idx) > 0).tolist(), "convex_kkt_violation": kkt}
@@ -210,6 +150,7 @@ class GroupLasso(Experiment):
     PRESETS = {
         "smoke": dict(sigmas=(0.5,), steps=600, lr_final=0.005, eval_every=100),
         "cpu": dict(),
+        "demo": dict(),
     }
 
     def data(self, cfg, data, data_dir):
@@ -218,7 +159,9 @@ class GroupLasso(Experiment):
                 f"scales {cfg.scales}, noise {cfg.noise}, X ~ N(0,1), seed {cfg.data_seed}, float64")
 
     def runs(self, cfg):
-        return [Job(f"s{sigma:g}-seed{seed}", "Hadamard groups", lambda s=sigma, r=seed: train_hadamard(cfg, s, r))
+        return [Job(f"s{sigma:g}-seed{seed}", "Hadamard groups",
+                    lambda s=sigma, r=seed, **kw: train_hadamard(cfg, s, r, **kw),
+                    params={"method": "full", "sigma": sigma, "seed": seed})
                 for sigma in cfg.sigmas for seed in cfg.seeds]
 
     def figures(self, cfg):

@@ -4,8 +4,8 @@ Model :math:`\Phi = X(w_1\circ w_1 - w_2\circ w_2) = X\beta` (:class:`noisereg.m
 square loss :math:`\frac{1}{2n}\|y - X\beta\|^2`. Full noise (``NoiseInjector(mode="full")``,
 paper convention: std σ on every entry of :math:`w_1, w_2`) makes GD follow unbiased gradients
 of :math:`R_\sigma = R + 2\sigma^2\,\mathrm{diag}(X^\top X/n)^\top(w_1^2 + w_2^2) + \text{const}`
-(the σ⁴ constant does not depend on w, PAPER.md §4), whose minimum over the factorizations of β
-is the weighted Lasso of Eq. (8):
+(the σ⁴ constant does not depend on w, docs/THEORY.md §5.1), whose minimum over the
+factorizations of β is the weighted Lasso of Eq. (8):
 
 .. math::
 
@@ -15,7 +15,8 @@ is the weighted Lasso of Eq. (8):
 So the only gap between noisy GD and the Lasso is optimisation error and the noise of the
 iterates. We remove the latter with a decaying step (constant ``lr`` for the first half, then a
 geometric decay to ``lr_final``) and Polyak averaging of β over the last ``1 - average_from`` of
-the steps; the averaged β is compared with the Lasso solution computed by scikit-learn.
+the steps (:func:`noisereg.training.noisy_gd`); the averaged β is compared with
+:func:`noisereg.closed_form.weighted_lasso` (scikit-learn).
 
 Data (chosen here, d > n so the unpenalised problem has many solutions): X ~ N(0, 1)^{n×d},
 a k-sparse β* with ±1 entries, y = Xβ* + noise·ε; float64 throughout. Start: w1 = w2 = α
@@ -32,15 +33,18 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from noisereg.closed_form import diagonal_net_lasso_objective, lasso_weights
+from noisereg.closed_form import diagonal_net_lasso_objective, lasso_weights, weighted_lasso, weighted_lasso_kkt
+from noisereg.constraints import Checked, Each, Rule
 from noisereg.experiments.base import Experiment, Job
 from noisereg.experiments.stats import mean_se
 from noisereg.injection import NoiseInjector
 from noisereg.models import DiagonalNet
+from noisereg.training.noisy_gd import FRACTION, NONNEG, POSITIVE, every, run_noisy_gd
+from noisereg.training.settings import POSITIVE_INT, SEED
 
 
 @dataclass(frozen=True)
-class LassoConfig:
+class LassoConfig(Checked):
     """Settings of the diagonal-net / Lasso experiment (see the module docstring)."""
 
     n: int = 40                       # training points
@@ -59,11 +63,11 @@ class LassoConfig:
     target: float = 0.05              # claimed bound on the relative error
     eval_every: int = 500
 
-
-def step_size(step: int, steps: int, lr: float, lr_final: float) -> float:
-    """Constant ``lr`` for the first half of ``steps``, then geometric decay to ``lr_final``."""
-    frac = step / steps
-    return lr if frac < 0.5 else lr * (lr_final / lr) ** ((frac - 0.5) / 0.5)
+    CONSTRAINTS = {"n": POSITIVE_INT, "d": POSITIVE_INT, "sparsity": POSITIVE_INT, "noise": NONNEG,
+                   "data_seed": SEED, "sigmas": Each(POSITIVE), "seeds": Each(SEED), "steps": POSITIVE_INT,
+                   "lr": POSITIVE, "lr_final": POSITIVE, "average_from": FRACTION, "init": POSITIVE,
+                   "support_tol": NONNEG, "target": POSITIVE, "eval_every": POSITIVE_INT}
+    RULES = (Rule(("sparsity", "d"), "sparsity must be <= d", lambda c: c.sparsity <= c.d),)
 
 
 def sparse_problem(n: int, d: int, sparsity: int, noise: float, seed: int):
@@ -74,42 +78,6 @@ def sparse_problem(n: int, d: int, sparsity: int, noise: float, seed: int):
     support = rng.choice(d, sparsity, replace=False)
     beta[support] = rng.choice([-1.0, 1.0], sparsity)
     return X, X @ beta + noise * rng.standard_normal(n), beta
-
-
-def weighted_lasso(X: np.ndarray, y: np.ndarray, lam: np.ndarray, tol: float = 1e-12) -> np.ndarray:
-    r"""Solve :math:`\min_\beta \frac{1}{2n}\|y-X\beta\|^2 + \sum_j\lambda_j|\beta_j|` with scikit-learn.
-
-    scikit-learn's ``Lasso`` minimises :math:`\frac{1}{2n}\|y - \tilde Xb\|^2 + c\|b\|_1`. With
-    :math:`\tilde X_j = X_j\,c/\lambda_j` and :math:`\beta_j = b_j\,c/\lambda_j` we have
-    :math:`\tilde Xb = X\beta` and :math:`c|b_j| = \lambda_j|\beta_j|`, so the two objectives agree
-    term by term and the minimisers correspond (:math:`c = \mathrm{mean}(\lambda)` keeps the
-    columns near their original scale). Coordinate descent runs to a duality gap ``tol``.
-
-    Raises:
-        ValueError: a weight is not > 0.
-    """
-    from sklearn.linear_model import Lasso as SkLasso
-
-    lam = np.asarray(lam, dtype=float)
-    if not np.all(lam > 0):
-        raise ValueError(f"lasso weights must be > 0, got min {lam.min()}")
-    c = float(lam.mean())
-    model = SkLasso(alpha=c, fit_intercept=False, tol=tol, max_iter=1_000_000, selection="cyclic")
-    model.fit(X * (c / lam), y)
-    return model.coef_ * (c / lam)
-
-
-def lasso_kkt_violation(X: np.ndarray, y: np.ndarray, beta: np.ndarray, lam: np.ndarray) -> float:
-    r"""Largest violation of the weighted-Lasso optimality conditions at ``beta``.
-
-    With :math:`g = X^\top(y - X\beta)/n`: :math:`g_j = \lambda_j\,\mathrm{sign}(\beta_j)` if
-    :math:`\beta_j \ne 0`, and :math:`|g_j| \le \lambda_j` if :math:`\beta_j = 0`.
-    """
-    g = X.T @ (y - X @ beta) / X.shape[0]
-    nz = beta != 0
-    v_nz = np.abs(g[nz] - lam[nz] * np.sign(beta[nz]))
-    v_z = np.maximum(np.abs(g[~nz]) - lam[~nz], 0.0)
-    return float(max(v_nz.max(initial=0.0), v_z.max(initial=0.0)))
 
 
 def support_counts(beta: np.ndarray, reference: np.ndarray, tol: float) -> dict[str, int]:
@@ -132,45 +100,38 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
 
 
-def train_diagonal(cfg, sigma: float, seed: int) -> dict:
+def train_diagonal(cfg, sigma: float, seed: int, *, checkpoint=None, resume: bool = False) -> dict:
     """Noisy GD on the diagonal net at one σ; the run record compared with the weighted Lasso."""
     X, y, beta_star = _problem(cfg)
     n = X.shape[0]
     Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
-    lam = lasso_weights(Xt, sigma).numpy()
-    beta_lasso = weighted_lasso(X, y, lam)
+    lam = lasso_weights(Xt, sigma)
+    beta_lasso = weighted_lasso(Xt, yt, lam).numpy()
 
     def obj(b: np.ndarray) -> float:  # Eq. (8), from the closed form (cross-checks the sklearn solve)
         return float(diagonal_net_lasso_objective(Xt, yt, torch.as_tensor(b, dtype=torch.float64), sigma))
 
+    def evaluate(t, avg):
+        b = net.beta.numpy()
+        return {"train_loss": float(((y - X @ b) ** 2).sum() / (2 * n)), "lasso_obj": obj(b),
+                "rel_err": _rel(b, beta_lasso)}
+
     net = DiagonalNet(X.shape[1], init=cfg.init).double()
     inj = NoiseInjector(net, sigma=sigma, mode="full", convention="paper", seed=seed)
-    opt = torch.optim.SGD(net.parameters(), lr=cfg.lr)
-    start = int(cfg.average_from * cfg.steps)
-    avg, history = torch.zeros_like(Xt[0]), []
-    for step in range(cfg.steps):
-        opt.param_groups[0]["lr"] = step_size(step, cfg.steps, cfg.lr, cfg.lr_final)
-        opt.zero_grad(set_to_none=True)
-        with inj.perturb():
-            loss = (yt - net(Xt)[:, 0]).pow(2).sum() / (2 * n)
-            loss.backward()
-        opt.step()
-        if step >= start:
-            avg += net.beta
-        if step % cfg.eval_every == 0 or step == cfg.steps - 1:
-            b = net.beta.numpy()
-            history.append({"step": step, "train_loss": float(((y - X @ b) ** 2).sum() / (2 * n)),
-                            "lasso_obj": obj(b), "rel_err": _rel(b, beta_lasso)})
-    beta = (avg / (cfg.steps - start)).numpy()
+    out = run_noisy_gd(net, inj, lambda: (yt - net(Xt)[:, 0]).pow(2).sum() / (2 * n), steps=cfg.steps, lr=cfg.lr,
+                   schedule="geometric", lr_final=cfg.lr_final, average=lambda: net.beta,
+                   average_from=cfg.average_from, evaluate=evaluate, eval_steps=every(cfg.eval_every, cfg.steps),
+                   checkpoint=checkpoint, resume=resume)
+    beta = out["average"].numpy()
     last = net.beta.numpy()
     final = {"rel_err": _rel(beta, beta_lasso), "rel_err_last_iterate": _rel(last, beta_lasso),
              "train_loss": float(((y - X @ beta) ** 2).sum() / (2 * n)),
              "lasso_obj_gap": obj(beta) - obj(beta_lasso)}
     final |= {f"{k}_vs_lasso": v for k, v in support_counts(beta, beta_lasso, cfg.support_tol).items()}
     final |= {f"{k}_vs_truth": v for k, v in support_counts(beta, beta_star, cfg.support_tol).items()}
-    return {"method": "full", "sigma": sigma, "seed": seed, "final": final, "history": history,
+    return {"method": "full", "sigma": sigma, "seed": seed, "final": final, "history": out["history"],
             "beta": beta.tolist(), "beta_lasso": beta_lasso.tolist(), "beta_true": beta_star.tolist(),
-            "lasso_kkt_violation": lasso_kkt_violation(X, y, beta_lasso, lam),
+            "lasso_kkt_violation": float(weighted_lasso_kkt(Xt, yt, torch.from_numpy(beta_lasso), lam)),
             "lasso_nnz": int((beta_lasso != 0).sum()),
             "lasso_support": int((np.abs(beta_lasso) > cfg.support_tol).sum()), "lasso_objective": obj(beta_lasso)}
 
@@ -182,6 +143,7 @@ class Lasso(Experiment):
     PRESETS = {
         "smoke": dict(sigmas=(0.2, 0.4), seeds=(0,), steps=500, lr=0.05, lr_final=0.005, eval_every=100),
         "cpu": dict(),
+        "demo": dict(),
     }
 
     def data(self, cfg, data, data_dir):
@@ -190,7 +152,9 @@ class Lasso(Experiment):
                 f"X ~ N(0,1), seed {cfg.data_seed}, float64")
 
     def runs(self, cfg):
-        return [Job(f"s{sigma:g}-seed{seed}", "diagonal net", lambda s=sigma, r=seed: train_diagonal(cfg, s, r))
+        return [Job(f"s{sigma:g}-seed{seed}", "diagonal net",
+                    lambda s=sigma, r=seed, **kw: train_diagonal(cfg, s, r, **kw),
+                    params={"method": "full", "sigma": sigma, "seed": seed})
                 for sigma in cfg.sigmas for seed in cfg.seeds]
 
     def figures(self, cfg):
@@ -205,7 +169,8 @@ class Lasso(Experiment):
         fig, ax = figure(1, 3, size=(5.0, 4.0))
         X, y, beta_star = _problem(cfg)
         grid = np.linspace(min(sigmas) * 0.8, max(sigmas) * 1.1, 40)
-        path = np.array([weighted_lasso(X, y, 2 * s**2 * (X**2).mean(0), tol=1e-10) for s in grid])
+        Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+        path = np.array([weighted_lasso(Xt, yt, lasso_weights(Xt, s), tol=1e-10).numpy() for s in grid])
         shown = np.flatnonzero((np.abs(path) > 0).any(0) | (beta_star != 0))
         for i, j in enumerate(shown):
             color = f"C{i % 10}"

@@ -21,12 +21,13 @@ direction is therefore the weighted-ℓ1 max-margin solution
 
     \min_\beta \sum_j \|X_j\|^2|\beta_j| \quad\text{s.t.}\quad y_i x_i^\top\beta \ge 1,
 
-a linear program (β = p − q, p, q ≥ 0), solved with ``scipy.optimize.linprog`` (HiGHS).
+a linear program (:func:`noisereg.closed_form.l1_max_margin`, SciPy's HiGHS).
 Plain GD on this 2-homogeneous model is expected to approach a KKT direction of
 :math:`\min \|w\|^2 = \|\beta\|_1` (unweighted ℓ1 max-margin; Lyu & Li 2020), so the columns of X
 get different norms (scales :math:`e^{U(-\log s, \log s)}`): with equal norms the two LPs coincide
 and the test could not tell them apart. We report cosines of β(t)/‖β(t)‖ with the weighted-ℓ1,
-the unweighted-ℓ1 and the ℓ2 (bias-free hard-margin SVM) solutions.
+the unweighted-ℓ1 and the ℓ2 (bias-free hard-margin SVM, :func:`noisereg.closed_form.l2_max_margin`)
+solutions; GD runs at a constant step (:func:`noisereg.training.noisy_gd`).
 """
 
 from __future__ import annotations
@@ -36,16 +37,20 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from noisereg.closed_form import l1_max_margin, l2_max_margin
+from noisereg.constraints import Checked, Each, Interval, Rule
 from noisereg.experiments.base import Experiment, Job
 from noisereg.experiments.stats import mean_se
 from noisereg.injection import NoiseInjector
 from noisereg.models import DiagonalNet
+from noisereg.training.noisy_gd import POSITIVE, run_noisy_gd
+from noisereg.training.settings import POSITIVE_INT, SEED, SIGMA
 
 REFS = {"cos_weighted_l1": "weighted-ℓ1 (conjecture)", "cos_l1": "ℓ1", "cos_l2": "ℓ2 (SVM)"}
 
 
 @dataclass(frozen=True)
-class LogisticConfig:
+class LogisticConfig(Checked):
     """Settings of the separable-logistic experiment (see the module docstring)."""
 
     n: int = 30
@@ -61,6 +66,11 @@ class LogisticConfig:
     threshold: float = 0.9              # cosine the conjecture's direction must reach
     n_evals: int = 60                   # evaluations, log-spaced over the steps
 
+    CONSTRAINTS = {"n": POSITIVE_INT, "d": POSITIVE_INT, "sparsity": POSITIVE_INT, "col_scale": Interval(1),
+                   "data_seed": SEED, "sigmas": Each(SIGMA), "seeds": Each(SEED), "steps": POSITIVE_INT,
+                   "lr": POSITIVE, "init": POSITIVE, "threshold": Interval(-1, 1), "n_evals": Interval(2, integer=True)}
+    RULES = (Rule(("sparsity", "d"), "sparsity must be <= d", lambda c: c.sparsity <= c.d),)
+
 
 def separable_problem(n: int, d: int, sparsity: int, col_scale: float, seed: int):
     """``(X, y, beta_star)``: scaled Gaussian columns, labels y = sign(X β*) of a sparse ±1 β*."""
@@ -69,40 +79,6 @@ def separable_problem(n: int, d: int, sparsity: int, col_scale: float, seed: int
     beta = np.zeros(d)
     beta[rng.choice(d, sparsity, replace=False)] = rng.choice([-1.0, 1.0], sparsity)
     return X, np.where(X @ beta >= 0, 1.0, -1.0), beta
-
-
-def l1_max_margin(X: np.ndarray, y: np.ndarray, c: np.ndarray) -> np.ndarray:
-    r"""Solve :math:`\min_\beta \sum_j c_j|\beta_j|` s.t. :math:`y_ix_i^\top\beta \ge 1` as an LP (HiGHS).
-
-    Raises:
-        RuntimeError: linprog fails (e.g. the data are not linearly separable through 0).
-    """
-    from scipy.optimize import linprog
-
-    n, d = X.shape
-    A = -(y[:, None] * X)
-    res = linprog(np.concatenate([c, c]), A_ub=np.hstack([A, -A]), b_ub=-np.ones(n), bounds=(0, None),
-                  method="highs")
-    if res.status != 0:
-        raise RuntimeError(f"linprog failed for the l1 max-margin problem: {res.message}")
-    return res.x[:d] - res.x[d:]
-
-
-def l2_max_margin(X: np.ndarray, y: np.ndarray) -> np.ndarray:
-    r"""Bias-free hard-margin SVM :math:`\min\|\beta\|^2` s.t. :math:`y_ix_i^\top\beta \ge 1`, via its dual.
-
-    The diagonal net has no bias, so sklearn's ``SVC`` (which fits an intercept) would solve a
-    different problem; the dual :math:`\min_{\alpha\ge0}\frac12\alpha^\top AA^\top\alpha - 1^\top\alpha`
-    with :math:`A = \mathrm{diag}(y)X` is solved by L-BFGS-B and :math:`\beta = A^\top\alpha`.
-    """
-    from scipy.optimize import minimize
-
-    A = y[:, None] * X
-    K = A @ A.T
-    res = minimize(lambda a: (0.5 * a @ K @ a - a.sum(), K @ a - 1), np.zeros(len(y)), jac=True,
-                   method="L-BFGS-B", bounds=[(0, None)] * len(y), options={"gtol": 1e-12, "ftol": 1e-15,
-                                                                           "maxiter": 100_000})
-    return A.T @ res.x
 
 
 def _cos(a: np.ndarray, b: np.ndarray) -> float:
@@ -116,39 +92,33 @@ def _problem(cfg):
 
 def references(X: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
     """The three max-margin directions, keyed like the cosines in the run records."""
-    return {"cos_weighted_l1": l1_max_margin(X, y, (X**2).sum(0)), "cos_l1": l1_max_margin(X, y, np.ones(X.shape[1])),
-            "cos_l2": l2_max_margin(X, y)}
+    Xt, yt, c = torch.from_numpy(X), torch.from_numpy(y), torch.from_numpy((X**2).sum(0))
+    return {"cos_weighted_l1": l1_max_margin(Xt, yt, c).numpy(), "cos_l1": l1_max_margin(Xt, yt, torch.ones_like(c)).numpy(),
+            "cos_l2": l2_max_margin(Xt, yt).numpy()}
 
 
-def train_logistic(cfg, method: str, sigma: float, seed: int) -> dict:
+def train_logistic(cfg, method: str, sigma: float, seed: int, *, checkpoint=None, resume: bool = False) -> dict:
     """(Noisy) GD on the diagonal net with logistic loss; cosines of β(t) with the references."""
     X, y, _ = _problem(cfg)
     refs = references(X, y)
     Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
     net = DiagonalNet(X.shape[1], init=cfg.init).double()
     inj = NoiseInjector(net, sigma=sigma, mode="full", convention="paper", seed=seed)
-    opt = torch.optim.SGD(net.parameters(), lr=cfg.lr)
 
-    def metrics(step: int) -> dict:
+    def evaluate(t, avg) -> dict:
         b = net.beta.numpy()
         z = y * (X @ b)
-        return {"step": step, "train_loss": float(np.logaddexp(0, -z).mean()), "norm": float(np.linalg.norm(b)),
+        return {"train_loss": float(np.logaddexp(0, -z).mean()), "norm": float(np.linalg.norm(b)),
                 "normalized_margin": float(z.min() / max(np.abs(b).sum(), 1e-300)),
                 **{k: _cos(b, r) for k, r in refs.items()}}
 
-    evals = set(np.geomspace(1, cfg.steps, cfg.n_evals).astype(int).tolist())
-    history = [metrics(0)]
-    for step in range(cfg.steps):
-        opt.zero_grad(set_to_none=True)
-        with inj.perturb():
-            loss = torch.nn.functional.softplus(-yt * net(Xt)[:, 0]).mean()
-            loss.backward()
-        opt.step()
-        if step + 1 in evals:
-            history.append(metrics(step + 1))
-    final = history[-1]
-    return {"method": method, "sigma": sigma, "seed": seed, "final": {k: v for k, v in final.items() if k != "step"},
-            "history": history, "beta": net.beta.tolist(), **{f"ref_{k}": v.tolist() for k, v in refs.items()}}
+    evals = {0, *np.geomspace(1, cfg.steps, cfg.n_evals).astype(int).tolist()}
+    out = run_noisy_gd(net, inj, lambda: torch.nn.functional.softplus(-yt * net(Xt)[:, 0]).mean(), steps=cfg.steps,
+                   lr=cfg.lr, evaluate=evaluate, eval_steps=evals, checkpoint=checkpoint, resume=resume)
+    final = out["history"][-1]
+    return {"method": method, "sigma": sigma, "seed": seed,
+            "final": {k: v for k, v in final.items() if k not in ("step", "lr")},
+            "history": out["history"], "beta": net.beta.tolist(), **{f"ref_{k}": v.tolist() for k, v in refs.items()}}
 
 
 class Logistic(Experiment):
@@ -158,6 +128,7 @@ class Logistic(Experiment):
     PRESETS = {
         "smoke": dict(sigmas=(1.0,), seeds=(0,), steps=300, n_evals=20),
         "cpu": dict(),
+        "demo": dict(),
     }
 
     def data(self, cfg, data, data_dir):
@@ -166,9 +137,12 @@ class Logistic(Experiment):
                 f"column scales in [1/{cfg.col_scale:g}, {cfg.col_scale:g}], seed {cfg.data_seed}, float64")
 
     def runs(self, cfg):
-        jobs = [Job(f"gd-seed{cfg.seeds[0]}", "diagonal net", lambda: train_logistic(cfg, "gd", 0.0, cfg.seeds[0]))]
+        seed = cfg.seeds[0]
+        jobs = [Job(f"gd-seed{seed}", "diagonal net", lambda **kw: train_logistic(cfg, "gd", 0.0, seed, **kw),
+                    params={"method": "gd", "sigma": 0.0, "seed": seed})]
         return jobs + [Job(f"s{sigma:g}-seed{seed}", "diagonal net",
-                           lambda s=sigma, r=seed: train_logistic(cfg, "full", s, r))
+                           lambda s=sigma, r=seed, **kw: train_logistic(cfg, "full", s, r, **kw),
+                           params={"method": "full", "sigma": sigma, "seed": seed})
                        for sigma in cfg.sigmas for seed in cfg.seeds]
 
     def figures(self, cfg):

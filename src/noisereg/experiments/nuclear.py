@@ -7,26 +7,16 @@ Noisy GD on :math:`\Phi = W_2W_1X^\top` (both schemes) is compared with the mini
     F(M) = \frac{1}{2n}\|Y^\top - MX^\top\|_F^2 + \lambda\,\|MX^\top\|_*,\qquad
     \lambda = \frac{\sigma^2}{n}\sqrt{d_2}\,\|X\|_F ,
 
-solved in closed form (:func:`nuclear_solution`). With the thin QR factorization X = QR
-(X of full column rank) and B = MRᵀ: :math:`MX^\top = BQ^\top`, :math:`\|BQ^\top\|_* = \|B\|_*`,
-and splitting :math:`Y^\top = Y^\top QQ^\top + Y^\top(I - QQ^\top)` (orthogonal parts),
-
-.. math::
-
-    nF(M) = \tfrac12\|Y^\top Q - B\|_F^2 + \tau\|B\|_* + \tfrac12\|Y^\top(I-QQ^\top)\|_F^2,
-    \qquad \tau = n\lambda = \sigma^2\sqrt{d_2}\,\|X\|_F ,
-
-whose minimiser is singular-value soft-thresholding of YᵀQ at τ; then :math:`M = BR^{-\top}`.
-Optimality is certified by the subgradient condition :math:`Y^\top Q - B = \tau(UV^\top + W)`,
-:math:`U^\top W = 0`, :math:`WV = 0`, :math:`\|W\|_2 \le 1` (:func:`kkt_residual`).
+computed by singular-value soft-thresholding (:func:`noisereg.closed_form.nuclear_norm_regression`)
+and certified by its subgradient condition (:func:`noisereg.closed_form.nuclear_norm_kkt`).
 
 Why noisy GD targets it: for full noise (std σ per entry) :math:`R_\sigma = R + \text{Eq. (9)}
-+ \frac{\sigma^4}{2n}d_1d_2\|X\|_F^2`, the last term constant in W (PAPER.md §4); for layer-wise
-noise (std σ√2 on one of the two layers) :math:`\tilde R_\sigma = R + \text{Eq. (9)}` exactly. So
-both stochastic gradients are unbiased for the same objective, whose minimum over factorizations
-of M is Eq. (10). The gradient noise is averaged out by a step size that decays harmonically from
-lr to lr/``lr_ratio`` over the second half of training and Polyak (uniform) averaging of
-M = W2·W1 over the last ``avg_frac`` of the steps.
++ \frac{\sigma^4}{2n}d_1d_2\|X\|_F^2`, the last term constant in W; for layer-wise noise (std σ√2
+on one of the two layers) :math:`\tilde R_\sigma = R + \text{Eq. (9)}` exactly (docs/THEORY.md
+§5.3, §5.5). So both stochastic gradients are unbiased for the same objective, whose minimum over
+factorizations of M is Eq. (10). The gradient noise is averaged out by a step size that decays
+harmonically from lr to lr/``lr_ratio`` over the second half of training and Polyak (uniform)
+averaging of M = W2·W1 over the last ``avg_frac`` of the steps (:func:`noisereg.training.noisy_gd`).
 
 Settings (cpu preset): n = 60, d0 = 10, d2 = 8, d1 = 30, rank-2 M* with singular values (3, 1.5),
 label noise 0.1; σ ∈ {0.2, 0.3}; full-batch GD, lr 0.05, 20 000 steps; mean-field init.
@@ -35,70 +25,24 @@ label noise 0.1; σ ∈ {0.2, 0.3}; full-batch GD, lr 0.05, 20 000 steps; mean-f
 from __future__ import annotations
 
 import contextlib
-import math
 from dataclasses import dataclass
 
 import torch
 
-from noisereg.closed_form import nuclear_norm_penalty
+from noisereg.closed_form import nuclear_norm_kkt, nuclear_norm_objective, nuclear_norm_regression
+from noisereg.constraints import Checked, Each, Interval, Rule
 from noisereg.experiments.base import Experiment, Job
 from noisereg.experiments.plotting import figure, save
-from noisereg.injection import NoiseInjector, check_sigma
+from noisereg.injection import NoiseInjector
 from noisereg.models import DeepLinearNet
+from noisereg.training.noisy_gd import POSITIVE, every, run_noisy_gd
+from noisereg.training.settings import POSITIVE_INT, SEED
 
 METHODS = ("gd", "full", "layer")
 
 
-def nuclear_solution(X: torch.Tensor, Y: torch.Tensor, sigma: float) -> torch.Tensor:
-    r"""Minimiser of Eq. (10) by singular-value soft-thresholding (see the module docstring).
-
-    Args:
-        X: inputs, shape (n, d0), full column rank. Y: targets, shape (n, d2). sigma: σ >= 0.
-
-    Returns:
-        M of shape (d2, d0).
-
-    Raises:
-        ValueError: X does not have full column rank (the minimiser is then not unique).
-    """
-    sigma = check_sigma(sigma)
-    Q, R = torch.linalg.qr(X)
-    diag = R.diagonal().abs()
-    if diag.min() <= X.shape[0] * torch.finfo(X.dtype).eps * diag.max():
-        raise ValueError(f"X must have full column rank {X.shape[1]} (the minimiser of Eq. (10) is then unique)")
-    tau = sigma**2 * math.sqrt(Y.shape[1]) * torch.linalg.matrix_norm(X)
-    U, S, Vh = torch.linalg.svd(Y.T @ Q, full_matrices=False)
-    B = (U * (S - tau).clamp_min(0)) @ Vh
-    return torch.linalg.solve_triangular(R, B.T, upper=True).T           # B R^{-T}
-
-
-def objective(X: torch.Tensor, Y: torch.Tensor, M: torch.Tensor, sigma: float) -> torch.Tensor:
-    """F(M) of Eq. (10): square loss plus :func:`noisereg.closed_form.nuclear_norm_penalty`."""
-    return (Y.T - M @ X.T).pow(2).sum() / (2 * X.shape[0]) + nuclear_norm_penalty(X, M, Y.shape[1], sigma)
-
-
-def kkt_residual(X: torch.Tensor, Y: torch.Tensor, M: torch.Tensor, sigma: float) -> float:
-    """Violation of the subgradient optimality condition of Eq. (10) at M (0 at the minimiser).
-
-    With G = (YᵀQ − B)/τ and B = MRᵀ = U S Vᵀ (rank k): max of ||UᵀG V − I_k||, ||UᵀG (I−VVᵀ)||,
-    ||(I−UUᵀ) G V|| (Frobenius) and the excess of the spectral norm of the rest over 1.
-    """
-    Q, R = torch.linalg.qr(X)
-    tau = sigma**2 * math.sqrt(Y.shape[1]) * torch.linalg.matrix_norm(X)
-    B = M @ R.T
-    G = (Y.T @ Q - B) / tau
-    U, S, Vh = torch.linalg.svd(B, full_matrices=False)
-    k = int((S > 1e-9 * max(S.max().item(), 1.0)).sum())
-    U, V = U[:, :k], Vh[:k].T
-    Pu, Pv = torch.eye(B.shape[0], dtype=B.dtype) - U @ U.T, torch.eye(B.shape[1], dtype=B.dtype) - V @ V.T
-    parts = [torch.linalg.matrix_norm(U.T @ G @ V - torch.eye(k, dtype=B.dtype)),
-             torch.linalg.matrix_norm(U.T @ G @ Pv), torch.linalg.matrix_norm(Pu @ G @ V),
-             (torch.linalg.matrix_norm(Pu @ G @ Pv, ord=2) - 1).clamp_min(0)]
-    return max(float(p) for p in parts)
-
-
 @dataclass(frozen=True)
-class NuclearConfig:
+class NuclearConfig(Checked):
     """Settings of the nuclear-norm experiment (see the module docstring)."""
 
     n: int = 60                       # training points
@@ -116,6 +60,14 @@ class NuclearConfig:
     data_seed: int = 0
     eval_every: int = 200
 
+    CONSTRAINTS = {"n": POSITIVE_INT, "d0": POSITIVE_INT, "d1": POSITIVE_INT, "d2": POSITIVE_INT,
+                   "signal": Each(POSITIVE), "noise": Interval(0), "sigmas": Each(POSITIVE), "lr": POSITIVE,
+                   "steps": POSITIVE_INT, "lr_ratio": Interval(1), "avg_frac": Interval(0, 1, low_open=True),
+                   "seeds": Each(SEED), "data_seed": SEED, "eval_every": POSITIVE_INT}
+    RULES = (Rule(("n", "d0"), "n must be >= d0 (X of full column rank)", lambda c: c.n >= c.d0),
+             Rule(("signal", "d0", "d2"), "len(signal) must be <= min(d0, d2)",
+                  lambda c: len(c.signal) <= min(c.d0, c.d2)))
+
 
 def make_data(cfg) -> tuple[torch.Tensor, torch.Tensor]:
     """X (n, d0) standard normal, Y = X M*ᵀ + noise with M* of rank len(signal) (float64)."""
@@ -127,15 +79,6 @@ def make_data(cfg) -> tuple[torch.Tensor, torch.Tensor]:
     Mstar = (U * torch.tensor(cfg.signal, dtype=torch.float64)) @ V.T
     Y = X @ Mstar.T + cfg.noise * torch.randn(cfg.n, cfg.d2, generator=g, dtype=torch.float64)
     return X, Y
-
-
-def lr_at(cfg, t: int) -> float:
-    """Constant lr for the first half, then harmonic decay reaching lr / lr_ratio at the end."""
-    t0 = cfg.steps // 2
-    if t < t0:
-        return cfg.lr
-    k = max(cfg.steps - t0, 1) / max(cfg.lr_ratio - 1.0, 1e-12)
-    return cfg.lr / (1.0 + (t - t0) / k)
 
 
 @contextlib.contextmanager
@@ -150,56 +93,45 @@ def one_thread():
         torch.set_num_threads(before)
 
 
-def train_run(cfg, method: str, sigma: float, seed: int) -> dict:
+def train_run(cfg, method: str, sigma: float, seed: int, *, checkpoint=None, resume: bool = False) -> dict:
     """Noisy (or plain) GD on the two-layer net; returns the run record."""
     with one_thread():
-        return _train_run(cfg, method, sigma, seed)
+        return _train_run(cfg, method, sigma, seed, checkpoint, resume)
 
 
-def _train_run(cfg, method: str, sigma: float, seed: int) -> dict:
+def _train_run(cfg, method, sigma, seed, checkpoint, resume) -> dict:
     X, Y = make_data(cfg)
     n = cfg.n
     sref = max(cfg.sigmas) if method == "gd" else sigma    # plain GD is compared with the largest σ
-    ref = nuclear_solution(X, Y, sref)
+    ref = nuclear_norm_regression(X, Y, sref)
     net = DeepLinearNet((cfg.d0, cfg.d1, cfg.d2), init="mean_field",
                         generator=torch.Generator().manual_seed(1000 + seed)).double()
-    opt = torch.optim.SGD(net.parameters(), lr=cfg.lr)
     inj = NoiseInjector(net, sigma=0.0 if method == "gd" else sigma, mode="full" if method == "gd" else method,
                         seed=seed, convention="paper")
     rel = lambda M: float(torch.linalg.matrix_norm(M - ref) / torch.linalg.matrix_norm(ref))  # noqa: E731
-    avg_from = int(cfg.steps * (1 - cfg.avg_frac))
-    Msum, count, history = torch.zeros_like(ref), 0, []
-    for t in range(cfg.steps):
-        for group in opt.param_groups:
-            group["lr"] = lr_at(cfg, t)
-        opt.zero_grad(set_to_none=True)
-        with inj.perturb():
-            loss = 0.5 * (net(X) - Y).pow(2).sum() / n
-            loss.backward()
-        opt.step()
-        if t >= avg_from:
-            with torch.no_grad():
-                Msum += net[1].weight @ net[0].weight
-            count += 1
-        if (t + 1) % cfg.eval_every == 0 or t + 1 == cfg.steps:
-            with torch.no_grad():
-                M = net[1].weight @ net[0].weight
-                h = {"step": t + 1, "rel_err": rel(M), "lr": lr_at(cfg, t),
-                     "train_loss": float((Y - X @ M.T).pow(2).sum() / (2 * n)),
-                     "reg_loss": float(objective(X, Y, M, sref))}
-                if count:
-                    h["rel_err_avg"] = rel(Msum / count)
-                history.append(h)
+    product = lambda: net[1].weight @ net[0].weight  # noqa: E731
+
+    def evaluate(t, avg):
+        M = product()
+        h = {"rel_err": rel(M), "train_loss": float((Y - X @ M.T).pow(2).sum() / (2 * n)),
+             "reg_loss": float(nuclear_norm_objective(X, Y, M, sref))}
+        return h if avg is None else {**h, "rel_err_avg": rel(avg)}
+
+    out = run_noisy_gd(net, inj, lambda: 0.5 * (net(X) - Y).pow(2).sum() / n, steps=cfg.steps, lr=cfg.lr,
+                   schedule="harmonic", lr_final=cfg.lr / cfg.lr_ratio, average=product,
+                   average_from=1 - cfg.avg_frac, evaluate=evaluate, eval_steps=every(cfg.eval_every, cfg.steps),
+                   checkpoint=checkpoint, resume=resume)
     with torch.no_grad():
-        M_last = net[1].weight @ net[0].weight
-        M = Msum / count if method != "gd" else M_last
+        M_last = product()
+    M = out["average"] if method != "gd" else M_last
     return {
         "method": method, "sigma": float(sigma if method != "gd" else 0.0), "seed": seed,
         "final": {"rel_err": rel(M), "rel_err_last": rel(M_last),
                   "train_loss": float((Y - X @ M.T).pow(2).sum() / (2 * n)),
-                  "reg_loss": float(objective(X, Y, M, sref)), "reg_loss_cvx": float(objective(X, Y, ref, sref)),
-                  "kkt_cvx": kkt_residual(X, Y, ref, sref)},
-        "history": history,
+                  "reg_loss": float(nuclear_norm_objective(X, Y, M, sref)),
+                  "reg_loss_cvx": float(nuclear_norm_objective(X, Y, ref, sref)),
+                  "kkt_cvx": nuclear_norm_kkt(X, Y, ref, sref)},
+        "history": out["history"],
         "compared_sigma": float(sref),
         "sv": torch.linalg.svdvals(M).tolist(), "sv_cvx": torch.linalg.svdvals(ref).tolist(),
         "averaging": (f"harmonic lr decay {cfg.lr:g} -> {cfg.lr / cfg.lr_ratio:g} over the second half; "
@@ -215,6 +147,7 @@ class Nuclear(Experiment):
     PRESETS = {
         "smoke": dict(n=20, d0=4, d1=6, d2=3, sigmas=(0.3,), steps=300, eval_every=50),
         "cpu": dict(),
+        "demo": dict(),
     }
 
     def data(self, cfg, data, data_dir):
@@ -223,9 +156,11 @@ class Nuclear(Experiment):
                 f"M* ({cfg.d2}×{cfg.d0}) of rank {len(cfg.signal)}, singular values {tuple(cfg.signal)}")
 
     def runs(self, cfg):
-        jobs = [Job(f"gd-s{seed}", "gd", lambda seed=seed: train_run(cfg, "gd", 0.0, seed)) for seed in cfg.seeds]
+        jobs = [Job(f"gd-s{seed}", "gd", lambda seed=seed, **kw: train_run(cfg, "gd", 0.0, seed, **kw),
+                    params={"method": "gd", "sigma": 0.0, "seed": seed}) for seed in cfg.seeds]
         jobs += [Job(f"{m}-sigma{sigma:g}-s{seed}", f"sigma {sigma:g}",
-                     lambda m=m, sigma=sigma, seed=seed: train_run(cfg, m, sigma, seed))
+                     lambda m=m, sigma=sigma, seed=seed, **kw: train_run(cfg, m, sigma, seed, **kw),
+                     params={"method": m, "sigma": sigma, "seed": seed})
                  for sigma in cfg.sigmas for m in ("full", "layer") for seed in cfg.seeds]
         return jobs
 

@@ -2,9 +2,10 @@ r"""PSD factorization Φ = wwᵀ + full noise injection = trace-penalised PSD re
 
 :math:`w\in\mathbb{R}^{d\times r}` with r ≥ d (so every PSD matrix is some wwᵀ), loss
 :math:`\frac12\|Y-\Phi\|_F^2`. Noisy GD (every entry of w perturbed with std σ) is compared with
-two PSD minimisers, both eigenvalue soft-thresholdings of Y (:func:`psd_soft_threshold`), since
+two PSD minimisers, both eigenvalue soft-thresholdings of Y
+(:func:`noisereg.closed_form.psd_soft_threshold`), since
 :math:`\frac12\|Y-\Phi\|_F^2 + c\operatorname{tr}\Phi = \frac12\|(Y - cI) - \Phi\|_F^2 + \text{const}`
-and the projection of Y − cI onto the PSD cone clips its negative eigenvalues:
+(docs/THEORY.md §5.4):
 
 (a) the effective risk of Eq. (6), :math:`c = \sigma^2(d+1)` (:func:`noisereg.closed_form.psd_trace_penalty`);
 
@@ -27,26 +28,15 @@ from dataclasses import dataclass
 
 import torch
 
+from noisereg.closed_form import psd_soft_threshold
+from noisereg.constraints import Checked, Each, Interval, Rule
 from noisereg.experiments.base import Experiment, Job
-from noisereg.experiments.nuclear import lr_at, one_thread
+from noisereg.experiments.nuclear import one_thread
 from noisereg.experiments.plotting import figure, save
 from noisereg.injection import NoiseInjector, check_sigma
 from noisereg.models import PSDFactorization
-
-
-def psd_soft_threshold(Y: torch.Tensor, c: float) -> torch.Tensor:
-    r"""argmin over PSD Φ of :math:`\frac12\|Y-\Phi\|_F^2 + c\operatorname{tr}\Phi` (Y symmetric).
-
-    :math:`\Phi = V\max(\Lambda - c, 0)V^\top` with :math:`Y = V\Lambda V^\top`.
-
-    Raises:
-        ValueError: Y is not symmetric (up to 1e-10 relative).
-    """
-    if not torch.allclose(Y, Y.T, rtol=0, atol=1e-10 * max(float(Y.abs().max()), 1.0)):
-        raise ValueError("Y must be symmetric, got max |Y - Yᵀ| = "
-                         f"{float((Y - Y.T).abs().max()):.3g}")
-    lam, V = torch.linalg.eigh(Y)
-    return (V * (lam - c).clamp_min(0)) @ V.T
+from noisereg.training.noisy_gd import POSITIVE, every, run_noisy_gd
+from noisereg.training.settings import POSITIVE_INT, SEED, SIGMA
 
 
 def psd_objective(Y: torch.Tensor, Phi: torch.Tensor, c: float) -> torch.Tensor:
@@ -55,7 +45,7 @@ def psd_objective(Y: torch.Tensor, Phi: torch.Tensor, c: float) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class PSDConfig:
+class PSDConfig(Checked):
     """Settings of the PSD experiment (see the module docstring)."""
 
     d: int = 8
@@ -70,6 +60,13 @@ class PSDConfig:
     seeds: tuple[int, ...] = (0,)
     data_seed: int = 0
     eval_every: int = 200
+
+    CONSTRAINTS = {"d": POSITIVE_INT, "r": POSITIVE_INT, "eigs": Each(Interval()), "noise": Interval(0),
+                   "sigmas": Each(SIGMA), "lr": POSITIVE, "steps": POSITIVE_INT, "lr_ratio": Interval(1),
+                   "avg_frac": Interval(0, 1, low_open=True), "seeds": Each(SEED), "data_seed": SEED,
+                   "eval_every": POSITIVE_INT}
+    RULES = (Rule(("r", "d"), "r must be >= d (every PSD matrix is some wwᵀ)", lambda c: c.r >= c.d),
+             Rule(("eigs", "d"), "len(eigs) must equal d", lambda c: len(c.eigs) == c.d))
 
 
 def make_target(cfg) -> torch.Tensor:
@@ -86,55 +83,42 @@ def thresholds(cfg, sigma: float) -> tuple[float, float]:
     return sigma**2 * (cfg.d + 1), sigma**2 * (cfg.d + 1 + cfg.r)
 
 
-def train_run(cfg, method: str, sigma: float, seed: int) -> dict:
+def train_run(cfg, method: str, sigma: float, seed: int, *, checkpoint=None, resume: bool = False) -> dict:
     """Noisy (full) or plain GD on Φ = wwᵀ; returns the run record."""
     with one_thread():
-        return _train_run(cfg, method, sigma, seed)
+        return _train_run(cfg, method, sigma, seed, checkpoint, resume)
 
 
-def _train_run(cfg, method, sigma, seed):
+def _train_run(cfg, method, sigma, seed, checkpoint, resume) -> dict:
     Y = make_target(cfg)
     sref = max(cfg.sigmas) if method == "gd" else sigma       # plain GD is compared with the largest σ
     ca, cb = thresholds(cfg, sref)
     Phi_a, Phi_b = psd_soft_threshold(Y, ca), psd_soft_threshold(Y, cb)
     net = PSDFactorization(cfg.d, cfg.r, generator=torch.Generator().manual_seed(1000 + seed)).double()
-    opt = torch.optim.SGD(net.parameters(), lr=cfg.lr)
     inj = NoiseInjector(net, sigma=0.0 if method == "gd" else sigma, mode="full", seed=seed)
     eye = torch.eye(cfg.d, dtype=torch.float64)
     rel = lambda P, ref: float(torch.linalg.matrix_norm(P - ref) / torch.linalg.matrix_norm(ref))  # noqa: E731
-    avg_from = int(cfg.steps * (1 - cfg.avg_frac))
-    Psum, count, history = torch.zeros_like(Y), 0, []
-    for t in range(cfg.steps):
-        for group in opt.param_groups:
-            group["lr"] = lr_at(cfg, t)
-        opt.zero_grad(set_to_none=True)
-        with inj.perturb():
-            loss = 0.5 * (Y - net(eye)).pow(2).sum()
-            loss.backward()
-        opt.step()
-        if t >= avg_from:
-            with torch.no_grad():
-                Psum += net.w @ net.w.T
-            count += 1
-        if (t + 1) % cfg.eval_every == 0 or t + 1 == cfg.steps:
-            with torch.no_grad():
-                P = net.w @ net.w.T
-                h = {"step": t + 1, "rel_err_b": rel(P, Phi_b), "rel_err_a": rel(P, Phi_a), "lr": lr_at(cfg, t),
-                     "train_loss": float(0.5 * (Y - P).pow(2).sum())}
-                if count:
-                    h["rel_err_b_avg"] = rel(Psum / count, Phi_b)
-                    h["rel_err_a_avg"] = rel(Psum / count, Phi_a)
-                history.append(h)
+    product = lambda: net.w @ net.w.T  # noqa: E731
+
+    def evaluate(t, avg):
+        P = product()
+        h = {"rel_err_b": rel(P, Phi_b), "rel_err_a": rel(P, Phi_a), "train_loss": float(0.5 * (Y - P).pow(2).sum())}
+        return h if avg is None else {**h, "rel_err_b_avg": rel(avg, Phi_b), "rel_err_a_avg": rel(avg, Phi_a)}
+
+    out = run_noisy_gd(net, inj, lambda: 0.5 * (Y - net(eye)).pow(2).sum(), steps=cfg.steps, lr=cfg.lr,
+                   schedule="harmonic", lr_final=cfg.lr / cfg.lr_ratio, average=product,
+                   average_from=1 - cfg.avg_frac, evaluate=evaluate, eval_steps=every(cfg.eval_every, cfg.steps),
+                   checkpoint=checkpoint, resume=resume)
     with torch.no_grad():
-        P_last = net.w @ net.w.T
-        P = Psum / count if method != "gd" else P_last
+        P_last = product()
+    P = out["average"] if method != "gd" else P_last
     eig = lambda A: torch.linalg.eigvalsh(A).flip(0).tolist()  # noqa: E731
     return {
         "method": method, "sigma": float(0.0 if method == "gd" else sigma), "seed": seed,
         "final": {"rel_err_b": rel(P, Phi_b), "rel_err_a": rel(P, Phi_a), "rel_err_b_last": rel(P_last, Phi_b),
                   "rel_ab": rel(Phi_a, Phi_b), "train_loss": float(0.5 * (Y - P).pow(2).sum()),
                   "reg_loss": float(psd_objective(Y, P, cb)), "reg_loss_b": float(psd_objective(Y, Phi_b, cb))},
-        "history": history, "compared_sigma": float(sref), "c_a": ca, "c_b": cb,
+        "history": out["history"], "compared_sigma": float(sref), "c_a": ca, "c_b": cb,
         "eig": eig(P), "eig_a": eig(Phi_a), "eig_b": eig(Phi_b), "eig_y": eig(Y),
         "averaging": (f"harmonic lr decay {cfg.lr:g} -> {cfg.lr / cfg.lr_ratio:g} over the second half; "
                       f"Polyak average of Φ over the last {cfg.avg_frac:.0%} of {cfg.steps} steps"
@@ -149,6 +133,7 @@ class PSD(Experiment):
     PRESETS = {
         "smoke": dict(d=4, r=6, eigs=(3.0, 1.0, 0.05, 0.02), sigmas=(0.2,), steps=300, eval_every=50),
         "cpu": dict(),
+        "demo": dict(),
     }
 
     def data(self, cfg, data, data_dir):
@@ -157,9 +142,11 @@ class PSD(Experiment):
                 f"+ symmetric noise {cfg.noise:g}; w ∈ R^{cfg.d}×{cfg.r}")
 
     def runs(self, cfg):
-        jobs = [Job(f"gd-s{seed}", "gd", lambda seed=seed: train_run(cfg, "gd", 0.0, seed)) for seed in cfg.seeds]
+        jobs = [Job(f"gd-s{seed}", "gd", lambda seed=seed, **kw: train_run(cfg, "gd", 0.0, seed, **kw),
+                    params={"method": "gd", "sigma": 0.0, "seed": seed}) for seed in cfg.seeds]
         jobs += [Job(f"full-sigma{sigma:g}-s{seed}", f"sigma {sigma:g}",
-                     lambda sigma=sigma, seed=seed: train_run(cfg, "full", sigma, seed))
+                     lambda sigma=sigma, seed=seed, **kw: train_run(cfg, "full", sigma, seed, **kw),
+                     params={"method": "full", "sigma": sigma, "seed": seed})
                  for sigma in cfg.sigmas for seed in cfg.seeds]
         return jobs
 

@@ -7,6 +7,7 @@ from noisereg.training.checkpoint import (
     save_checkpoint,
 )
 from noisereg.training.loop import METRICS, TrainSpec, build_model, evaluate, train
+from noisereg.training.noisy_gd import SCHEDULES, run_noisy_gd
 
-__all__ = ["METRICS", "TrainSpec", "atomic_write_json", "atomic_write_text", "build_model", "evaluate",
-           "load_checkpoint", "save_checkpoint", "train"]
+__all__ = ["METRICS", "SCHEDULES", "TrainSpec", "atomic_write_json", "atomic_write_text", "build_model", "evaluate",
+           "load_checkpoint", "run_noisy_gd", "save_checkpoint", "train"]
