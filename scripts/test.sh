@@ -4,5 +4,5 @@
 set -e
 source "$(dirname "$0")/env.sh"
 cd "$(dirname "$0")/.."
-ruff check src tests benchmarks
+ruff check src tests benchmarks examples
 exec python -m pytest -q "$@"
