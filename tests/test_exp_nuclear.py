@@ -1,4 +1,4 @@
-"""Experiments ``nuclear`` (Eq. (10)) and ``psd`` (Sec. 2.5): smoke runs, reports, configs (solvers: test_solvers.py)."""
+"""Experiments ``nuclear`` (Eq. (10)) and ``psd`` (Sec. 2.5): smoke runs, reports, configs (solvers: test_solvers)."""
 
 import json
 import math

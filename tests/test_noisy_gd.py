@@ -55,8 +55,8 @@ def test_updates_use_the_schedule_and_average_the_last_iterates(schedule):
     steps, lr, lr_final, a = 40, 0.1, 0.01, 0.75
     inj = nr.NoiseInjector(model, sigma=0.0, mode="full", seed=0)        # σ = 0: plain GD
     out = run_noisy_gd(model, inj, loss, steps=steps, lr=lr, schedule=schedule, lr_final=lr_final,
-                   average=lambda: w.clone(), average_from=a, eval_steps=[0, 20, 40],
-                   evaluate=lambda t, avg: {"w0": float(w[0])})
+                       average=lambda: w.clone(), average_from=a, eval_steps=[0, 20, 40],
+                       evaluate=lambda t, avg: {"w0": float(w[0])})
     rate = SCHEDULES[schedule]
     iterates = [torch.tensor([1.0, -2.0], dtype=DT)]
     for t in range(steps):
@@ -80,7 +80,7 @@ def test_running_average_is_passed_to_evaluate():
         return {}
 
     run_noisy_gd(model, inj, loss, steps=10, lr=0.1, average=lambda: w.clone(), average_from=0.5,
-             eval_steps=every(1, 10), evaluate=evaluate)
+                 eval_steps=every(1, 10), evaluate=evaluate)
     assert all(seen[t] is None for t in range(6)) and all(seen[t] is not None for t in range(6, 11))
 
 
@@ -92,10 +92,11 @@ def _net_run(checkpoint=None, resume=False, callback=None, steps=60):
     torch.manual_seed(1)
     net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1)).double()
     inj = nr.NoiseInjector(net, sigma=0.1, mode="layer", seed=3)
-    out = run_noisy_gd(net, inj, lambda: 0.5 * (net(X) - y).pow(2).mean(), steps=steps, lr=0.05, schedule="geometric",
-                   lr_final=0.005, average=lambda: torch.nn.utils.parameters_to_vector(net.parameters()),
-                   average_from=0.3, evaluate=lambda t, avg: {"loss": float(0.5 * (net(X) - y).pow(2).mean())},
-                   eval_steps=every(10, steps), checkpoint=checkpoint, resume=resume, callback=callback)
+    out = run_noisy_gd(net, inj, lambda: 0.5 * (net(X) - y).pow(2).mean(), steps=steps, lr=0.05,
+                       schedule="geometric", lr_final=0.005,
+                       average=lambda: torch.nn.utils.parameters_to_vector(net.parameters()), average_from=0.3,
+                       evaluate=lambda t, avg: {"loss": float(0.5 * (net(X) - y).pow(2).mean())},
+                       eval_steps=every(10, steps), checkpoint=checkpoint, resume=resume, callback=callback)
     return out, net, inj
 
 

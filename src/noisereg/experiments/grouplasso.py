@@ -127,9 +127,9 @@ def train_hadamard(cfg, sigma: float, seed: int, *, checkpoint=None, resume: boo
     net = HadamardGroups(cfg.groups, cfg.group_size, cfg.init)
     inj = NoiseInjector(net, sigma=sigma, mode="full", convention="paper", seed=seed)
     out = run_noisy_gd(net, inj, lambda: (yt - net(Xt)[:, 0]).pow(2).sum() / (2 * n), steps=cfg.steps, lr=cfg.lr,
-                   schedule="geometric", lr_final=cfg.lr_final, average=net.beta, average_from=cfg.average_from,
-                   evaluate=evaluate, eval_steps=every(cfg.eval_every, cfg.steps), checkpoint=checkpoint,
-                   resume=resume)
+                       schedule="geometric", lr_final=cfg.lr_final, average=net.beta, average_from=cfg.average_from,
+                       evaluate=evaluate, eval_steps=every(cfg.eval_every, cfg.steps), checkpoint=checkpoint,
+                       resume=resume)
     beta = out["average"].numpy()
     norms, norms_gl = _group_norms(beta, idx), _group_norms(beta_gl, idx)
     zero = norms <= cfg.zero_tol * norms.max()

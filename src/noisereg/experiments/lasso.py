@@ -15,7 +15,7 @@ factorizations of β is the weighted Lasso of Eq. (8):
 So the only gap between noisy GD and the Lasso is optimisation error and the noise of the
 iterates. We remove the latter with a decaying step (constant ``lr`` for the first half, then a
 geometric decay to ``lr_final``) and Polyak averaging of β over the last ``1 - average_from`` of
-the steps (:func:`noisereg.training.noisy_gd`); the averaged β is compared with
+the steps (:func:`noisereg.training.run_noisy_gd`); the averaged β is compared with
 :func:`noisereg.closed_form.weighted_lasso` (scikit-learn).
 
 Data (chosen here, d > n so the unpenalised problem has many solutions): X ~ N(0, 1)^{n×d},
@@ -119,9 +119,9 @@ def train_diagonal(cfg, sigma: float, seed: int, *, checkpoint=None, resume: boo
     net = DiagonalNet(X.shape[1], init=cfg.init).double()
     inj = NoiseInjector(net, sigma=sigma, mode="full", convention="paper", seed=seed)
     out = run_noisy_gd(net, inj, lambda: (yt - net(Xt)[:, 0]).pow(2).sum() / (2 * n), steps=cfg.steps, lr=cfg.lr,
-                   schedule="geometric", lr_final=cfg.lr_final, average=lambda: net.beta,
-                   average_from=cfg.average_from, evaluate=evaluate, eval_steps=every(cfg.eval_every, cfg.steps),
-                   checkpoint=checkpoint, resume=resume)
+                       schedule="geometric", lr_final=cfg.lr_final, average=lambda: net.beta,
+                       average_from=cfg.average_from, evaluate=evaluate, eval_steps=every(cfg.eval_every, cfg.steps),
+                       checkpoint=checkpoint, resume=resume)
     beta = out["average"].numpy()
     last = net.beta.numpy()
     final = {"rel_err": _rel(beta, beta_lasso), "rel_err_last_iterate": _rel(last, beta_lasso),

@@ -27,7 +27,7 @@ Plain GD on this 2-homogeneous model is expected to approach a KKT direction of
 get different norms (scales :math:`e^{U(-\log s, \log s)}`): with equal norms the two LPs coincide
 and the test could not tell them apart. We report cosines of β(t)/‖β(t)‖ with the weighted-ℓ1,
 the unweighted-ℓ1 and the ℓ2 (bias-free hard-margin SVM, :func:`noisereg.closed_form.l2_max_margin`)
-solutions; GD runs at a constant step (:func:`noisereg.training.noisy_gd`).
+solutions; GD runs at a constant step (:func:`noisereg.training.run_noisy_gd`).
 """
 
 from __future__ import annotations
@@ -93,8 +93,8 @@ def _problem(cfg):
 def references(X: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
     """The three max-margin directions, keyed like the cosines in the run records."""
     Xt, yt, c = torch.from_numpy(X), torch.from_numpy(y), torch.from_numpy((X**2).sum(0))
-    return {"cos_weighted_l1": l1_max_margin(Xt, yt, c).numpy(), "cos_l1": l1_max_margin(Xt, yt, torch.ones_like(c)).numpy(),
-            "cos_l2": l2_max_margin(Xt, yt).numpy()}
+    return {"cos_weighted_l1": l1_max_margin(Xt, yt, c).numpy(),
+            "cos_l1": l1_max_margin(Xt, yt, torch.ones_like(c)).numpy(), "cos_l2": l2_max_margin(Xt, yt).numpy()}
 
 
 def train_logistic(cfg, method: str, sigma: float, seed: int, *, checkpoint=None, resume: bool = False) -> dict:
@@ -114,7 +114,7 @@ def train_logistic(cfg, method: str, sigma: float, seed: int, *, checkpoint=None
 
     evals = {0, *np.geomspace(1, cfg.steps, cfg.n_evals).astype(int).tolist()}
     out = run_noisy_gd(net, inj, lambda: torch.nn.functional.softplus(-yt * net(Xt)[:, 0]).mean(), steps=cfg.steps,
-                   lr=cfg.lr, evaluate=evaluate, eval_steps=evals, checkpoint=checkpoint, resume=resume)
+                       lr=cfg.lr, evaluate=evaluate, eval_steps=evals, checkpoint=checkpoint, resume=resume)
     final = out["history"][-1]
     return {"method": method, "sigma": sigma, "seed": seed,
             "final": {k: v for k, v in final.items() if k not in ("step", "lr")},

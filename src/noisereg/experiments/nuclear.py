@@ -16,7 +16,7 @@ on one of the two layers) :math:`\tilde R_\sigma = R + \text{Eq. (9)}` exactly (
 §5.3, §5.5). So both stochastic gradients are unbiased for the same objective, whose minimum over
 factorizations of M is Eq. (10). The gradient noise is averaged out by a step size that decays
 harmonically from lr to lr/``lr_ratio`` over the second half of training and Polyak (uniform)
-averaging of M = W2·W1 over the last ``avg_frac`` of the steps (:func:`noisereg.training.noisy_gd`).
+averaging of M = W2·W1 over the last ``avg_frac`` of the steps (:func:`noisereg.training.run_noisy_gd`).
 
 Settings (cpu preset): n = 60, d0 = 10, d2 = 8, d1 = 30, rank-2 M* with singular values (3, 1.5),
 label noise 0.1; σ ∈ {0.2, 0.3}; full-batch GD, lr 0.05, 20 000 steps; mean-field init.
@@ -83,8 +83,9 @@ def make_data(cfg) -> tuple[torch.Tensor, torch.Tensor]:
 
 @contextlib.contextmanager
 def one_thread():
-    """Run torch on one intra-op thread inside the block (matrices here are tiny: thread handoffs
-    cost more than the arithmetic, 5x on a busy 2-core machine); restore the previous count."""
+    """Run torch on one intra-op thread inside the block or decorated function (matrices here are
+    tiny: thread handoffs cost more than the arithmetic, 5x on a busy 2-core machine); restore the
+    previous count."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -93,13 +94,9 @@ def one_thread():
         torch.set_num_threads(before)
 
 
+@one_thread()
 def train_run(cfg, method: str, sigma: float, seed: int, *, checkpoint=None, resume: bool = False) -> dict:
     """Noisy (or plain) GD on the two-layer net; returns the run record."""
-    with one_thread():
-        return _train_run(cfg, method, sigma, seed, checkpoint, resume)
-
-
-def _train_run(cfg, method, sigma, seed, checkpoint, resume) -> dict:
     X, Y = make_data(cfg)
     n = cfg.n
     sref = max(cfg.sigmas) if method == "gd" else sigma    # plain GD is compared with the largest σ
@@ -118,9 +115,9 @@ def _train_run(cfg, method, sigma, seed, checkpoint, resume) -> dict:
         return h if avg is None else {**h, "rel_err_avg": rel(avg)}
 
     out = run_noisy_gd(net, inj, lambda: 0.5 * (net(X) - Y).pow(2).sum() / n, steps=cfg.steps, lr=cfg.lr,
-                   schedule="harmonic", lr_final=cfg.lr / cfg.lr_ratio, average=product,
-                   average_from=1 - cfg.avg_frac, evaluate=evaluate, eval_steps=every(cfg.eval_every, cfg.steps),
-                   checkpoint=checkpoint, resume=resume)
+                       schedule="harmonic", lr_final=cfg.lr / cfg.lr_ratio, average=product,
+                       average_from=1 - cfg.avg_frac, evaluate=evaluate, eval_steps=every(cfg.eval_every, cfg.steps),
+                       checkpoint=checkpoint, resume=resume)
     with torch.no_grad():
         M_last = product()
     M = out["average"] if method != "gd" else M_last

@@ -83,13 +83,9 @@ def thresholds(cfg, sigma: float) -> tuple[float, float]:
     return sigma**2 * (cfg.d + 1), sigma**2 * (cfg.d + 1 + cfg.r)
 
 
+@one_thread()
 def train_run(cfg, method: str, sigma: float, seed: int, *, checkpoint=None, resume: bool = False) -> dict:
     """Noisy (full) or plain GD on Φ = wwᵀ; returns the run record."""
-    with one_thread():
-        return _train_run(cfg, method, sigma, seed, checkpoint, resume)
-
-
-def _train_run(cfg, method, sigma, seed, checkpoint, resume) -> dict:
     Y = make_target(cfg)
     sref = max(cfg.sigmas) if method == "gd" else sigma       # plain GD is compared with the largest σ
     ca, cb = thresholds(cfg, sref)
@@ -106,9 +102,9 @@ def _train_run(cfg, method, sigma, seed, checkpoint, resume) -> dict:
         return h if avg is None else {**h, "rel_err_b_avg": rel(avg, Phi_b), "rel_err_a_avg": rel(avg, Phi_a)}
 
     out = run_noisy_gd(net, inj, lambda: 0.5 * (Y - net(eye)).pow(2).sum(), steps=cfg.steps, lr=cfg.lr,
-                   schedule="harmonic", lr_final=cfg.lr / cfg.lr_ratio, average=product,
-                   average_from=1 - cfg.avg_frac, evaluate=evaluate, eval_steps=every(cfg.eval_every, cfg.steps),
-                   checkpoint=checkpoint, resume=resume)
+                       schedule="harmonic", lr_final=cfg.lr / cfg.lr_ratio, average=product,
+                       average_from=1 - cfg.avg_frac, evaluate=evaluate, eval_steps=every(cfg.eval_every, cfg.steps),
+                       checkpoint=checkpoint, resume=resume)
     with torch.no_grad():
         P_last = product()
     P = out["average"] if method != "gd" else P_last

@@ -91,11 +91,11 @@ def _check(name: str, value: Any, constraint: Constraint) -> None:
 
 # ----------------------------------------------------------------------------------- driver
 def run_noisy_gd(model: nn.Module, injector: NoiseInjector, loss_fn: Callable[[], torch.Tensor], *,
-             steps: int, lr: float, schedule: str = "constant", lr_final: float | None = None,
-             average: Callable[[], torch.Tensor] | None = None, average_from: float = 0.5,
-             evaluate: Callable[[int, torch.Tensor | None], dict] | None = None, eval_steps: Iterable[int] = (),
-             checkpoint: str | Path | None = None, resume: bool = False,
-             callback: Callable[[int], None] | None = None) -> dict[str, Any]:
+                 steps: int, lr: float, schedule: str = "constant", lr_final: float | None = None,
+                 average: Callable[[], torch.Tensor] | None = None, average_from: float = 0.5,
+                 evaluate: Callable[[int, torch.Tensor | None], dict] | None = None, eval_steps: Iterable[int] = (),
+                 checkpoint: str | Path | None = None, resume: bool = False,
+                 callback: Callable[[int], None] | None = None) -> dict[str, Any]:
     r"""Run ``steps`` full-batch noisy GD steps on ``model`` (``torch.optim.SGD``, no momentum).
 
     Args:
