@@ -33,16 +33,20 @@ def require(module: str, extra: str, feature: str) -> ModuleType:
         The imported module.
 
     Raises:
-        MissingExtraError: ``module`` cannot be imported.
+        MissingExtraError: ``module``'s package is not installed.
+        ModuleNotFoundError: it is installed, but a module it needs is not (the original error).
 
     Example:
         >>> require("math", "none", "this example").pi > 3
         True
     """
+    top = module.split(".")[0]
     try:
         return importlib.import_module(module)
-    except ImportError as err:
+    except ModuleNotFoundError as err:
+        if err.name is not None and err.name.split(".")[0] != top:
+            raise  # the package is there but broken (one of its own dependencies is missing): show that
         raise MissingExtraError(
-            f'{feature} needs the "{module}" package, which is not installed: pip install "noisereg[{extra}]"',
-            name=module,
-        ) from err
+            f'{feature} needs the "{top}" package, which is not installed: pip install "noisereg[{extra}]"',
+            name=top,
+        ) from None
