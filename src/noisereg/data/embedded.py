@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from noisereg.errors import UserError
+
 
 @dataclass(frozen=True)
 class Split:
@@ -46,7 +48,7 @@ def load_digits_split(n_train: int = 1024, seed: int = 0, image: bool = False) -
 
     x, y = load_digits(return_X_y=True)
     if not 1 <= n_train < len(x):
-        raise ValueError(f"n_train must be in [1, {len(x) - 1}], got {n_train}")
+        raise UserError(f"n_train must be in [1, {len(x) - 1}], got {n_train}")
     perm = np.random.default_rng(seed).permutation(len(x))
     x = torch.from_numpy((x / 16.0).astype(np.float32))
     if image:

@@ -4,7 +4,8 @@ Nothing is downloaded (runs have no internet): copy the files into a directory a
 ``data_dir``. Images become float32 in [0, 1] (``uint8 / 255``) in (n, C, H, W) and labels int64;
 no standardisation (per-channel mean/std) is applied. Files that hold no randomness get
 ``seed = 0``; :func:`subset` draws a seeded subset of the training points and records it in the name.
-Every error about a file names the file and what is wrong with it.
+Every error about a file names the file and what is wrong with it; it is a
+:class:`noisereg.errors.UserError` (a missing file: :class:`DataFileNotFound`, also a FileNotFoundError).
 """
 
 from __future__ import annotations
@@ -23,8 +24,14 @@ import torch
 
 from noisereg.data.embedded import Split, load_digits_split
 from noisereg.data.synthetic import check_int, sparse_regression
+from noisereg.errors import UserError
 
 PathLike = str | os.PathLike
+
+
+class DataFileNotFound(UserError, FileNotFoundError):
+    """A data file that is not there: a user error (one line on the command line) and a FileNotFoundError."""
+
 DATASETS = ("digits", "fashion_mnist", "cifar10", "synthetic", "standin:fashion_mnist", "standin:cifar10")
 _NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 IDX_IMAGES, IDX_LABELS = 0x00000803, 0x00000801  # uint8 (0x08), 3 resp. 1 dimensions
@@ -48,29 +55,29 @@ def load_npz(path: PathLike) -> Split:
         A :class:`Split` named ``npz(<path>)`` with ``seed = 0``.
 
     Raises:
-        FileNotFoundError: ``path`` is not a file.
-        ValueError: the file is not a readable ``.npz`` archive, lacks a key, holds a 0-d or
+        DataFileNotFound (a FileNotFoundError): ``path`` is not a file.
+        UserError: the file is not a readable ``.npz`` archive, lacks a key, holds a 0-d or
             non-numeric array, ``x_*`` and ``y_*`` differ in length, or ``x_train`` and
             ``x_test`` differ in their feature shape.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
+        raise DataFileNotFound(f"{path}: no such file")
     found, a = _read_npz(path)
     missing = [k for k in _NPZ_KEYS if k not in a]
     if missing:
-        raise ValueError(f"{path}: missing key(s) {missing}; an .npz data set needs {list(_NPZ_KEYS)}"
+        raise UserError(f"{path}: missing key(s) {missing}; an .npz data set needs {list(_NPZ_KEYS)}"
                          f", found {sorted(found)}")
     for k in _NPZ_KEYS:
         if a[k].ndim == 0 or a[k].dtype.kind not in "biuf":
-            raise ValueError(f"{path}: {k} must be a numeric array with >= 1 axis, got dtype "
+            raise UserError(f"{path}: {k} must be a numeric array with >= 1 axis, got dtype "
                              f"{a[k].dtype} and shape {a[k].shape}")
     for s in ("train", "test"):
         if len(a[f"y_{s}"]) != len(a[f"x_{s}"]):
-            raise ValueError(f"{path}: y_{s} has {len(a[f'y_{s}'])} rows but x_{s} has "
+            raise UserError(f"{path}: y_{s} has {len(a[f'y_{s}'])} rows but x_{s} has "
                              f"{len(a[f'x_{s}'])}")
     if a["x_train"].shape[1:] != a["x_test"].shape[1:]:
-        raise ValueError(f"{path}: x_train has feature shape {a['x_train'].shape[1:]} but x_test "
+        raise UserError(f"{path}: x_train has feature shape {a['x_train'].shape[1:]} but x_test "
                          f"has {a['x_test'].shape[1:]}")
     y_int = all(_integer_valued(a[k]) for k in ("y_train", "y_test"))
     x = [torch.from_numpy(a[k].astype(np.float32)) for k in ("x_train", "x_test")]
@@ -83,11 +90,11 @@ def _read_npz(path: Path) -> tuple[list[str], dict[str, np.ndarray]]:
     try:
         loaded = np.load(path, allow_pickle=False)
         if not isinstance(loaded, np.lib.npyio.NpzFile):
-            raise ValueError("a single .npy array, not an .npz archive")
+            raise UserError("a single .npy array, not an .npz archive")
         with loaded:
             return loaded.files, {k: loaded[k] for k in _NPZ_KEYS if k in loaded.files}
     except (OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
-        raise ValueError(f"{path}: not a readable .npz archive of numeric arrays ({e})") from e
+        raise UserError(f"{path}: not a readable .npz archive of numeric arrays ({e})") from e
 
 
 def _integer_valued(y: np.ndarray) -> bool:
@@ -109,25 +116,25 @@ def read_idx(path: PathLike, magic: int) -> np.ndarray:
         A read-only uint8 array with the header's dimensions.
 
     Raises:
-        ValueError: the file cannot be read or decompressed, has another magic number, a short
+        UserError: the file cannot be read or decompressed, has another magic number, a short
             header, or a payload whose length differs from the product of the dimensions.
     """
     path = Path(path)
     try:
         data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     except (OSError, EOFError, zlib.error) as e:
-        raise ValueError(f"{path}: cannot read ({e})") from e
+        raise UserError(f"{path}: cannot read ({e})") from e
     ndim, header = magic & 0xFF, 4 + 4 * (magic & 0xFF)
     got = int.from_bytes(data[:4], "big")
     if len(data) >= 4 and got != magic:
-        raise ValueError(f"{path}: bad IDX magic number 0x{got:08x}, expected 0x{magic:08x} "
+        raise UserError(f"{path}: bad IDX magic number 0x{got:08x}, expected 0x{magic:08x} "
                          f"(uint8, {ndim}-D)")
     if len(data) < header:
-        raise ValueError(f"{path}: truncated IDX header: {len(data)} bytes, need {header}")
+        raise UserError(f"{path}: truncated IDX header: {len(data)} bytes, need {header}")
     dims = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
     size, expected = len(data) - header, math.prod(dims)
     if size != expected:
-        raise ValueError(f"{path}: IDX payload has {size} bytes but the header's dimensions {dims} "
+        raise UserError(f"{path}: IDX payload has {size} bytes but the header's dimensions {dims} "
                          f"need {expected} ({'truncated' if size < expected else 'trailing bytes'})")
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
 
@@ -137,7 +144,7 @@ def _find(data_dir: PathLike, name: str, subdirs: tuple[str, ...], suffixes: tup
     for p in searched:
         if p.is_file():
             return p
-    raise FileNotFoundError(f"{name}: not found; searched {', '.join(map(str, searched))} "
+    raise DataFileNotFound(f"{name}: not found; searched {', '.join(map(str, searched))} "
                             "(nothing is downloaded: copy the file into one of these)")
 
 
@@ -158,8 +165,8 @@ def load_fashion_mnist(data_dir: PathLike) -> Split:
         ``y_*`` int64 (n,).
 
     Raises:
-        FileNotFoundError: a file is in none of the places searched (the message lists them).
-        ValueError: a file is malformed (see :func:`read_idx`), or an image file and its label
+        DataFileNotFound (a FileNotFoundError): a file is in none of the places searched (the message lists them).
+        UserError: a file is malformed (see :func:`read_idx`), or an image file and its label
             file hold different numbers of items.
     """
     parts = []
@@ -168,7 +175,7 @@ def load_fashion_mnist(data_dir: PathLike) -> Split:
         lab_path = _find(data_dir, f"{prefix}-labels-idx1-ubyte", _FASHION_DIRS, ("", ".gz"))
         images, labels = read_idx(img_path, IDX_IMAGES), read_idx(lab_path, IDX_LABELS)
         if len(images) != len(labels):
-            raise ValueError(f"{img_path} has {len(images)} images but {lab_path} has "
+            raise UserError(f"{img_path} has {len(images)} images but {lab_path} has "
                              f"{len(labels)} labels")
         parts += [torch.from_numpy(images[:, None].astype(np.float32) / 255),
                   torch.from_numpy(labels.astype(np.int64))]
@@ -180,21 +187,21 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         with open(path, "rb") as f:
             batch = pickle.load(f, encoding="bytes")
     except Exception as e:  # a damaged pickle can raise almost any exception type
-        raise ValueError(f"{path}: cannot unpickle a CIFAR-10 batch ({type(e).__name__}: {e})") from e
+        raise UserError(f"{path}: cannot unpickle a CIFAR-10 batch ({type(e).__name__}: {e})") from e
     if not isinstance(batch, dict):
-        raise ValueError(f"{path}: a CIFAR-10 batch must be a dict, got {type(batch).__name__}")
+        raise UserError(f"{path}: a CIFAR-10 batch must be a dict, got {type(batch).__name__}")
     # Python 2 pickles (the official files) read with bytes keys; accept str keys as well.
     get = {k.decode(errors="replace") if isinstance(k, bytes) else k: v for k, v in batch.items()}.get
     missing = [k for k in ("data", "labels") if get(k) is None]
     if missing:
-        raise ValueError(f"{path}: CIFAR-10 batch lacks the key(s) {missing}, has "
+        raise UserError(f"{path}: CIFAR-10 batch lacks the key(s) {missing}, has "
                          f"{sorted(map(repr, batch))}")
     data, labels = np.asarray(get("data")), np.asarray(get("labels"))
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
-        raise ValueError(f"{path}: b'data' must be uint8 of shape (N, 3072), got {data.dtype} "
+        raise UserError(f"{path}: b'data' must be uint8 of shape (N, 3072), got {data.dtype} "
                          f"{data.shape}")
     if labels.shape != (len(data),) or (labels.size and labels.dtype.kind not in "iu"):
-        raise ValueError(f"{path}: b'labels' must be {len(data)} integers (one per row of b'data'), "
+        raise UserError(f"{path}: b'labels' must be {len(data)} integers (one per row of b'data'), "
                          f"got {labels.dtype} {labels.shape}")
     return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
 
@@ -220,8 +227,8 @@ def load_cifar10(data_dir: PathLike) -> Split:
         ``y_*`` int64 (n,).
 
     Raises:
-        FileNotFoundError: a batch is in none of the places searched (the message lists them).
-        ValueError: a batch cannot be unpickled, is not a dict, lacks ``b"data"`` or
+        DataFileNotFound (a FileNotFoundError): a batch is in none of the places searched (the message lists them).
+        UserError: a batch cannot be unpickled, is not a dict, lacks ``b"data"`` or
             ``b"labels"``, or has the wrong dtype or shapes.
     """
     names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
@@ -246,12 +253,12 @@ def load_torchvision(name: str, data_dir: PathLike) -> Split:
         A :class:`Split` as from the raw-file loader.
 
     Raises:
-        ValueError: ``name`` is not one of the two.
+        UserError: ``name`` is not one of the two.
         ImportError: torchvision is not installed.
-        FileNotFoundError: torchvision finds no data under ``data_dir``.
+        DataFileNotFound (a FileNotFoundError): torchvision finds no data under ``data_dir``.
     """
     if name not in _TORCHVISION:
-        raise ValueError(f"name must be one of {sorted(_TORCHVISION)}, got {name!r}")
+        raise UserError(f"name must be one of {sorted(_TORCHVISION)}, got {name!r}")
     short, raw_loader = _TORCHVISION[name]
     try:
         import torchvision
@@ -263,7 +270,7 @@ def load_torchvision(name: str, data_dir: PathLike) -> Split:
         try:
             ds = getattr(torchvision.datasets, name)(str(data_dir), train=train, download=False)
         except RuntimeError as e:  # torchvision: "Dataset not found. You can use download=True ..."
-            raise FileNotFoundError(f"torchvision found no {name} under {data_dir} (downloads are "
+            raise DataFileNotFound(f"torchvision found no {name} under {data_dir} (downloads are "
                                     f"off: no internet): {e}") from e
         x = torch.as_tensor(np.asarray(ds.data))
         x = x[:, None] if x.dim() == 3 else x.permute(0, 3, 1, 2)  # (n, H, W) or (n, H, W, C)
@@ -288,7 +295,7 @@ def subset(split: Split, n_train: int, seed: int = 0) -> Split:
 
     Raises:
         TypeError: ``split`` is not a :class:`Split`, or ``n_train``/``seed`` is not an integer.
-        ValueError: ``n_train`` or ``seed`` is out of range.
+        UserError: ``n_train`` or ``seed`` is out of range.
 
     Example:
         >>> from noisereg.data import sparse_regression
@@ -299,7 +306,7 @@ def subset(split: Split, n_train: int, seed: int = 0) -> Split:
         raise TypeError(f"split must be a Split, got {type(split).__name__}")
     n_train, seed, total = check_int("n_train", n_train, 1), check_int("seed", seed, 0), len(split.x_train)
     if n_train > total:
-        raise ValueError(f"n_train must be <= {total} (the training points of {split.name}), "
+        raise UserError(f"n_train must be <= {total} (the training points of {split.name}), "
                          f"got {n_train}")
     idx = torch.from_numpy(np.random.default_rng(seed).permutation(total)[:n_train])
     return dataclasses.replace(split, x_train=split.x_train[idx], y_train=split.y_train[idx], seed=seed,
@@ -318,7 +325,7 @@ def standin(name: str, seed: int = 0, n_train: int | None = None, n_test: int | 
     """
     shapes = {"fashion_mnist": ((1, 28, 28), 60000, 10000), "cifar10": ((3, 32, 32), 50000, 10000)}
     if name not in shapes:
-        raise ValueError(f"standin name must be one of {sorted(shapes)}, got {name!r}")
+        raise UserError(f"standin name must be one of {sorted(shapes)}, got {name!r}")
     shape, n_tr, n_te = shapes[name]
     n_tr, n_te = n_train or n_tr, n_test or n_te
     g = torch.Generator().manual_seed(seed)
@@ -356,7 +363,7 @@ def load(spec: PathLike, data_dir: PathLike | None = None, n_train: int | None =
 
     Raises:
         TypeError: ``spec`` is not a string or path, or ``n_train``/``seed`` is not an integer.
-        ValueError: ``spec`` is unknown, ``data_dir`` is missing where needed, or a value is out
+        UserError: ``spec`` is unknown, ``data_dir`` is missing where needed, or a value is out
             of range; and the errors of the loader.
 
     Example:
@@ -378,9 +385,9 @@ def load(spec: PathLike, data_dir: PathLike | None = None, n_train: int | None =
         return standin(spec[8:], seed=seed, n_train=n_train)
     elif spec in ("fashion_mnist", "cifar10"):
         if data_dir is None:
-            raise ValueError(f"data_dir is required for {spec!r}: the directory holding its files "
+            raise UserError(f"data_dir is required for {spec!r}: the directory holding its files "
                              "(nothing is downloaded)")
         split = (load_fashion_mnist if spec == "fashion_mnist" else load_cifar10)(data_dir)
     else:
-        raise ValueError(f"spec must be one of {list(DATASETS)} or a path ending in .npz, got {spec!r}")
+        raise UserError(f"spec must be one of {list(DATASETS)} or a path ending in .npz, got {spec!r}")
     return split if n_train is None else subset(split, n_train, seed)

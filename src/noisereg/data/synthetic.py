@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from noisereg.data.embedded import Split
+from noisereg.errors import UserError
 
 # One independent random stream per quantity, so that beta* and the test set do not depend on n,
 # and the first n training points are the same for every larger n.
@@ -36,9 +37,9 @@ class RegressionSplit(Split):
         """Undefined for regression.
 
         Raises:
-            ValueError: always; the targets are real numbers, not class labels.
+            UserError: always; the targets are real numbers, not class labels.
         """
-        raise ValueError(f"num_classes is undefined for regression data ({self.name})")
+        raise UserError(f"num_classes is undefined for regression data ({self.name})")
 
 
 def check_int(name: str, value: Any, low: int) -> int:
@@ -46,12 +47,12 @@ def check_int(name: str, value: Any, low: int) -> int:
 
     Raises:
         TypeError: ``value`` is not an integer (``bool`` included).
-        ValueError: ``value < low``.
+        UserError: ``value < low``.
     """
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer >= {low}, got {type(value).__name__}")
     if value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value}")
+        raise UserError(f"{name} must be an integer >= {low}, got {value}")
     return int(value)
 
 
@@ -90,7 +91,7 @@ def sparse_regression(n: int = 100, d: int = 10, k: int = 3, noise: float = 0.1,
 
     Raises:
         TypeError: an integer argument is not an integer, or ``noise`` is not a real number.
-        ValueError: an argument is out of its range (see Args).
+        UserError: an argument is out of its range (see Args).
 
     Example:
         >>> s = sparse_regression(n=8)
@@ -105,12 +106,12 @@ def sparse_regression(n: int = 100, d: int = 10, k: int = 3, noise: float = 0.1,
                           (("n", n, 1), ("d", d, 1), ("n_test", n_test, 1), ("seed", seed, 0)))
     k = check_int("k", k, 0)
     if k > d:
-        raise ValueError(f"k must be <= d = {d}, got {k}")
+        raise UserError(f"k must be <= d = {d}, got {k}")
     if isinstance(noise, bool) or not isinstance(noise, numbers.Real):
         raise TypeError(f"noise must be a real number >= 0, got {type(noise).__name__}")
     noise = float(noise)
     if not math.isfinite(noise) or noise < 0:
-        raise ValueError(f"noise must be a finite real number >= 0, got {noise}")
+        raise UserError(f"noise must be a finite real number >= 0, got {noise}")
 
     rng = _rng(seed, _BETA)
     beta = np.zeros((d, 1))
