@@ -144,3 +144,13 @@ def test_missing_extra_names_the_pip_command(monkeypatch):
     from noisereg.integrations import MissingExtraError
     with pytest.raises(MissingExtraError, match=r'pip install "noisereg\[transformers\]"$'):
         import noisereg.integrations.transformers  # noqa: F401
+
+
+def test_bf16_autocast_restores_and_trains(tmp_path):
+    frozen, trained = Tiny(), Tiny()
+    start = copy.deepcopy(frozen.net)
+    train(frozen, tmp_path / "frozen", [NoiseInjectionCallback(sigma=0.1, seed=0)], lr=0.0, bf16=True)
+    assert all(torch.equal(p, q) for p, q in zip(frozen.net.parameters(), start.parameters()))
+    cb = NoiseInjectionCallback(sigma=0.1, seed=0)
+    train(trained, tmp_path / "trained", [cb], bf16=True)
+    assert cb.injector.step == 4 and not all(torch.equal(p, q) for p, q in zip(params(trained), params(Tiny())))
