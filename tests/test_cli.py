@@ -1,13 +1,13 @@
-"""The command line: list, run (smoke presets), report, demo, and every error it reports."""
+"""The command line: list, run (smoke presets), report, demo, --version, and every error it reports."""
 
 import json
 
 import numpy as np
 import pytest
 
+import noisereg
 from noisereg.cli import main
 from noisereg.experiments import EXPERIMENTS
-
 from noisereg.training import METRICS
 
 METRIC_NAMES = set(METRICS)
@@ -22,9 +22,10 @@ def test_smoke_preset_runs_and_reports(name, tmp_path, capsys):
     assert {"experiment", "preset", "config", "runs"} <= set(res)
     for r in res["runs"]:
         assert r["method"] in ("gd", "full", "layer") and isinstance(r["seed"], int)
+        assert isinstance(r["params"], dict)
         steps = [h["step"] for h in r["history"]]
         assert steps and steps == sorted(steps)
-        if name.startswith("fig"):  # training experiments: evaluation at step 0, DESIGN.md metric names only
+        if name.startswith("fig"):  # training experiments: evaluation at step 0, training.METRICS names only
             assert steps[0] == 0
             assert set(r["final"]) <= METRIC_NAMES
             assert all(set(h) - {"step", "epoch"} <= METRIC_NAMES for h in r["history"])
@@ -55,28 +56,113 @@ def test_divergent_runs_are_recorded_and_the_sweep_goes_on(tmp_path):
     assert "diverged" in (out / "REPORT.md").read_text()
 
 
-def test_npz_data(tmp_path):
+def test_npz_data_and_the_report_names_it(tmp_path):
     rng = np.random.default_rng(0)
-    f = tmp_path / "d.npz"
+    f = tmp_path / "mydigits.npz"
     np.savez(f, x_train=rng.normal(size=(40, 6)).astype(np.float32), y_train=rng.integers(0, 3, 40),
              x_test=rng.normal(size=(20, 6)).astype(np.float32), y_test=rng.integers(0, 3, 20))
     assert main(["run", "fig3", "--preset", "smoke", "--data", str(f), "--out", str(tmp_path / "o"), "--quiet",
                  "--set", "n_train=none"]) == 0
     res = json.loads((tmp_path / "o" / "results.json").read_text())
     assert res["config"]["data"] == str(f) and res["config"]["n_train"] is None
+    report = (tmp_path / "o" / "REPORT.md").read_text()
+    claims = [line for line in report.splitlines() if line.startswith("| layer-wise noise raises")]
+    assert claims and all("data file mydigits.npz" in line for line in claims)
+    assert "Data: data file mydigits.npz" in report and "embedded" not in report
 
 
-def test_demo_smoke(tmp_path, capsys):
+def test_data_dir_is_named_in_the_report(tmp_path):
+    from test_data import write_fashion
+
+    write_fashion(tmp_path / "mnist", arrays={
+        "train-images-idx3-ubyte": np.random.default_rng(0).integers(0, 256, (30, 6, 6), dtype=np.uint8),
+        "train-labels-idx1-ubyte": np.arange(30, dtype=np.uint8) % 3,
+        "t10k-images-idx3-ubyte": np.random.default_rng(1).integers(0, 256, (12, 6, 6), dtype=np.uint8),
+        "t10k-labels-idx1-ubyte": np.arange(12, dtype=np.uint8) % 3})
+    out = tmp_path / "o"
+    assert main(["run", "fig3", "--preset", "smoke", "--data-dir", str(tmp_path / "mnist"), "--out", str(out),
+                 "--quiet", "--set", "dataset=fashion_mnist", "--set", "n_train=none"]) == 0
+    report = (out / "REPORT.md").read_text()
+    claims = [line for line in report.splitlines() if line.startswith("| layer-wise noise raises")]
+    assert claims and all(f"fashion_mnist files in {tmp_path / 'mnist'}" in line for line in claims)
+    assert "embedded" not in report
+
+
+def test_embedded_digits_are_named_in_the_report(tmp_path):
+    assert main(["run", "fig3", "--preset", "smoke", "--out", str(tmp_path), "--quiet"]) == 0
+    claims = [line for line in (tmp_path / "REPORT.md").read_text().splitlines() if line.startswith("| layer-wise")]
+    assert claims and all("embedded 8x8 digits" in line for line in claims)
+
+
+def test_demo_smoke_runs_every_experiment_with_a_demo_preset_in_registry_order(tmp_path, capsys):
+    import noisereg.cli
+
+    assert not hasattr(noisereg.cli, "DEMO_PLAN")  # the plan is the experiments' demo presets
     assert main(["demo", "--preset", "smoke", "--out", str(tmp_path), "--quiet"]) == 0
     out = capsys.readouterr().out
+    ran = [line.split()[2] for line in out.splitlines() if line.startswith("noisereg demo: ")]
+    assert ran == [name for name, exp in EXPERIMENTS.items() if "demo" in exp.PRESETS]
+    assert ran[:4] == ["fig2", "fig3", "variance", "taylor"]
     assert "Report:" in out and (tmp_path / "REPORT.md").exists()
     text = (tmp_path / "REPORT.md").read_text()
-    from noisereg.cli import DEMO_PLAN
-
-    for name, _ in DEMO_PLAN:
-        if name in EXPERIMENTS:
-            assert f"## {name}" in text
+    for name in ran:
+        assert f"## {name}" in text
+        assert json.loads((tmp_path / name / "results.json").read_text())["preset"] == "smoke"
     assert "](fig2/fig2.png)" in text
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"noisereg {noisereg.__version__}"
+
+
+@pytest.mark.parametrize("item", ["schedule=sometimes", "convention=foo", "methods=gd,bogus", "log=bogus",
+                                  "sigmas=-1", "epochs=0", "momentum=1.5", "layers=rows", "seeds=-1",
+                                  "dataset=mnist.csv"])
+def test_every_value_is_checked_before_the_data_is_loaded(item, tmp_path, capsys, monkeypatch):
+    import noisereg.experiments.classify as classify
+
+    def no_load(*args, **kwargs):
+        pytest.fail("data loaded before the --set values were checked")
+
+    monkeypatch.setattr(classify, "load", no_load)
+    assert main(["run", "fig3", "--preset", "smoke", "--set", item, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"noisereg: error: Fig3Config: {item.split('=')[0]} must be")
+    assert not (tmp_path / "o").exists()
+
+
+def test_user_errors_are_one_line_with_status_2(tmp_path, capsys):
+    cases = [(["run", "fig3", "--data", str(tmp_path / "missing.npz"), "--out", str(tmp_path / "a")], "no such file"),
+             (["run", "fig3", "--data-dir", str(tmp_path), "--out", str(tmp_path / "b")], "--data-dir holds the files"),
+             (["run", "fig3", "--preset", "paper", "--data-dir", str(tmp_path), "--out", str(tmp_path / "c")],
+              "train-images-idx3-ubyte: not found")]
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    cases.append((["run", "fig3", "--data", str(tmp_path / "bad.npz"), "--out", str(tmp_path / "d")],
+                  "not a readable .npz archive"))
+    for argv, match in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and match in err, (argv, err)
+    out = tmp_path / "e"
+    assert main(["run", "fig2", "--preset", "smoke", "--out", str(out), "--quiet"]) == 0
+    assert main(["run", "fig2", "--preset", "smoke", "--out", str(out), "--quiet"]) == 2
+    assert "exists: pass --resume" in capsys.readouterr().err
+    assert main(["run", "fig2", "--preset", "smoke", "--out", str(out), "--quiet", "--resume", "--set", "n=21"]) == 2
+    assert "was written with other settings" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("error", [TypeError, ValueError])
+def test_a_bug_in_a_run_keeps_its_traceback(error, tmp_path, monkeypatch):
+    from noisereg.experiments.fig3 import Fig3
+
+    def broken(self, cfg, run, data):
+        raise error("a bug")
+
+    monkeypatch.setattr(Fig3, "model", broken)
+    with pytest.raises(error, match="a bug"):
+        main(["run", "fig3", "--preset", "smoke", "--out", str(tmp_path), "--quiet"])
 
 
 def test_list_and_errors(tmp_path, capsys):
@@ -84,8 +170,8 @@ def test_list_and_errors(tmp_path, capsys):
     assert "fig6" in capsys.readouterr().out
     assert main(["run", "fig9"]) == 2
     assert "unknown experiment 'fig9'; valid names: fig2, fig3" in capsys.readouterr().err
-    assert main(["run", "fig3", "--preset", "huge"]) == 2
-    assert "unknown preset 'huge' for fig3; valid: smoke, cpu, paper" in capsys.readouterr().err
+    assert main(["run", "fig3", "--preset", "huge", "--out", str(tmp_path / "h")]) == 2
+    assert "unknown preset 'huge' for fig3; valid: smoke, cpu, demo, paper" in capsys.readouterr().err
     assert main(["run", "fig3", "--set", "widths=3"]) == 2
     assert "unknown --set key 'widths'; valid keys:" in capsys.readouterr().err
     assert main(["run", "fig3", "--set", "epochs=many"]) == 2

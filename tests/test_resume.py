@@ -65,16 +65,28 @@ def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    ({"method": "sam"}, "method must be"), ({"optimizer": "lbfgs"}, "optimizer must be"),
-    ({"schedule": "step"}, "schedule must be"), ({"loss": "hinge"}, "loss must be"),
-    ({"epochs": 0}, "epochs must be >= 1"), ({"batch_size": 0}, "batch_size must be >= 1"),
-    ({"lr": 0.0}, "lr must be > 0"), ({"sigma": -1.0}, "sigma must be a finite number >= 0"),
-    ({"eval_every": 0}, "eval_every must be >= 1"), ({"log": ("foo",)}, "log must name metrics"),
+    ({"method": "sam"}, r"method must be one of \('gd', 'full', 'layer'\), got 'sam'"),
+    ({"optimizer": "lbfgs"}, "optimizer must be"), ({"schedule": "step"}, "schedule must be"),
+    ({"loss": "hinge"}, "loss must be"), ({"epochs": 0}, "epochs must be an integer >= 1, got 0"),
+    ({"batch_size": 0}, "batch_size must be None or an integer >= 1"), ({"lr": 0.0}, "lr must be a finite number > 0"),
+    ({"sigma": -1.0}, "sigma must be a finite number >= 0"), ({"eval_every": 0}, "eval_every must be an integer >= 1"),
+    ({"log": ("foo",)}, "log must be a list, each item one of"), ({"momentum": 1.0}, r"momentum must be .* in \[0, 1\)"),
+    ({"convention": "foo"}, "convention must be"), ({"trace_points": 0}, "trace_points must be None or"),
 ])
 def test_train_spec_validation(kwargs, match):
+    from noisereg.errors import UserError
     from noisereg.training import TrainSpec
 
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(UserError, match=match):
+        TrainSpec(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs,match", [({"epochs": 1.5}, "epochs must be an integer"), ({"lr": "fast"}, "lr must be"),
+                                          ({"augment": 1}, "augment must be a boolean")], ids=["epochs", "lr", "augment"])
+def test_train_spec_types(kwargs, match):
+    from noisereg.training import TrainSpec
+
+    with pytest.raises(TypeError, match=match):
         TrainSpec(**kwargs)
 
 

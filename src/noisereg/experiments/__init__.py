@@ -1,20 +1,19 @@
-"""Experiments of the paper, by name: Section 5 (fig2-fig6) and the theory ones. ``EXPERIMENTS[name]`` is an instance."""
+"""Experiments of the paper, by name: Section 5 (fig2-fig6) and the theory ones.
 
-from noisereg.experiments.base import Experiment, Job, Run, parse_overrides, run_experiment
-from noisereg.experiments.fig2 import Fig2
-from noisereg.experiments.fig3 import Fig3
-from noisereg.experiments.fig4 import Fig4
-from noisereg.experiments.fig5 import Fig5
-from noisereg.experiments.fig6 import Fig6
-from noisereg.experiments.grouplasso import GroupLasso
-from noisereg.experiments.lasso import Lasso
-from noisereg.experiments.logistic import Logistic
-from noisereg.experiments.nuclear import Nuclear
-from noisereg.experiments.psd import PSD
-from noisereg.experiments.taylor import Taylor
-from noisereg.experiments.variance import Variance
+``EXPERIMENTS[name]`` is an instance. Every module of this package is imported here, and each
+:class:`Experiment` subclass with a ``name`` registers itself, so adding an experiment is adding
+one module. The registry is ordered by ``Experiment.order``, then by name.
+"""
 
-EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (Fig2(), Fig3(), Fig4(), Fig5(), Fig6(), Variance(), Taylor(),
-                                                  Lasso(), Nuclear(), GroupLasso(), PSD(), Logistic())}
+import importlib
+import pkgutil
+
+from noisereg.experiments.base import EXPERIMENTS, Experiment, Job, Run, parse_overrides, run_experiment
+
+for _module in pkgutil.iter_modules(__path__):  # helper modules (base, stats, ...) register nothing
+    importlib.import_module(f"{__name__}.{_module.name}")
+
+for _name in sorted(EXPERIMENTS, key=lambda n: (EXPERIMENTS[n].order, n)):
+    EXPERIMENTS[_name] = EXPERIMENTS.pop(_name)
 
 __all__ = ["EXPERIMENTS", "Experiment", "Job", "Run", "parse_overrides", "run_experiment"]

@@ -5,75 +5,79 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Any
 
-from noisereg.data import Split, load
-from noisereg.experiments.base import Experiment, Run
+from noisereg.constraints import Each, OrNone, Satisfies
+from noisereg.data import DATASETS, Split, load
+from noisereg.errors import UserError
+from noisereg.experiments.base import Experiment, Run, data_note
 from noisereg.experiments.stats import final_stats
-from noisereg.training import TrainSpec
+from noisereg.training.settings import METHOD, POSITIVE_INT, SEED, SIGMA, TrainSettings
+
+_SETTINGS = {f.name for f in dataclasses.fields(TrainSettings)}
+_DIR_DATASETS = ("fashion_mnist", "cifar10")  # the data sets read from --data-dir
 
 
 @dataclass(frozen=True)
-class ClassifyConfig:
-    """Fields every classification experiment has; each figure adds its model fields."""
+class ClassifyConfig(TrainSettings):
+    """The training settings (:class:`TrainSettings`, defaults of Sec. 5 here), the data and the sweep;
+    each figure adds its model fields."""
 
-    dataset: str = "digits"           # digits (embedded) | fashion_mnist | cifar10 | a .npz path
-    n_train: int | None = 1024        # seeded training subset (None: all)
     epochs: int = 100                 # with batch_size None: full-batch GD iterations
-    batch_size: int | None = None
     lr: float = 0.05
     momentum: float = 0.9
-    weight_decay: float = 0.0
-    schedule: str = "constant"
+    eval_every: int = 10
+    dataset: str = "digits"           # digits (embedded) | fashion_mnist | cifar10 | a .npz path | standin:NAME
+    n_train: int | None = 1024        # seeded training subset (None: all)
     sigmas: tuple[float, ...] = (0.05,)
     methods: tuple[str, ...] = ("gd", "full", "layer")
     seeds: tuple[int, ...] = (0,)
-    sigma_schedule: str = "constant"
-    noise_stop_epoch: int | None = None
-    augment: bool = False
-    eval_every: int = 10
-    log: tuple[str, ...] = ()
-    trace_points: int = 512
-    checkpoint_every: int = 0
-    layers: str = "module"
-    order: str = "random"
-    convention: str = "paper"
-    amp: bool = False                 # bfloat16 autocast (GPU runs)
+
+    CONSTRAINTS = {
+        "dataset": Satisfies(lambda v: v in DATASETS or v.endswith(".npz"),
+                             f"one of {DATASETS} or a path ending in .npz", str),
+        "n_train": OrNone(POSITIVE_INT),
+        "sigmas": Each(SIGMA),
+        "methods": Each(METHOD),
+        "seeds": Each(SEED),
+    }
 
 
 class ClassifyExperiment(Experiment):
     """Runs: GD once per seed, each noisy method per σ and seed, for every variant."""
 
-    variants: tuple[str, ...] = ("",)
     image_input: bool = False  # convolutional models: flat 8x8 digits become 1x8x8 images
 
+    def variants(self, cfg) -> list[tuple[str, dict[str, Any]]]:
+        """``(label, params)`` of each variant. A param that names a training setting (``lr``, say)
+        sets it for the variant's runs; the others are for :meth:`model`."""
+        return [("", {})]
+
     def data(self, cfg, data, data_dir) -> Split:
-        spec = data or cfg.dataset
-        split = load(spec, data_dir=data_dir, n_train=cfg.n_train, seed=0)
+        if data_dir and not data and cfg.dataset not in _DIR_DATASETS:
+            raise UserError(f"--data-dir holds the files of {' or '.join(_DIR_DATASETS)}, but dataset is "
+                            f"{cfg.dataset!r}: add --set dataset=fashion_mnist (or cifar10)")
+        split = load(data or cfg.dataset, data_dir=data_dir, n_train=cfg.n_train, seed=0)
         if self.image_input and split.x_train.dim() == 2 and split.x_train.shape[1] == 64:
             split = dataclasses.replace(split, x_train=split.x_train.reshape(-1, 1, 8, 8),
                                         x_test=split.x_test.reshape(-1, 1, 8, 8))
         return split
 
-    def spec(self, cfg, variant: str, method: str, sigma: float, seed: int) -> TrainSpec:
-        return TrainSpec(method=method, sigma=sigma, seed=seed, epochs=cfg.epochs, batch_size=cfg.batch_size,
-                         lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, schedule=cfg.schedule,
-                         sigma_schedule=cfg.sigma_schedule, noise_stop_epoch=cfg.noise_stop_epoch, loss="cross_entropy", eval_every=cfg.eval_every,
-                         log=cfg.log, trace_points=cfg.trace_points, layers=cfg.layers, order=cfg.order,
-                         convention=cfg.convention, augment=cfg.augment, checkpoint_every=cfg.checkpoint_every,
-                         amp=cfg.amp)
-
-    def variant_names(self, cfg) -> list[str]:
-        return list(self.variants)
-
     def runs(self, cfg):
         out = []
-        for v in self.variant_names(cfg):
-            tag = f"{v}-" if v else ""
+        for label, params in self.variants(cfg):
+            tag = f"{label}-" if label else ""
+            settings = {k: v for k, v in params.items() if k in _SETTINGS}
+
+            def run(run_id, method, sigma, seed, label=label, params=params, settings=settings):
+                spec = cfg.spec(method=method, sigma=sigma, seed=seed, loss="cross_entropy", **settings)
+                return Run(run_id, label, spec, params)
+
             for seed in cfg.seeds:
                 if "gd" in cfg.methods:
-                    out.append(Run(f"{tag}gd-s{seed}", v, self.spec(cfg, v, "gd", 0.0, seed)))
+                    out.append(run(f"{tag}gd-s{seed}", "gd", 0.0, seed))
                 for m in (m for m in cfg.methods if m != "gd"):
-                    out += [Run(f"{tag}{m}-sigma{s:g}-s{seed}", v, self.spec(cfg, v, m, s, seed)) for s in cfg.sigmas]
+                    out += [run(f"{tag}{m}-sigma{s:g}-s{seed}", m, s, seed) for s in cfg.sigmas]
         return out
 
 
@@ -90,4 +94,6 @@ def compare(results: dict, variant: str, metric: str = "test_acc"):
 
 
 def scale_note(results: dict) -> str:
-    return "" if results["preset"] == "paper" else f" (preset {results['preset']}: embedded data, reduced model)"
+    """`` (preset P[, reduced model]; DATA)``: the scale and the data a claim was judged on."""
+    scale = "" if results["preset"] == "paper" else ", reduced model"
+    return f" (preset {results['preset']}{scale}; {data_note(results)})"

@@ -9,10 +9,12 @@ weight, see noisereg.curvature) on 512 training points.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
+from noisereg.constraints import Each, Interval, Rule
 from noisereg.experiments.classify import ClassifyConfig, ClassifyExperiment, compare, scale_note
 from noisereg.models import MLP
+from noisereg.training.settings import POSITIVE_INT
 
 
 @dataclass(frozen=True)
@@ -21,10 +23,14 @@ class Fig4Config(ClassifyConfig):
     widths: tuple[int, ...] = (1000, 5000)   # narrow, wide
     lrs: tuple[float, ...] = (0.005, 0.001)  # one per width
 
+    CONSTRAINTS = {"depth": POSITIVE_INT, "widths": Each(POSITIVE_INT), "lrs": Each(Interval(0, low_open=True))}
+    RULES = (Rule(("widths", "lrs"), "lrs needs one learning rate per width", lambda c: len(c.lrs) == len(c.widths)),)
+
 
 class Fig4(ClassifyExperiment):
     name = "fig4"
     description = "deep MLPs (5 hidden layers), narrow vs wide: accuracy and Hessian trace (Fig. 4)"
+    order = 4
     Config = Fig4Config
     PRESETS = {
         "smoke": dict(widths=(16, 48), lrs=(0.05, 0.05), n_train=128, epochs=6, eval_every=3,
@@ -35,18 +41,11 @@ class Fig4(ClassifyExperiment):
                       eval_every=500, log=("hessian_trace",), checkpoint_every=1000),
     }
 
-    def variant_names(self, cfg):
-        if len(cfg.lrs) != len(cfg.widths):
-            raise ValueError(f"lrs needs one learning rate per width: widths={cfg.widths}, lrs={cfg.lrs}")
-        return [f"width {w}" for w in cfg.widths]
-
-    def spec(self, cfg, variant, method, sigma, seed):
-        lr = cfg.lrs[[f"width {w}" for w in cfg.widths].index(variant)]
-        return replace(super().spec(cfg, variant, method, sigma, seed), lr=lr)
+    def variants(self, cfg):
+        return [(f"width {w}", {"width": w, "lr": lr}) for w, lr in zip(cfg.widths, cfg.lrs)]
 
     def model(self, cfg, run, data):
-        width = int(run.variant.split()[-1])
-        return MLP(data.x_train[0].numel(), (width,) * cfg.depth, data.num_classes)
+        return MLP(data.x_train[0].numel(), (run.params["width"],) * cfg.depth, data.num_classes)
 
     def figures(self, cfg):
         return [{"file": "fig4.png", "kind": "curves", "metrics": ["test_acc", "hessian_trace"], "panels": "variant",

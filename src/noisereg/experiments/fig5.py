@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from noisereg.experiments.classify import ClassifyConfig, ClassifyExperiment, compare, scale_note
 from noisereg.models import ToyCNN, WideConvNet
+from noisereg.training.settings import POSITIVE_INT
 
 
 @dataclass(frozen=True)
@@ -20,13 +21,18 @@ class Fig5Config(ClassifyConfig):
     toy_channels: int = 5
     wide_channels: int = 128
 
+    CONSTRAINTS = {"toy_channels": POSITIVE_INT, "wide_channels": POSITIVE_INT}
+
 
 class Fig5(ClassifyExperiment):
     name = "fig5"
     description = "toy CNN vs wide fully-convolutional net: accuracy and Hessian trace (Fig. 5)"
+    order = 5
     Config = Fig5Config
     image_input = True
-    variants = ("toy CNN", "wide conv")
+
+    def variants(self, cfg):
+        return [("toy CNN", {"net": "toy"}), ("wide conv", {"net": "wide"})]
     PRESETS = {
         "smoke": dict(n_train=128, wide_channels=8, epochs=2, batch_size=64, eval_every=1, log=("hessian_trace",),
                       trace_points=32, checkpoint_every=1),
@@ -38,7 +44,7 @@ class Fig5(ClassifyExperiment):
 
     def model(self, cfg, run, data):
         c, h = data.x_train.shape[1], data.x_train.shape[2]
-        if run.variant == "toy CNN":
+        if run.params["net"] == "toy":
             return ToyCNN(c, h, cfg.toy_channels, num_classes=data.num_classes)
         return WideConvNet(c, cfg.wide_channels, num_classes=data.num_classes)
 
@@ -48,7 +54,7 @@ class Fig5(ClassifyExperiment):
 
     def claims(self, results):
         rows = []
-        for v in self.variants:
+        for v in dict.fromkeys(r["variant"] for r in results["runs"]):
             gd, best, _ = compare(results, v)
             if "layer" not in best:
                 continue

@@ -14,16 +14,20 @@ from dataclasses import dataclass
 
 from noisereg.experiments.classify import ClassifyConfig, ClassifyExperiment, compare, scale_note
 from noisereg.models import ResNet18
+from noisereg.training.settings import POSITIVE_INT
 
 
 @dataclass(frozen=True)
 class Fig6Config(ClassifyConfig):
     resnet_width: int = 64            # channels of the first stage (ResNet-18: 64)
 
+    CONSTRAINTS = {"resnet_width": POSITIVE_INT}
+
 
 class Fig6(ClassifyExperiment):
     name = "fig6"
     description = "ResNet-18 + BatchNorm on CIFAR-10: final accuracy and Hessian trace vs σ (Fig. 6)"
+    order = 6
     Config = Fig6Config
     image_input = True
     PRESETS = {

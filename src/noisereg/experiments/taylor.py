@@ -25,6 +25,7 @@ pre-activation margin (Appendix A), far below the noise levels used in practice.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -32,22 +33,27 @@ import torch
 from torch import nn
 from torch.func import functional_call, jvp, vmap
 
+from noisereg.constraints import Checked, Each, Interval
 from noisereg.data import sparse_regression
 from noisereg.experiments.base import Experiment, Job
 from noisereg.experiments.plotting import figure, save
 from noisereg.experiments.variance import slope
 from noisereg.losses import per_sample_loss
 from noisereg.models import MLP, DeepLinearNet
+from noisereg.training.settings import POSITIVE_INT, SEED
 
 
 @dataclass(frozen=True)
-class TaylorConfig:
+class TaylorConfig(Checked):
     sigmas: tuple[float, ...] = (0.01, 0.02, 0.04, 0.08, 0.16)
     n: int = 30
     d: int = 10
     width: int = 16
     samples: int = 200000          # noise samples per point (antithetic pairs: samples / 2)
     seed: int = 0
+
+    CONSTRAINTS = {"sigmas": Each(Interval(0, low_open=True)), "n": POSITIVE_INT, "d": POSITIVE_INT,
+                   "width": POSITIVE_INT, "samples": Interval(4, integer=True), "seed": SEED}
 
 
 MODELS = {
@@ -84,8 +90,10 @@ def taylor_gap(model: nn.Module, x, y, sigma: float, samples: int, seed: int) ->
 class Taylor(Experiment):
     name = "taylor"
     description = "R_σ − R_σ^eff against σ: O(σ³) when D²Φ[I] = 0, O(σ²) otherwise (Theorem 1)"
+    order = 8
     Config = TaylorConfig
-    PRESETS = {"smoke": dict(sigmas=(0.05, 0.2), samples=400), "cpu": dict(), "paper": dict(samples=1000000)}
+    PRESETS = {"smoke": dict(sigmas=(0.05, 0.2), samples=400), "cpu": dict(), "demo": dict(samples=50000),
+               "paper": dict(samples=1000000)}
 
     def data(self, cfg, data, data_dir):
         self.own_data_only(data, data_dir)
@@ -98,10 +106,11 @@ class Taylor(Experiment):
         for name, make in MODELS.items():
             for s in cfg.sigmas:
                 jobs.append(Job(f"{name.split()[0]}-sigma{s:g}", name,
-                                lambda make=make, s=s: self.point(cfg, make, s, x, y)))
+                                functools.partial(self.point, cfg, make, s, x, y), {"model": name, "sigma": s}))
         return jobs
 
-    def point(self, cfg, make, sigma, x, y):
+    def point(self, cfg, make, sigma, x, y, *, checkpoint=None, resume=False):
+        """The gap at ``sigma`` for the model ``make`` builds (in one go: ``checkpoint``, ``resume`` unused)."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             model = make(cfg).double()

@@ -16,6 +16,7 @@ log-log, over all widths.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -26,16 +27,18 @@ from torch.func import functional_call, grad, vmap
 
 import noisereg as nr
 from noisereg.closed_form import linear_net_full_noise_risk, linear_net_penalty
+from noisereg.constraints import Checked, Each, Interval
 from noisereg.data import sparse_regression
 from noisereg.experiments.base import Experiment, Job
 from noisereg.experiments.plotting import figure, save
 from noisereg.losses import loss_value
 from noisereg.models import MLP, DeepLinearNet
 from noisereg.noise import NoiseLaw
+from noisereg.training.settings import POSITIVE_INT, SEED, SIGMA
 
 
 @dataclass(frozen=True)
-class VarianceConfig:
+class VarianceConfig(Checked):
     widths: tuple[int, ...] = (16, 64, 256, 1024, 4096)
     sigma: float = 1.0             # large enough that the σ⁴ term dominates already at d1 = 16
     n: int = 50
@@ -45,6 +48,10 @@ class VarianceConfig:
     weight_seeds: int = 3          # weight draws averaged per width (the ReLU net's layer-wise excess
                                    # carries a (Σ_j W2_j)² mean-shift term that varies a lot between draws)
     seed: int = 0
+
+    CONSTRAINTS = {"widths": Each(POSITIVE_INT), "sigma": SIGMA, "n": POSITIVE_INT, "d": POSITIVE_INT,
+                   "mc_samples": Interval(2, integer=True), "grad_samples": Interval(2, integer=True),
+                   "weight_seeds": POSITIVE_INT, "seed": SEED}
 
 
 def mean_field(widths, seed: int, relu: bool) -> nn.Module:
@@ -70,6 +77,12 @@ def gradient_variance(model, x, y, sigma, mode, samples, seed) -> float:
     return float(sum(gk.var(0).sum() for gk in grads.values()))
 
 
+def _points(results: dict, net: str, mode: str) -> list[tuple[int, dict]]:
+    """``(width, final)`` of the points of ``net`` and ``mode``, by width."""
+    return sorted((r["params"]["width"], r["final"]) for r in results["runs"]
+                  if r["params"]["net"] == net and r["params"]["mode"] == mode)
+
+
 def slope(xs, ys) -> float:
     """Least-squares slope of log(ys) against log(xs) (nan if fewer than 2 positive points)."""
     pts = [(math.log(a), math.log(b)) for a, b in zip(xs, ys) if b is not None and b > 0]
@@ -81,10 +94,12 @@ def slope(xs, ys) -> float:
 class Variance(Experiment):
     name = "variance"
     description = "excess risk and gradient variance vs width, full vs layer-wise noise (Sec. 3.1-3.2)"
+    order = 7
     Config = VarianceConfig
     PRESETS = {
         "smoke": dict(widths=(8, 32), mc_samples=200, grad_samples=20, weight_seeds=1),
         "cpu": dict(),
+        "demo": dict(widths=(16, 64, 256, 1024, 4096), mc_samples=1000, grad_samples=50),
         "paper": dict(widths=(16, 64, 256, 1024, 4096, 16384), mc_samples=20000, grad_samples=1000),
     }
 
@@ -95,11 +110,14 @@ class Variance(Experiment):
     def runs(self, cfg):
         split = self.data(cfg, None, None)
         x, y = split.x_train.double(), split.y_train.double()
-        return [Job(f"{kind}-{mode}-w{w}", kind, lambda kind=kind, mode=mode, w=w: self.point(cfg, kind, mode, w, x, y))
+        return [Job(f"{kind}-{mode}-w{w}", kind, functools.partial(self.point, cfg, kind, mode, w, x, y),
+                    {"net": kind, "mode": mode, "width": w})
                 for kind in ("linear", "relu") for mode in ("full", "layer") for w in cfg.widths]
 
-    def point(self, cfg, kind, mode, width, x, y):
-        """Excess risk and gradient variance at ``width``, averaged over ``cfg.weight_seeds`` weight draws."""
+    def point(self, cfg, kind, mode, width, x, y, *, checkpoint=None, resume=False):
+        """Excess risk and gradient variance at ``width``, averaged over ``cfg.weight_seeds`` weight draws.
+
+        A point is computed in one go: ``checkpoint`` and ``resume`` (the runner's) are not used."""
         draws = []
         for k in range(cfg.weight_seeds):
             model = mean_field((cfg.d, width, 1), cfg.seed + 1000 * k, relu=kind == "relu")
@@ -116,14 +134,15 @@ class Variance(Experiment):
         final = {k: sum(d[k] for d in draws) / len(draws) for k in draws[0]}
         final["excess_mc_se"] = math.sqrt(sum(d["excess_mc_se"] ** 2 for d in draws)) / len(draws)
         final["excess"] = final.get("excess_exact", final["excess_mc"])
-        return {"method": mode, "sigma": cfg.sigma, "seed": cfg.seed, "width": width, "final": final,
+        return {"method": mode, "sigma": cfg.sigma, "seed": cfg.seed, "final": final,
                 "history": [{"step": 0, **final}]}
 
     def slopes(self, results):
+        """Fitted log-log slopes ``{(net, mode, "excess" | "grad_var"): slope}``."""
         out = {}
         for kind in ("linear", "relu"):
             for mode in ("full", "layer"):
-                rows = sorted((r["width"], r["final"]) for r in results["runs"] if r["variant"] == kind and r["method"] == mode)
+                rows = _points(results, kind, mode)
                 out[(kind, mode, "excess")] = slope([w for w, _ in rows], [f["excess"] for _, f in rows])
                 out[(kind, mode, "grad_var")] = slope([w for w, _ in rows], [f["grad_var"] for _, f in rows])
         return out
@@ -139,7 +158,7 @@ class Variance(Experiment):
             for j, metric in enumerate(("excess", "grad_var")):
                 ax = axes[i][j]
                 for mode in ("full", "layer"):
-                    rows = sorted((r["width"], r["final"]) for r in results["runs"] if r["variant"] == kind and r["method"] == mode)
+                    rows = _points(results, kind, mode)
                     ws = [w for w, _ in rows]
                     vals = [f[metric] for _, f in rows]
                     err = [2 * f["excess_mc_se"] for _, f in rows] if metric == "excess" and kind == "relu" else None
@@ -166,7 +185,7 @@ class Variance(Experiment):
             rows.append({"claim": f"{kind} net: total variance of the noisy gradient vs d1 (measured; the paper's "
                          "claim is about the excess risk above)", "paper": "not stated",
                          "ours": f"slopes: full {gf:.3f}, layer {gl:.3f}", "verdict": "measured"})
-        lin = [r for r in results["runs"] if r["variant"] == "linear"]
+        lin = [r for r in results["runs"] if r["params"]["net"] == "linear"]
         z = max(abs(r["final"]["excess_mc"] - r["final"]["excess_exact"]) / max(r["final"]["excess_mc_se"], 1e-300) for r in lin)
         rows.append({"claim": "linear net: Monte Carlo agrees with the exact excess (incl. the σ⁴ term)",
                      "paper": "Sec. 3.1 formula", "ours": f"max |MC − exact| = {z:.2f} SE",

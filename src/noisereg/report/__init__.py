@@ -1,4 +1,8 @@
-"""REPORT.md and figures, rebuilt from ``results.json`` files alone (``noisereg report DIR``)."""
+"""REPORT.md and figures, rebuilt from ``results.json`` files alone (``noisereg report DIR``).
+
+Each figure is drawn once, next to its results.json (:func:`draw_figures`); the text of a section
+(:func:`section`) only links to it, so a combined report over several directories draws nothing again.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,9 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+from noisereg.errors import UserError
 from noisereg.experiments import EXPERIMENTS
+from noisereg.experiments.base import data_note
 from noisereg.experiments.stats import mean_se
 from noisereg.report.figures import draw
 from noisereg.training import METRICS, atomic_write_text
@@ -34,19 +40,22 @@ def _fmt(metric: str, mean: float, se: float, n: int) -> str:
     return text + (f" ± {scale * se:.2g}" if n > 1 else "")
 
 
-def section(results: dict, out: Path) -> str:
-    """The REPORT.md section of one experiment (draws its figures into ``out``)."""
+def draw_figures(results: dict, out: Path) -> list[Path]:
+    """Draw the figures of one experiment's ``results`` into ``out`` (one PNG per figure spec)."""
+    exp = EXPERIMENTS[results["experiment"]]
+    return [exp.draw(results, spec, Path(out)) if spec["kind"] == "custom" else draw(results, spec, Path(out))
+            for spec in exp.figures(results["config"])]
+
+
+def section(results: dict, figures: str = "") -> str:
+    """The REPORT.md section of one experiment; figures are linked as ``figures + file`` (drawn elsewhere)."""
     exp = EXPERIMENTS[results["experiment"]]
     lines = [f"## {exp.name}: {exp.description}", "",
              f"Command: `{command_for(results)}`  ",
-             f"Data: {results['data']}; preset `{results['preset']}`; "
+             f"Data: {data_note(results)} (`{results['data']}`); preset `{results['preset']}`; "
              f"environment: {results['environment']}; {results.get('seconds', '?')} s.", ""]
     for spec in exp.figures(results["config"]):
-        if spec["kind"] == "custom":
-            exp.draw(results, spec, out)
-        else:
-            draw(results, spec, out)
-        lines.append(f"![{spec['file']}]({spec['file']})")
+        lines.append(f"![{spec['file']}]({figures}{spec['file']})")
     lines += ["", "| claim (paper) | paper | ours | verdict |", "|---|---|---|---|"]
     cell = lambda text: str(text).replace("|", "\\|")  # noqa: E731 - a literal | would split the cell
     lines += [f"| {cell(c['claim'])} | {cell(c['paper'])} | {cell(c['ours'])} | **{c['verdict']}** |"
@@ -67,14 +76,17 @@ def section(results: dict, out: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+_PREAMBLE = ["Each section: the command that made it, the figures, the paper's claims next to our",
+             "numbers with a verdict (reproduced / not reproduced / not run at this scale), and the",
+             "final metrics. Rebuild from results.json alone with `noisereg report DIR`.", ""]
+
+
 def write_report(out: str | Path, results_list: list[dict], title: str = "noisereg report") -> Path:
-    """Write ``out/REPORT.md`` (and the figures next to it) for the given results."""
+    """Draw the figures of the given results into ``out`` and write ``out/REPORT.md``."""
     out = Path(out)
-    body = [f"# {title}", "",
-            "Each section: the command that made it, the figures, the paper's claims next to our",
-            "numbers with a verdict (reproduced / not reproduced / not run at this scale), and the",
-            "final metrics. Rebuild from results.json alone with `noisereg report DIR`.", ""]
-    body += [section(r, out) for r in results_list]
+    for r in results_list:
+        draw_figures(r, out)
+    body = [f"# {title}", "", *_PREAMBLE, *(section(r) for r in results_list)]
     path = out / "REPORT.md"
     atomic_write_text(path, "\n".join(body))
     return path
@@ -84,35 +96,28 @@ def rebuild(directory: str | Path) -> Path:
     """Rebuild figures and REPORT.md from ``DIR/results.json`` or ``DIR/*/results.json``.
 
     Raises:
-        FileNotFoundError: no results.json there. ValueError: a results.json is unreadable or
-            from an unknown experiment (the message names the file).
+        UserError: no results.json there, or a results.json is unreadable or from an unknown
+            experiment (the message names the file).
     """
     directory = Path(directory)
     files = [directory / "results.json"] if (directory / "results.json").is_file() else sorted(directory.glob("*/results.json"))
     if not files:
-        raise FileNotFoundError(f"no results.json in {directory} or its subdirectories; pass the --out directory of a run")
+        raise UserError(f"no results.json in {directory} or its subdirectories; pass the --out directory of a run")
     results_list = []
     for f in files:
         try:
             res = json.loads(f.read_text())
         except json.JSONDecodeError as e:
-            raise ValueError(f"{f} is not valid JSON ({e})") from None
+            raise UserError(f"{f} is not valid JSON ({e})") from None
         if res.get("experiment") not in EXPERIMENTS:
-            raise ValueError(f"{f} is from unknown experiment {res.get('experiment')!r}; valid: {', '.join(EXPERIMENTS)}")
+            raise UserError(f"{f} is from unknown experiment {res.get('experiment')!r}; valid: {', '.join(EXPERIMENTS)}")
         results_list.append(res)
     if len(files) == 1 and files[0].parent == directory:
         return write_report(directory, results_list)
-    for f, res in zip(files, results_list):  # figures next to each results.json, one REPORT.md on top
-        write_report(f.parent, [res])
-    return _write_combined(directory, files, results_list)
-
-
-def _write_combined(directory: Path, files: list[Path], results_list: list[dict]) -> Path:
     body = ["# noisereg report", "", "One section per experiment; figures live in the sub-directories.", ""]
-    for f, res in zip(files, results_list):
-        text = section(res, f.parent)
-        rel = f.parent.relative_to(directory)
-        body.append(text.replace("](", f"]({rel}/"))
+    for f, res in zip(files, results_list):  # figures and a REPORT.md next to each results.json, one on top
+        write_report(f.parent, [res])
+        body.append(section(res, figures=f"{f.parent.relative_to(directory).as_posix()}/"))
     path = directory / "REPORT.md"
     atomic_write_text(path, "\n".join(body))
     return path

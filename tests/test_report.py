@@ -1,0 +1,69 @@
+"""The report: every figure is drawn once, whether by `run`, `report DIR` or a combined report."""
+
+from collections import Counter
+
+import matplotlib
+import pytest
+
+matplotlib.use("Agg")
+from matplotlib.figure import Figure  # noqa: E402
+
+from noisereg.cli import main  # noqa: E402
+from noisereg.experiments import EXPERIMENTS, run_experiment  # noqa: E402
+from noisereg.report import rebuild, write_report  # noqa: E402
+
+
+@pytest.fixture
+def saved(monkeypatch):
+    """Counts ``Figure.savefig`` calls by file name (figures are saved via a temporary name)."""
+    calls = Counter()
+    real = Figure.savefig
+
+    def counting(self, fname, *args, **kwargs):
+        calls[str(fname).split("/")[-1].removeprefix(".").removesuffix(".tmp.png")] += 1
+        return real(self, fname, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", counting)
+    return calls
+
+
+@pytest.fixture(scope="module")
+def two_results(tmp_path_factory):
+    root = tmp_path_factory.mktemp("two")
+    return root, [run_experiment(EXPERIMENTS[name], "smoke", root / name, show_progress=False)
+                  for name in ("fig2", "taylor")]
+
+
+def test_combined_report_draws_each_figure_once(two_results, saved):
+    root, _ = two_results
+    path = rebuild(root)
+    assert saved == Counter({"fig2.png": 1, "taylor.png": 1})
+    text = path.read_text()
+    assert "](fig2/fig2.png)" in text and "](taylor/taylor.png)" in text
+    assert (root / "fig2" / "REPORT.md").exists() and not (root / "taylor" / "fig2.png").exists()
+
+
+def test_single_report_draws_each_figure_once(two_results, tmp_path, saved):
+    _, results = two_results
+    write_report(tmp_path, results)
+    assert saved == Counter({"fig2.png": 1, "taylor.png": 1})
+    assert main(["report", str(two_results[0] / "fig2")]) == 0
+    assert saved["fig2.png"] == 2  # one more rebuild, one more drawing
+
+
+def test_run_draws_each_figure_once(tmp_path, saved):
+    assert main(["run", "fig2", "--preset", "smoke", "--out", str(tmp_path), "--quiet"]) == 0
+    assert saved == Counter({"fig2.png": 1})
+
+
+def test_report_errors_are_user_errors(tmp_path):
+    from noisereg.errors import UserError
+
+    with pytest.raises(UserError, match="no results.json"):
+        rebuild(tmp_path)
+    (tmp_path / "results.json").write_text("{")
+    with pytest.raises(UserError, match="is not valid JSON"):
+        rebuild(tmp_path)
+    (tmp_path / "results.json").write_text('{"experiment": "figX"}')
+    with pytest.raises(UserError, match="unknown experiment 'figX'"):
+        rebuild(tmp_path)
