@@ -50,6 +50,15 @@ def test_errors(call, match):
         call()
 
 
+@pytest.mark.parametrize("attr", ["ds_id", "ds_status", "ds_numel"])
+def test_deepspeed_zero3_parameters_are_rejected_by_the_law(attr):
+    """ZeRO-3 gathers its partitioned parameters itself: noise on them would never reach the forward."""
+    p = nn.Parameter(torch.zeros(3))
+    setattr(p, attr, 0)  # the attributes DeepSpeed ZeRO-3 attaches to the parameters it partitions
+    with pytest.raises(TypeError, match="DeepSpeed ZeRO-3 partitioned parameters are not supported"):
+        NoiseLaw([p], 0.1)
+
+
 def test_injector_is_a_view_of_its_law():
     net = MLP(3, (5, 5), 2)
     inj = nr.NoiseInjector(net, 0.2, mode="layer", convention="official", seed=0)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -153,6 +154,37 @@ def noisy_copies(params: Sequence[torch.Tensor], std: float, generator: torch.Ge
     return views
 
 
+def check_supported(model: nn.Module | Iterable[torch.Tensor], params: Sequence[torch.Tensor]) -> None:
+    """Raise unless every parameter can be perturbed where the forward pass reads it.
+
+    Plain tensors (also under DDP and DeepSpeed ZeRO-1/2, which keep whole parameters on every
+    rank) and FSDP2 DTensor shards are supported. DeepSpeed ZeRO-3 and FSDP1
+    (``FullyShardedDataParallel``) gather parameters from their own partitions, which a
+    perturbation of ``model.parameters()`` would not reach: the model would train without noise.
+
+    Raises:
+        TypeError: a parameter is a DeepSpeed ZeRO-3 partition or an FSDP1 flat parameter, or
+            ``model`` holds an FSDP1 module.
+    """
+    for p in params:
+        if any(hasattr(p, a) for a in ("ds_id", "ds_status", "ds_numel")):
+            raise TypeError(
+                "DeepSpeed ZeRO-3 partitioned parameters are not supported: the forward pass gathers "
+                "them from DeepSpeed's partitions, so the noise would never reach it. Use ZeRO stage "
+                "1 or 2 (they keep whole parameters, like DDP) or FSDP2 (torch.distributed.fsdp.fully_shard)"
+            )
+    fsdp1 = sys.modules.get("torch.distributed.fsdp.fully_sharded_data_parallel")
+    flat = sys.modules.get("torch.distributed.fsdp._flat_param")  # neither is imported unless in use
+    if (flat is not None and any(isinstance(p, flat.FlatParameter) for p in params)) or (
+            fsdp1 is not None and isinstance(model, nn.Module)
+            and any(isinstance(m, fsdp1.FullyShardedDataParallel) for m in model.modules())):
+        raise TypeError(
+            "FSDP1 (FullyShardedDataParallel) is not supported: it rebuilds the parameters from its "
+            "flat shards at every forward, so the noise would never reach it. Use FSDP2 "
+            "(torch.distributed.fsdp.fully_shard), whose DTensor shards are perturbed in place"
+        )
+
+
 class NoiseLaw:
     r"""The noise law bound to a model's layers: which parameters a sample perturbs, with which std.
 
@@ -186,6 +218,7 @@ class NoiseLaw:
         self.convention = check_choice("convention", convention, CONVENTIONS)
         self.layers: list[Layer] = resolve_layers(model, layers)
         self.params: list[torch.Tensor] = [p for _, ps in self.layers for p in ps]
+        check_supported(model, self.params)
         self.sigma = sigma
 
     @property
