@@ -431,3 +431,25 @@ def test_cuda_restore_is_exact_and_noise_has_the_right_std(mode):
     assert all(torch.equal(p.detach(), q) for p, q in zip(model.parameters(), before))
     n = e.numel()
     assert abs(e.std().item() - inj.std()) < 5 * inj.std() / math.sqrt(2 * n)
+
+
+# ------------------------------------------------------------------------- parameter ownership
+def test_parameter_replaced_after_construction_raises():
+    """An injector whose parameters left the model would perturb nothing the model reads: it raises."""
+    model = mlp()
+    inj = nr.NoiseInjector(model, 0.1, mode="full", seed=0)
+    model.load_state_dict({k: v.clone() for k, v in model.state_dict().items()}, assign=True)
+    with pytest.raises(RuntimeError, match="was replaced after the NoiseInjector was built"):
+        with inj.perturb():
+            pass
+
+
+def test_parameter_moved_by_a_parametrization_still_perturbed():
+    """register_parametrization moves the parameter (same object): no error, the noise reaches the model."""
+    model = mlp()
+    inj = nr.NoiseInjector(model, 0.1, mode="full", seed=0)
+    nn.utils.parametrize.register_parametrization(model[0], "weight", nn.Identity())
+    clean = model[0].weight.detach().clone()
+    with inj.perturb():
+        assert not torch.equal(model[0].weight, clean)
+    assert torch.equal(model[0].weight, clean)

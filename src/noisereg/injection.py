@@ -21,6 +21,10 @@ original, untouched tensor. Nothing is ever subtracted, so ``(w + e) - e != w`` 
 occur. The noise for all perturbed tensors of one device and dtype is drawn by one ``normal_`` call
 into one flat buffer, so the extra memory is one copy of the perturbed tensors, only while inside.
 
+FSDP2 (DTensor) parameters are the exception: FSDP2 all-gathers each parameter from the storage of
+its local shard, which a ``.data`` assignment would not reach. Their local shards are saved, the
+noise is added in place, and the saved copies are copied back on exit: exact as well.
+
 References:
     A. Orvieto, A. Raj, H. Kersting, F. Bach. Explicit Regularization in Overparametrized Models
     via Noise Injection. AISTATS 2023. https://arxiv.org/abs/2206.04613
@@ -31,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import numbers
 import secrets
+import sys
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -47,6 +52,42 @@ __all__ = ["CONVENTIONS", "MODES", "NoiseInjector", "ORDERS", "check_sigma", "no
 def _seed_for(seed: int, *key: int) -> int:
     """A 63-bit seed for stream ``key`` derived from ``seed`` (numpy's SeedSequence mixing)."""
     return int(np.random.SeedSequence(seed, spawn_key=key).generate_state(1, np.uint64)[0] >> 1)
+
+
+def _dtensor_type() -> type | None:
+    """The DTensor class if torch.distributed's tensor module is loaded (no DTensor exists otherwise)."""
+    for name in ("torch.distributed.tensor", "torch.distributed._tensor"):  # torch >= 2.4, 2.3
+        cls = getattr(sys.modules.get(name), "DTensor", None)
+        if cls is not None:
+            return cls
+    return None
+
+
+def _shard_key(p: torch.Tensor) -> tuple[int, ...] | None:
+    """Which shard of DTensor ``p`` this rank holds: its mesh coordinate along the sharded mesh dims.
+
+    Replicated mesh dims count as 0, so replicas of one shard (HSDP) draw the same noise, as DDP
+    ranks do; ``None`` if this rank is not in ``p``'s mesh (it holds no data of ``p``).
+    """
+    coordinate = p.device_mesh.get_coordinate()
+    if coordinate is None:
+        return None
+    if any(pl.is_partial() for pl in p.placements):
+        raise ValueError(
+            f"a DTensor parameter has a Partial placement {tuple(p.placements)}; only Shard and "
+            "Replicate parameters can be perturbed shard by shard"
+        )
+    return tuple(c if pl.is_shard() else 0 for c, pl in zip(coordinate, p.placements))
+
+
+def _module_owners(model: nn.Module) -> dict[int, list[tuple[nn.Module, str]]]:
+    """``id(parameter) -> [(module, attribute name), ...]`` for every parameter registered in ``model``."""
+    owners: dict[int, list[tuple[nn.Module, str]]] = {}
+    for module in model.modules():
+        for name, p in module._parameters.items():
+            if p is not None:
+                owners.setdefault(id(p), []).append((module, name))
+    return owners
 
 
 def _shared_seed() -> int:
@@ -108,6 +149,12 @@ class NoiseInjector:
             lower variance, a weaker effective noise per step).
         foreach: use ``torch._foreach_add_`` (default) or a for-loop (reference, same result).
 
+    Raises:
+        ValueError: an argument out of range; ``seed`` with ``generator``; with DTensor (FSDP2)
+            parameters, ``generator=``, ``independent_ranks=True`` or a ``Partial`` placement.
+        TypeError: an argument of the wrong type; DeepSpeed ZeRO-3 or FSDP1 parameters; DTensor
+            parameters given as an iterable instead of the ``nn.Module``.
+
     Example:
         >>> import torch, noisereg as nr
         >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
@@ -126,6 +173,25 @@ class NoiseInjector:
         A backward outside the block raises autograd's "modified by an inplace operation" error,
         and an in-place change of a parameter inside the block (e.g. ``optimizer.step()``)
         would be thrown away by the restore, so it raises a ``RuntimeError`` on exit.
+
+    .. note::
+        **Sharded and distributed models.** DDP and DeepSpeed ZeRO-1/2 keep whole parameters on
+        every rank: the injector treats them as above. FSDP2 (``torch.distributed.fsdp.fully_shard``,
+        DTensor parameters): build the injector after ``fully_shard``, from the module, on every
+        rank. Each rank adds the noise in place to its local shards, from a generator seeded with
+        ``seed`` and the shard's mesh coordinate, so shards draw independent noise, reproducible
+        from (``seed``, world size); the layer choice is shared, so in ``"layer"`` mode every rank
+        perturbs the same layer; on exit each shard is copied back from a saved copy (exact). The
+        state (:meth:`state_dict`) differs per rank: save and load each rank's own. Differences
+        from plain parameters: an in-place change of a shard inside the block still raises on
+        exit, but a ``backward()`` after the block is not detected: FSDP2 gathers the restored
+        shards again for it, silently mixing noisy activations with clean weights (so call
+        ``backward()`` inside the block); ``generator=`` and ``independent_ranks=True`` raise
+        ``ValueError``. Each perturbation checks that the modules hold their sharded
+        parameters (a module left unsharded, e.g. by ``set_reshard_after_backward(False)``,
+        would not see the noise) and raises ``RuntimeError`` otherwise. Not supported, with a
+        ``TypeError`` on construction: DeepSpeed ZeRO-3 and FSDP1 (``FullyShardedDataParallel``),
+        which rebuild the parameters from partitions the injector cannot reach.
 
     References:
         Orvieto, Raj, Kersting, Bach. Explicit Regularization in Overparametrized Models via
@@ -150,6 +216,8 @@ class NoiseInjector:
         self.foreach = bool(foreach)
         params = self.law.params
         devices = list(dict.fromkeys(p.device for p in params))
+        dtensor = _dtensor_type()
+        self._dtensors = frozenset(id(p) for p in params if dtensor is not None and isinstance(p, dtensor))
 
         if seed is not None and generator is not None:
             raise ValueError("give seed or generator, not both")
@@ -158,6 +226,17 @@ class NoiseInjector:
         rank = 0
         if independent_ranks and torch.distributed.is_available() and torch.distributed.is_initialized():
             rank = torch.distributed.get_rank()
+        if self._dtensors and generator is not None:
+            raise ValueError(
+                "DTensor (FSDP2) parameters need seed=, not generator=: each shard's noise generator "
+                "is seeded from the seed and the shard's position, so that shards draw independent noise"
+            )
+        if self._dtensors and independent_ranks:
+            raise ValueError(
+                "independent_ranks=True is not supported with DTensor (FSDP2) parameters: every rank's "
+                "forward uses all ranks' shards, so the ranks must perturb the same layer (the shards' "
+                "noise is already independent)"
+            )
         if generator is not None:
             if not isinstance(generator, torch.Generator):
                 raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
@@ -179,6 +258,31 @@ class NoiseInjector:
             }
             selection_seed = _seed_for(self.seed, rank, 0)
         self._selection_gen = torch.Generator().manual_seed(selection_seed)
+        # DTensor parameters: one generator per (device, shard), seeded with the shard's mesh
+        # coordinate, so shards draw independent noise, reproducible from (seed, world size); the
+        # layer choice above is not rank-mixed, so every rank perturbs the same layer
+        self._shard_of: dict[int, tuple[torch.device, tuple[int, ...]] | None] = {}
+        self._shard_gens: dict[tuple[torch.device, tuple[int, ...]], torch.Generator] = {}
+        for p in params:
+            if id(p) in self._dtensors:
+                key = _shard_key(p)
+                self._shard_of[id(p)] = None if key is None else (p.device, key)
+                if key is not None and (p.device, key) not in self._shard_gens:
+                    seed_k = _seed_for(self.seed, rank, 1 + devices.index(p.device), *(1 + c for c in key))
+                    self._shard_gens[p.device, key] = torch.Generator(device=p.device).manual_seed(seed_k)
+        # parameters must still be the model's when perturbed (FSDP2 swaps in unsharded ones
+        # between all-gather and reshard; fully_shard after the injector replaces them all)
+        self._owner_checks: list[tuple[torch.Tensor, list[tuple[nn.Module, str]]]] | None = None
+        self._model = model if isinstance(model, nn.Module) else None
+        if isinstance(model, nn.Module):
+            owners = _module_owners(model)
+            self._owner_checks = [(p, owners[id(p)]) for p in params if id(p) in owners]
+        elif self._dtensors:
+            raise TypeError(
+                "with DTensor (FSDP2) parameters, pass the nn.Module, not an iterable of parameters: "
+                "the injector checks before each perturbation that the module holds its sharded "
+                "parameters (an unsharded module would not see the noise)"
+            )
         self.step = 0  # number of perturbations done (sigma > 0), drives the cyclic order
         self.last_layer: int | None = None  # index into self.layers of the last perturbed layer
         self._active = False
@@ -223,8 +327,10 @@ class NoiseInjector:
         Each call draws fresh noise (and, in ``"layer"`` mode, a fresh layer). Yields the injector.
 
         Raises:
-            RuntimeError: if already inside ``perturb()`` of this injector, or if a perturbed
-                parameter was modified in place inside the block (the change would be lost).
+            RuntimeError: if already inside ``perturb()`` of this injector, if a perturbed
+                parameter was modified in place inside the block (the change would be lost), or
+                if a parameter is no longer the model's (replaced after the injector was built, or
+                an FSDP2 module holding its unsharded parameters).
         """
         if self._active:
             raise RuntimeError(
@@ -233,15 +339,20 @@ class NoiseInjector:
             )
         self._active = True
         swapped: list[tuple[torch.Tensor, torch.Tensor]] = []  # (parameter, its original data)
+        copied: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # DTensor: (param, shard, saved copy)
         try:
             law = self.law
             if law.sigma == 0.0:
                 yield self
                 return
+            if self._owner_checks:
+                self._check_owners()
             self.last_layer = law.choose(self.step, self._selection_gen)
             params = law.perturbed_params(self.last_layer)
             self.step += 1
             with torch.no_grad():
+                if self._dtensors:
+                    params = self._perturb_shards(params, copied)  # in place; leaves the plain ones
                 by_kind: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
                 for p in params:
                     by_kind.setdefault((p.device, p.dtype), []).append(p)
@@ -251,8 +362,10 @@ class NoiseInjector:
                         swapped.append((p, p.data))
                         p.data = new
             versions = [p._version for p, _ in swapped]
+            shard_versions = [(p._version, t._version) for p, t, _ in copied]
             yield self
             changed = [p._version != v for (p, _), v in zip(swapped, versions)]
+            changed += [(p._version, t._version) != v for (p, t, _), v in zip(copied, shard_versions)]
             if any(changed):
                 raise RuntimeError(
                     "a perturbed parameter was modified in place inside perturb(); the change "
@@ -264,7 +377,64 @@ class NoiseInjector:
                     p.data = original
                     # a backward() after the block would see the clean weights: make it fail loudly
                     torch.autograd.graph.increment_version(p)
+                for p, _, saved in copied:
+                    # the shard FSDP holds now (its lazy init may re-pad it once, copying the values)
+                    p.to_local().copy_(saved)
             self._active = False
+
+    def _perturb_shards(self, params: list[torch.Tensor],
+                        copied: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
+        """Add the law's noise in place to the local shards of the DTensor ``params``; return the others.
+
+        FSDP2 all-gathers each parameter from the storage of its local shard, so the noise must be
+        written into that storage: assigning ``.data`` to a DTensor parameter would be ignored. The
+        clean shard is saved first and copied back on exit (appended to ``copied``). Shards of one
+        (device, shard key, dtype) are drawn by one :meth:`NoiseLaw.perturb_copies` call from the
+        generator of that shard.
+        """
+        plain, by_shard = [], {}
+        for p in params:
+            if id(p) not in self._dtensors:
+                plain.append(p)
+            elif (shard := self._shard_of[id(p)]) is not None:
+                by_shard.setdefault((*shard, p.dtype), []).append(p)
+        for (device, key, _), group in by_shard.items():
+            local = [p.to_local() for p in group]
+            noisy = self.law.perturb_copies(local, self._shard_gens[device, key], self.foreach)
+            for p, t, new in zip(group, local, noisy):
+                copied.append((p, t, t.clone()))
+                t.copy_(new)
+        return plain
+
+    def _check_owners(self) -> None:
+        """Raise unless every parameter is still registered on its module (the model reads it).
+
+        Plain parameters are checked at the first perturbation (they are swapped by ``.data``,
+        which every holder sees); DTensor parameters before every perturbation, since FSDP2
+        registers its unsharded parameters in their place while a module is unsharded.
+        """
+        current = None
+        for p, owners in self._owner_checks:
+            if any(module._parameters.get(name) is p for module, name in owners):
+                continue
+            if current is None:  # moved rather than replaced (e.g. by a parametrization)?
+                current = {id(q) for q in self._model.parameters()}
+            if id(p) in current:
+                continue
+            module, name = owners[0]
+            kind = type(module).__name__
+            if id(p) in self._dtensors:
+                raise RuntimeError(
+                    f"the FSDP2 module {kind} holds its unsharded parameter {name!r} at perturb() "
+                    "(after unshard() or set_reshard_after_backward(False)); the noise goes into the "
+                    "shards, which it would not read. Reshard first"
+                )
+            raise RuntimeError(
+                f"parameter {name!r} of {kind} was replaced after the NoiseInjector was built (e.g. by "
+                "fully_shard or load_state_dict(assign=True)), so perturbing it would not reach the "
+                "model. Build the NoiseInjector after fully_shard / loading"
+            )
+        self._owner_checks = [(p, o) for p, o in self._owner_checks if id(p) in self._dtensors]
 
     # ------------------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -276,6 +446,7 @@ class NoiseInjector:
             "num_layers": len(self.layers),
             "selection_rng": self._selection_gen.get_state(),
             "noise_rng": [g.get_state() for g in self._noise_gens.values()],
+            "shard_rng": [g.get_state() for g in self._shard_gens.values()],
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -297,11 +468,18 @@ class NoiseInjector:
                 f"state_dict has {len(sd['noise_rng'])} noise generators (one per device), "
                 f"this injector has {len(self._noise_gens)}"
             )
+        if len(sd.setdefault("shard_rng", [])) != len(self._shard_gens):
+            raise ValueError(
+                f"state_dict has {len(sd['shard_rng'])} shard noise generators, this injector has "
+                f"{len(self._shard_gens)}: under FSDP2 load each rank's own state, at the same world size"
+            )
         self.sigma = sd.setdefault("sigma", self.sigma)
         self.step = int(sd["step"])
         self.last_layer = sd.setdefault("last_layer", None)
         self._selection_gen.set_state(sd["selection_rng"])
         for g, s in zip(self._noise_gens.values(), sd["noise_rng"]):
+            g.set_state(s)
+        for g, s in zip(self._shard_gens.values(), sd["shard_rng"]):
             g.set_state(s)
 
     def __repr__(self) -> str:
