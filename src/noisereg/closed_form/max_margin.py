@@ -91,6 +91,12 @@ def l2_max_margin(X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     Raises:
         TypeError: an argument is not a floating tensor of X's dtype.
         ValueError: a shape does not match, or y is not ±1.
+
+    Example:
+        >>> import torch
+        >>> X = torch.tensor([[2.0, 1.0], [-1.0, -2.0]], dtype=torch.float64)
+        >>> l2_max_margin(X, torch.tensor([1.0, -1.0], dtype=torch.float64)).round(decimals=6)   # both margins 1
+        tensor([0.3333, 0.3333], dtype=torch.float64)
     """
     from scipy.optimize import minimize
 
