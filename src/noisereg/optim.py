@@ -70,7 +70,10 @@ class NoisyOptimizer(torch.optim.Optimizer):
         ``step()`` needs the closure: the noisy weights exist only while ``step`` runs it. In a
         hand-written loop without a closure use ``with injector.perturb():`` around the backward
         and the plain optimizer instead (same result). Under gradient accumulation the closure
-        must run every micro-batch's forward and backward, so that all of them see the same noise.
+        must run every micro-batch's forward and backward, so that all of them see the same noise;
+        Lightning with ``accumulate_grad_batches > 1`` runs the earlier micro-batches outside
+        ``step()``, so there use :class:`noisereg.integrations.lightning.NoiseInjection`.
+        ``torch.amp.GradScaler.step`` refuses closures: with fp16 use the three-line loop.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, injector: NoiseInjector) -> None:

@@ -70,7 +70,7 @@ class NoiseInjectionCallback(_tc.TrainerCallback, _tc.ExportableState):
             can be changed during training (schedules).
         **options: the other :class:`~noisereg.NoiseInjector` keyword arguments (``mode``,
             ``layers``, ``order``, ``convention``, ``seed``, ``independent_ranks``, ``foreach``).
-            Under DDP give a ``seed`` (every rank must draw the same noise).
+            Without ``seed``, rank 0's random seed is shared by all ranks.
 
     Attributes:
         injector: the :class:`~noisereg.NoiseInjector` on the Trainer's model, built when
