@@ -67,3 +67,20 @@ def test_report_errors_are_user_errors(tmp_path):
     (tmp_path / "results.json").write_text('{"experiment": "figX"}')
     with pytest.raises(UserError, match="unknown experiment 'figX'"):
         rebuild(tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["curves", "vs_sigma"])
+def test_figures_and_claims_take_a_method_they_do_not_know(kind, tmp_path):
+    """A new method (say "sam") needs no entry in the report: it is drawn under its own name."""
+    from noisereg.experiments.classify import compare
+    from noisereg.report.figures import draw
+
+    def run(method, sigma, acc):
+        h = [{"step": 0, "test_acc": 0.1}, {"step": 10, "test_acc": acc}]
+        return {"variant": "", "method": method, "sigma": sigma, "seed": 0, "final": h[-1], "history": h}
+
+    results = {"experiment": "fig3", "runs": [run("gd", 0.0, 0.5), run("layer", 0.1, 0.6), run("sam", 0.05, 0.7)]}
+    path = draw(results, {"file": "f.png", "kind": kind, "metrics": ["test_acc"]}, tmp_path)
+    assert path.stat().st_size > 5000
+    _, best, _ = compare(results, "")
+    assert best["sam"][1] == 0.05 and best["layer"][1] == 0.1

@@ -86,7 +86,7 @@ def compare(results: dict, variant: str, metric: str = "test_acc"):
     stats = final_stats(results, metric)
     gd = stats.get((variant, "gd", 0.0), (math.nan, math.nan, 0))
     best = {}
-    for m in ("full", "layer"):
+    for m in sorted({mm for (_, mm, _) in stats if mm != "gd"}):
         cands = [(v, s) for (var, mm, s), v in stats.items() if var == variant and mm == m and math.isfinite(v[0])]
         if cands:
             best[m] = max(cands, key=lambda c: c[0][0])

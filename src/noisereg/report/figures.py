@@ -19,8 +19,14 @@ import numpy as np
 from noisereg.experiments.plotting import figure, save
 from noisereg.experiments.stats import mean_se
 
-LABELS = {"gd": "GD", "full": "GD + noise", "layer": "GD + noise (layer)"}
-COLORS = {"gd": "tab:blue", "full": "tab:orange", "layer": "tab:green"}
+LABELS = {"gd": "GD", "full": "GD + noise", "layer": "GD + noise (layer)"}  # other methods: their name
+COLORS = {"gd": "tab:blue", "full": "tab:orange", "layer": "tab:green"}      # other methods: the color cycle
+
+
+def _methods(runs) -> list[str]:
+    """The methods of ``runs``: those of LABELS first (in its order), then the others by name."""
+    found = {r["method"] for r in runs}
+    return [m for m in LABELS if m in found] + sorted(found - set(LABELS))
 TITLES = {"train_loss": "train loss R", "test_loss": "test loss", "train_acc": "train accuracy (%)",
           "test_acc": "test accuracy (%)", "reg_loss": "regularized loss R_eff", "ggn_trace": "GGN trace",
           "hessian_trace": "Hessian trace"}
@@ -38,7 +44,8 @@ def _draw_curves(ax, runs, metric, log):
     groups = defaultdict(list)
     for r in runs:
         groups[(r["method"], r["sigma"])].append(r)
-    for (method, sigma), rs in sorted(groups.items(), key=lambda kv: (list(LABELS).index(kv[0][0]), kv[0][1])):
+    order = _methods(runs)
+    for (method, sigma), rs in sorted(groups.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1])):
         steps = [h["step"] for h in rs[0]["history"] if metric in h]
         if not steps:
             continue
@@ -46,9 +53,9 @@ def _draw_curves(ax, runs, metric, log):
         width = min(len(row) for row in rows)
         stats = [_mean_se([row[i] for row in rows]) for i in range(width)]
         mean, se = np.array([s[0] for s in stats]), np.array([s[1] for s in stats])
-        label = LABELS[method] + ("" if method == "gd" else f", σ={sigma:g}") + (" (diverged)" if any(r.get("diverged") for r in rs) else "")
-        ax.plot(steps[:width], mean, color=COLORS[method], label=label)
-        ax.fill_between(steps[:width], mean - se, mean + se, color=COLORS[method], alpha=0.2)
+        label = LABELS.get(method, method) + ("" if method == "gd" else f", σ={sigma:g}") + (" (diverged)" if any(r.get("diverged") for r in rs) else "")
+        line, = ax.plot(steps[:width], mean, color=COLORS.get(method), label=label)
+        ax.fill_between(steps[:width], mean - se, mean + se, color=line.get_color(), alpha=0.2)
     if log:
         ax.set_yscale("log")
     ax.set_xlabel("iteration")
@@ -61,12 +68,12 @@ def _draw_vs_sigma(ax, runs, metric):
         m, se = _mean_se([_scale(metric, v) for v in gd])
         ax.axhline(m, color=COLORS["gd"], label=LABELS["gd"])
         ax.axhspan(m - se, m + se, color=COLORS["gd"], alpha=0.15)
-    for method in ("full", "layer"):
+    for method in (m for m in _methods(runs) if m != "gd"):
         pts = [_mean_se([_scale(metric, r["final"].get(metric)) for r in runs if r["method"] == method and r["sigma"] == s])
                for s in sigmas]
         if any(math.isfinite(p[0]) for p in pts):
             ax.errorbar(sigmas, [p[0] for p in pts], yerr=[p[1] for p in pts], marker="o", capsize=3,
-                        color=COLORS[method], label=LABELS[method])
+                        color=COLORS.get(method), label=LABELS.get(method, method))
     if sigmas and min(sigmas) > 0:
         ax.set_xscale("log")
     ax.set_xlabel("σ")
