@@ -17,7 +17,7 @@ run() {  # name, then --set arguments; a few hundred steps each, to measure step
   timeout 100 $py -m noisereg.cli run "$name" --preset paper --device cuda --quiet --out "$out/$name" \
       --set seeds=0 --set checkpoint_every=0 "$@" > "$out/$name.txt" 2>&1
 }
-run fig2 --set steps=2000
+run fig2 --set epochs=2000
 run fig3 --set dataset=standin:fashion_mnist --set epochs=300 --set eval_every=300 --set sigmas=0.05 --set amp=true
 run fig4 --set dataset=standin:fashion_mnist --set epochs=300 --set eval_every=300
 $py - "$out" > "$out/throughput.txt" 2>&1 <<'PY'
