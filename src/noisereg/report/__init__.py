@@ -50,9 +50,10 @@ def draw_figures(results: dict, out: Path) -> list[Path]:
 def section(results: dict, figures: str = "") -> str:
     """The REPORT.md section of one experiment; figures are linked as ``figures + file`` (drawn elsewhere)."""
     exp = EXPERIMENTS[results["experiment"]]
+    note, name = data_note(results), results["data"]
     lines = [f"## {exp.name}: {exp.description}", "",
              f"Command: `{command_for(results)}`  ",
-             f"Data: {data_note(results)} (`{results['data']}`); preset `{results['preset']}`; "
+             f"Data: {note}{f' (`{name}`)' if note != name else ''}; preset `{results['preset']}`; "
              f"environment: {results['environment']}; {results.get('seconds', '?')} s.", ""]
     for spec in exp.figures(results["config"]):
         lines.append(f"![{spec['file']}]({figures}{spec['file']})")
