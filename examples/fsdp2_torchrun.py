@@ -6,6 +6,10 @@ Every rank shards the same MLP with ``fully_shard`` (each Linear, then the root)
 injector after it, from the sharded module, with the same seed. Inside ``inj.perturb()`` each rank
 adds noise in place to its own shards (independent across shards; in layer mode all ranks perturb
 the same layer); on exit every shard is copied back from a saved copy, bit for bit.
+
+On torch 2.13 CPU (gloo), torchrun sometimes reports a SIGABRT ("terminate called without an
+active exception") after the script has finished and printed its result: a teardown issue of
+FSDP2 under gloo that a bare ``fully_shard`` script without noisereg shows as well.
 """
 
 import argparse

@@ -118,12 +118,42 @@ def mixed_case():
             "dtensor": [isinstance(p, DTensor) for p in model.parameters()]}
 
 
+def hsdp_case():
+    """HSDP on a (replicate=2, shard=1) mesh: both ranks hold the same shard, so the same noise."""
+    from torch.distributed.device_mesh import init_device_mesh
+
+    mesh = init_device_mesh("cpu", (2, 1), mesh_dim_names=("replicate", "shard"))
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 4)).double()
+    for i in (0, 2):
+        fully_shard(model[i], mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    inj = nr.NoiseInjector(model, SIGMA, mode="full", seed=0)
+    clean = local(model)
+    with inj.perturb():
+        noisy = local(model)
+    return {"noise": [n - c for n, c in zip(noisy, clean)], "placements": [str(p.placements) for p in model.parameters()]}
+
+
+def default_seed_case():
+    """No seed: rank 0's OS seed is broadcast, so the ranks agree on the layers."""
+    model = make_model()
+    inj = nr.NoiseInjector(model, SIGMA, mode="layer")
+    layers = []
+    for _ in range(16):  # all 16 the same layer: probability 3**-15
+        with inj.perturb():
+            layers.append(inj.last_layer)
+    return {"seed": inj.seed, "layers": layers}
+
+
 def _worker(rank, world, init_file, out_file):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         out = {case: train_case(rank, world, *case) for case in CASES}
         out["resume"] = {mode: resume_case(mode) for mode in ("full", "layer")}
         out["mixed"] = mixed_case()
+        out["hsdp"] = hsdp_case()
+        out["default_seed"] = default_seed_case()
         model = make_model()
         unsharded = nr.NoiseInjector(model, SIGMA, seed=0)
         model[2].unshard()  # one Linear's group (the root's own group holds no parameters)
@@ -248,6 +278,19 @@ def test_plain_parameters_beside_shards_get_the_same_noise_on_every_rank(fsdp):
     assert m0["restored"] and m1["restored"]
 
 
+def test_hsdp_replicas_of_a_shard_draw_the_same_noise(fsdp):
+    h0, h1 = fsdp[0]["hsdp"], fsdp[1]["hsdp"]
+    assert h0["placements"][0] == "(Replicate(), Shard(dim=0))"
+    for e0, e1 in zip(h0["noise"], h1["noise"]):
+        assert (e0 != 0).all() and torch.equal(e0, e1)
+
+
+def test_without_seed_the_ranks_agree_on_the_layers(fsdp):
+    d0, d1 = fsdp[0]["default_seed"], fsdp[1]["default_seed"]
+    assert d0["seed"] == d1["seed"] and d0["layers"] == d1["layers"]
+    assert len(set(d0["layers"])) > 1
+
+
 def test_unsharded_module_raises(fsdp):
     for r in fsdp:
         assert r["unsharded_error"] is not None and "unsharded parameter" in r["unsharded_error"]
@@ -345,6 +388,10 @@ def test_torchrun_example_runs():
            str(ROOT / "examples" / "fsdp2_torchrun.py"), "--steps", "5"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "2 ranks, 5 steps, mode layer" in proc.stdout
+    assert "2 ranks, 5 steps, mode layer" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "restored exactly: True, same layer on all ranks: True" in proc.stdout
+    # torch 2.13 CPU: an FSDP2 process under torchrun/gloo sometimes aborts at interpreter exit,
+    # after destroy_process_group ("terminate called without an active exception"; 9 of 46 runs
+    # here, as often for a bare fully_shard script without noisereg). Tolerate exactly that.
+    teardown_abort = "terminate called without an active exception" in proc.stderr
+    assert proc.returncode == 0 or teardown_abort, proc.stdout[-3000:] + proc.stderr[-3000:]
