@@ -7,15 +7,20 @@ Variants, each with its own copy of the same model and SGD optimizer, timed side
   Lightning      Trainer.fit, automatic optimization, no noise
   Lightning+cb   the same with the NoiseInjection callback (mode "layer")
 
-Each repetition runs every variant for ``--steps`` timed steps, in an order that rotates from one
-repetition to the next. The hand-written loops time their steps directly; a Lightning run times
-the interval between consecutive ``on_train_batch_start`` hooks after ``--warmup`` steps, so it
-counts everything Lightning does per step (its hooks, the callback, fetching the batch), not its
-start-up. The batch is handed over as is (no collation). A ratio is the median over repetitions of
-the per-repetition ratio, printed with its quartiles and range.
+The hand-written loops are timed with benchmarks/timing.py (each method right next to its
+reference, alternating which goes first; one call = one step). Lightning runs cannot be called
+step by step: each repetition runs Lightning, Lightning+cb and ``--steps`` steps of the three-line
+loop back to back (order reversed every other repetition), and a Lightning run times the interval
+between consecutive ``on_train_batch_start`` hooks after ``--warmup`` steps, so it counts
+everything Lightning does per step (its hooks, the callback, fetching the batch), not its
+start-up. The batch is handed over as is (no collation). A ratio is the median over pairs of the
+per-pair ratio, printed with its quartiles and range.
 Workload: MLP 64-1024-1024-10, 1024 samples, full batch, cross-entropy, SGD, σ = 0.01.
+Also the wrappers' own Python work per step, apart from any model compute: σ = 0 on a one-weight
+model, NoisyOptimizer.step and the callback's four hooks per step, each next to the three-line
+loop's perturb() + step().
 
-    python benchmarks/integrations.py [--reps 11] [--steps 10] [--warmup 3] [--json FILE]
+    python benchmarks/integrations.py [--reps 11] [--steps 10] [--warmup 3] [--threads N] [--json FILE]
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import os
 import platform
 import statistics
 import time
+import types
 import warnings
 
 import lightning as L
@@ -36,6 +42,7 @@ import torch.nn.functional as F
 
 import noisereg as nr
 from noisereg.integrations.lightning import NoiseInjection
+from timing import paired
 
 SIGMA = 0.01
 
@@ -87,9 +94,13 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=11)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    load_before = os.getloadavg()[0]
     warnings.filterwarnings("ignore")
 
     g = torch.Generator().manual_seed(0)
@@ -129,39 +140,74 @@ def main() -> None:
             fn()
         return (time.perf_counter() - t0) / args.steps
 
+    # ---- hand-written loops: timing.paired (each method right next to its reference, alternating)
+    noisy_step = lambda: o_noisy.step(closure)  # noqa: E731
+    loops = {"three-line / plain": paired(three_line, plain, pairs=args.reps),
+             "NoisyOptimizer / three-line": paired(noisy_step, three_line, pairs=args.reps)}
+
+    # ---- Lightning: per repetition, the three runs back to back, alternating their order
     lit_plain, lit_cb = Module(copy.deepcopy(base)), Module(copy.deepcopy(base))
     callback = NoiseInjection(sigma=SIGMA, mode="layer", seed=0)
-    variants = {
-        "plain": lambda: loop_step_s(plain),
-        "three-line": lambda: loop_step_s(three_line),
-        "NoisyOptimizer": lambda: loop_step_s(lambda: o_noisy.step(closure)),
-        "Lightning": lambda: lightning_step_s(lit_plain, [], x, y, args.steps, args.warmup),
-        "Lightning+cb": lambda: lightning_step_s(lit_cb, [callback], x, y, args.steps, args.warmup),
-    }
-    names = list(variants)
-    times: dict[str, list[float]] = {n: [] for n in names}
+    runs = {"Lightning": lambda: lightning_step_s(lit_plain, [], x, y, args.steps, args.warmup),
+            "Lightning+cb": lambda: lightning_step_s(lit_cb, [callback], x, y, args.steps, args.warmup),
+            "three-line": lambda: loop_step_s(three_line)}
+    times: dict[str, list[float]] = {n: [] for n in runs}
     for rep in range(args.reps):
-        order = names[rep % len(names):] + names[:rep % len(names)]
-        for n in order:
-            times[n].append(variants[n]())
+        for n in (list(runs) if rep % 2 == 0 else list(reversed(runs))):
+            times[n].append(runs[n]())
 
-    # ---- ratios: median over repetitions of the per-repetition ratio
-    pairs = [("three-line", "plain"), ("NoisyOptimizer", "three-line"), ("Lightning+cb", "Lightning"),
-             ("Lightning+cb", "three-line"), ("Lightning", "plain")]
+    # ---- the wrappers' own Python work per step, without model compute: a 1-weight model, sigma = 0
+    tiny = torch.nn.Linear(1, 1, bias=False)
+    t_opt = torch.optim.SGD(tiny.parameters(), lr=0.0)
+    t_inj = nr.NoiseInjector(tiny, 0.0, seed=0)
+    t_noisy = nr.NoisyOptimizer(torch.optim.SGD(tiny.parameters(), lr=0.0), nr.NoiseInjector(tiny, 0.0, seed=0))
+    t_cb = NoiseInjection(sigma=0.0, seed=0)
+    t_cb.injector = nr.NoiseInjector(tiny, 0.0, seed=0)
+    stub = types.SimpleNamespace(accumulate_grad_batches=1)
+
+    def t_three():
+        with t_inj.perturb():
+            pass
+        t_opt.step()
+
+    def t_wrapped():
+        t_noisy.step(lambda: None)
+
+    def t_hooks():
+        t_cb.on_train_batch_start(stub, None, None, 0)
+        t_cb.on_after_backward(stub, None)
+        t_cb.on_before_optimizer_step(stub, None, None)
+        t_cb.on_train_batch_end(stub, None, None, None, 0)
+        t_opt.step()
+
+    t_ref = paired(t_three, t_three, pairs=args.reps)
+    t_w, t_h = paired(t_wrapped, t_three, pairs=args.reps), paired(t_hooks, t_three, pairs=args.reps)
+    own_us = {"three-line (perturb + step)": 1e3 * t_ref.reference_ms,
+              "NoisyOptimizer.step": 1e3 * t_w.method_ms, "callback hooks + step": 1e3 * t_h.method_ms}
+
+    # ---- report: median over pairs of the per-pair ratio, with quartiles and range
+    def spread(r: list[float]) -> dict:
+        q1, _, q3 = statistics.quantiles(r, n=4, method="inclusive")
+        return {"median": statistics.median(r), "q1": q1, "q3": q3, "min": min(r), "max": max(r), "pairs": len(r)}
+
+    ratios = {k: spread(list(v.ratios)) for k, v in loops.items()}
+    for a, b in [("Lightning+cb", "Lightning"), ("Lightning+cb", "three-line"), ("Lightning", "three-line")]:
+        ratios[f"{a} / {b}"] = spread([ta / tb for ta, tb in zip(times[a], times[b])])
+    ms = {"plain": loops["three-line / plain"].reference_ms, "three-line": loops["three-line / plain"].method_ms,
+          "NoisyOptimizer": loops["NoisyOptimizer / three-line"].method_ms,
+          **{n: 1e3 * statistics.median(t) for n, t in times.items() if n != "three-line"}}
     report = {"machine": {"cpus": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
                           "lightning": L.__version__, "python": platform.python_version(),
-                          "processor": platform.processor() or platform.machine()},
-              "reps": args.reps, "steps": args.steps,
-              "ms_per_step": {n: 1e3 * statistics.median(t) for n, t in times.items()}, "ratios": {}}
-    print(f"{args.reps} repetitions x {args.steps} steps; median ms/step: "
-          + ", ".join(f"{n} {v:.2f}" for n, v in report["ms_per_step"].items()))
-    for a, b in pairs:
-        r = [ta / tb for ta, tb in zip(times[a], times[b])]
-        q1, _, q3 = statistics.quantiles(r, n=4, method="inclusive")
-        report["ratios"][f"{a} / {b}"] = {"median": statistics.median(r), "q1": q1, "q3": q3,
-                                          "min": min(r), "max": max(r)}
-        print(f"{a:>14} / {b:<10} {statistics.median(r):.3f} (IQR {q1:.3f}-{q3:.3f}, "
-              f"range {min(r):.3f}-{max(r):.3f})")
+                          "processor": platform.processor() or platform.machine(),
+                          "load_average_1min": [load_before, os.getloadavg()[0]]},
+              "reps": args.reps, "steps": args.steps, "ms_per_step": ms, "ratios": ratios,
+              "own_work_us_per_step": own_us}
+    print(f"load average (1 min) before/after: {load_before:.1f}/{os.getloadavg()[0]:.1f}; "
+          f"{args.reps} pairs, Lightning runs of {args.steps} timed steps")
+    print("median ms/step: " + ", ".join(f"{n} {v:.2f}" for n, v in ms.items()))
+    for k, r in ratios.items():
+        print(f"{k:<28} {r['median']:.3f} (IQR {r['q1']:.3f}-{r['q3']:.3f}, range {r['min']:.3f}-{r['max']:.3f})")
+    print("own work per step, sigma = 0, 1-weight model (us): " + ", ".join(f"{k} {v:.1f}" for k, v in own_us.items()))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)
