@@ -145,6 +145,7 @@ def train_hadamard(cfg, sigma: float, seed: int, *, checkpoint=None, resume: boo
 
 class GroupLasso(Experiment):
     name = "grouplasso"
+    order = 11
     description = "Hadamard factorization β_g = u_g v_g with full noise vs the group Lasso (Sec. 2.5)"
     Config = GroupLassoConfig
     PRESETS = {

@@ -138,6 +138,7 @@ def train_diagonal(cfg, sigma: float, seed: int, *, checkpoint=None, resume: boo
 
 class Lasso(Experiment):
     name = "lasso"
+    order = 9
     description = "diagonal network with full noise vs the weighted Lasso of Eq. (8) (Sec. 2.3)"
     Config = LassoConfig
     PRESETS = {

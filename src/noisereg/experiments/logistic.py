@@ -123,6 +123,7 @@ def train_logistic(cfg, method: str, sigma: float, seed: int, *, checkpoint=None
 
 class Logistic(Experiment):
     name = "logistic"
+    order = 13
     description = "separable logistic regression, diagonal net: direction of noisy GD (App. B conjecture)"
     Config = LogisticConfig
     PRESETS = {

@@ -139,6 +139,7 @@ def train_run(cfg, method: str, sigma: float, seed: int, *, checkpoint=None, res
 
 class Nuclear(Experiment):
     name = "nuclear"
+    order = 10
     description = "two-layer linear net: noisy GD finds the nuclear-norm regression solution (Eq. 10)"
     Config = NuclearConfig
     PRESETS = {

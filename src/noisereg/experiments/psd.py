@@ -124,6 +124,7 @@ def train_run(cfg, method: str, sigma: float, seed: int, *, checkpoint=None, res
 
 class PSD(Experiment):
     name = "psd"
+    order = 12
     description = "PSD factorization wwᵀ: noisy GD soft-thresholds eigenvalues at the exact-risk level σ²(d+1+r)"
     Config = PSDConfig
     PRESETS = {
