@@ -45,8 +45,18 @@ with tempfile.TemporaryDirectory() as tmp:
     trainer = Trainer(model=model, args=targs, train_dataset=data, callbacks=[noise])
     result = trainer.train()
 
-# ---- result
+# ---- result; under torchrun also check that every rank draws the same noise (one more draw)
+draws, agree = noise.injector.step, True
+if torch.distributed.is_available() and torch.distributed.is_initialized():
+    with noise.injector.perturb():
+        noisy = torch.cat([p.detach().flatten() for p in model.parameters()])
+    gathered = [torch.empty_like(noisy) for _ in range(torch.distributed.get_world_size())]
+    torch.distributed.all_gather(gathered, noisy)
+    agree = all(torch.equal(t, gathered[0]) for t in gathered)
 if trainer.is_world_process_zero():
     print(f"train loss {result.training_loss:.4f} after {trainer.state.global_step} optimizer steps; "
-          f"{noise.injector.step} noise draws over {len(noise.injector.layers)} layers "
-          f"({args.accumulate} micro-batches per step)")
+          f"{draws} noise draws over {len(noise.injector.layers)} layers "
+          f"({args.accumulate} micro-batches per step, {trainer.args.world_size} process(es)); "
+          f"noisy weights agree on all ranks: {agree}")
+if not agree:
+    raise SystemExit("ranks disagree")

@@ -45,3 +45,11 @@ def test_hugging_face_trainer():
     pytest.importorskip("accelerate")
     out = run([sys.executable, "examples/hf_trainer.py", "--steps", "3", "--accumulate", "2"])
     assert "after 3 optimizer steps; 3 noise draws" in out
+
+
+def test_hugging_face_trainer_under_torchrun():
+    pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")
+    out = run(TORCHRUN + ["examples/hf_trainer.py", "--steps", "2", "--accumulate", "2"])
+    assert "after 2 optimizer steps; 2 noise draws" in out and "2 process(es)" in out
+    assert "noisy weights agree on all ranks: True" in out
