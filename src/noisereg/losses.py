@@ -95,12 +95,27 @@ def per_sample_loss(loss: str, f: torch.Tensor, y: torch.Tensor) -> torch.Tensor
 
 
 def hessian_sqrt(loss: str, f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-sample square roots ``S`` (n, k, r) of the loss Hessian: ``∇²L = blockdiag(S_i S_iᵀ)``.
+    r"""Per-sample square roots ``S`` (n, k, r) of the loss Hessian: ``∇²L = blockdiag(S_i S_iᵀ)``.
 
-    ``r = k`` for all three losses (``r = 1`` for logistic).
+    ``r = k`` for the square loss, ``r = 1`` for logistic, and ``r = k − 1`` for cross-entropy,
+    whose per-sample Hessian :math:`(\mathrm{diag}(p) - pp^\top)/n` has rank :math:`k-1` (its null
+    vector is :math:`\mathbf 1`). With :math:`q = \sqrt p` (a unit vector) and the Householder
+    reflection :math:`P = I - 2vv^\top/\|v\|^2`, :math:`v = q + e_k`, which maps :math:`q` to
+    :math:`-e_k`, the first :math:`k-1` columns :math:`Q` of :math:`P` are an orthonormal basis of
+    :math:`q^\perp`, and
+
+    .. math::
+
+        S = \mathrm{diag}(q)\,Q/\sqrt n,\qquad
+        SS^\top = \mathrm{diag}(q)(I - qq^\top)\mathrm{diag}(q)/n = (\mathrm{diag}(p) - pp^\top)/n.
+
+    :math:`\|v\|^2 = 2(1 + q_k) \ge 2`, so the reflection is stable for every p. One column fewer
+    is one backward pass fewer in :func:`noisereg.ggn_trace` (docs/THEORY.md §4).
 
     Example:
         >>> S = hessian_sqrt("cross_entropy", torch.zeros(1, 2), torch.tensor([0]))
+        >>> S.shape
+        torch.Size([1, 2, 1])
         >>> S @ S.transpose(1, 2)  # (diag(p) - p pᵀ) / n with p = (1/2, 1/2), n = 1
         tensor([[[ 0.2500, -0.2500],
                  [-0.2500,  0.2500]]])
@@ -114,6 +129,11 @@ def hessian_sqrt(loss: str, f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     if loss == "logistic":
         p = torch.sigmoid(f)
         return (p * (1 - p) / n).sqrt().unsqueeze(-1)
-    p = torch.softmax(f, dim=1)
-    q = p.sqrt()
-    return (torch.diag_embed(q) - p.unsqueeze(2) * q.unsqueeze(1)) / n ** 0.5
+    q = torch.softmax(f, dim=1).sqrt()
+    if k == 1:  # one class: the loss is constant
+        return torch.zeros(n, 1, 1, dtype=f.dtype, device=f.device)
+    v = q.clone()
+    v[:, -1] += 1.0
+    Q = v[:, :, None] * v[:, None, :-1] * (-2.0 / v.pow(2).sum(1))[:, None, None]  # (n, k, k-1)
+    Q[:, :-1, :] += torch.eye(k - 1, dtype=f.dtype, device=f.device)
+    return q[:, :, None] * Q / n ** 0.5
