@@ -8,8 +8,8 @@ from noisereg._version import __version__ as __version__
 from noisereg.curvature import ggn_trace, hessian_trace
 from noisereg.injection import NoiseInjector
 from noisereg.layers import resolve_layers
-from noisereg.optim import NoisyOptimizer
+from noisereg.optim import SAM, NoisyOptimizer
 from noisereg.smoothing import effective_risk, risk, smoothed_risk
 
-__all__ = ["NoiseInjector", "NoisyOptimizer", "closed_form", "effective_risk", "ggn_trace", "hessian_trace",
+__all__ = ["SAM", "NoiseInjector", "NoisyOptimizer", "closed_form", "effective_risk", "ggn_trace", "hessian_trace",
            "resolve_layers", "risk", "smoothed_risk"]

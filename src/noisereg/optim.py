@@ -12,6 +12,10 @@ where ``step`` is the wrapped optimizer's update (SGD, Adam, ...). It is the thr
 :class:`~noisereg.NoiseInjector` (``zero_grad``; ``with inj.perturb(): loss.backward()``;
 ``optimizer.step()``) behind ``opt.step(closure)``, bit for bit.
 
+:class:`SAM` is the baseline it is compared with, in the same convention: sharpness-aware
+minimization takes the gradient at the worst-case point :math:`w + \rho g/\|g\|` of a ball
+instead of at a random one.
+
 References:
     A. Orvieto, A. Raj, H. Kersting, F. Bach. Explicit Regularization in Overparametrized Models
     via Noise Injection. AISTATS 2023. https://arxiv.org/abs/2206.04613
@@ -19,6 +23,7 @@ References:
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -27,7 +32,7 @@ import torch
 
 from noisereg.injection import NoiseInjector
 
-__all__ = ["NoisyOptimizer"]
+__all__ = ["NoisyOptimizer", "SAM"]
 
 
 class NoisyOptimizer(torch.optim.Optimizer):
@@ -188,3 +193,171 @@ class NoisyOptimizer(torch.optim.Optimizer):
 
     def __repr__(self) -> str:
         return f"NoisyOptimizer({self.optimizer!r}, {self.injector!r})"
+
+
+class SAM(torch.optim.Optimizer):
+    r"""Sharpness-aware minimization: step with the gradient at the worst-case nearby point.
+
+    ``step(closure)`` takes one SAM step (Foret et al., 2021) around the wrapped optimizer:
+
+    .. math::
+
+        g = \nabla L(w),\qquad
+        \varepsilon = \rho\,\frac{g}{\|g\|_2}
+        \quad\Big(\text{ASAM: } \varepsilon = \rho\,\frac{T^2 g}{\|T g\|_2},\ T = \operatorname{diag}|w|\Big),
+        \qquad w \leftarrow \mathrm{step}\big(w,\ \nabla L(w + \varepsilon)\big),
+
+    where ``step`` is the wrapped optimizer's update and :math:`\|\cdot\|_2` is the norm over all
+    its parameters together. The closure runs twice, at :math:`w` and at :math:`w + \varepsilon`,
+    so one SAM step costs two gradient evaluations. Between them the weights are put back exactly
+    (from a saved copy, never by subtracting :math:`\varepsilon`). :math:`g = 0` gives
+    :math:`\varepsilon = 0`.
+
+    As :class:`NoisyOptimizer`, the wrapper holds no optimizer state of its own: ``param_groups``,
+    ``state`` and ``defaults`` *are* the wrapped optimizer's, so an LR scheduler built on the
+    wrapper drives the real learning rate. ``rho`` may be changed between steps (a schedule).
+
+    Args:
+        optimizer: the ``torch.optim.Optimizer`` that applies the update (its parameters with a
+            gradient are the ones perturbed).
+        rho: the radius ρ >= 0 of the perturbation (default 0.05; 0 gives the wrapped optimizer).
+        adaptive: ASAM (Kwon et al., 2021): the perturbation is scaled elementwise by
+            :math:`T = |w|`, which makes the sharpness invariant to rescaling the weights.
+
+    Raises:
+        TypeError: ``optimizer`` is not a ``torch.optim.Optimizer``; ``rho`` is not a real number;
+            ``adaptive`` is not a bool.
+        ValueError: ``rho`` is negative or not finite.
+
+    Example:
+        >>> import torch, noisereg as nr
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
+        >>> sam = nr.SAM(torch.optim.SGD(model.parameters(), lr=0.1), rho=0.05)
+        >>> x, y = torch.randn(16, 4), torch.randn(16, 1)
+        >>> def closure():
+        ...     sam.zero_grad()
+        ...     loss = 0.5 * (model(x) - y).pow(2).sum(1).mean()
+        ...     loss.backward()
+        ...     return loss
+        >>> loss = sam.step(closure)  # the loss at w, before the step
+        >>> sam.param_groups is sam.optimizer.param_groups
+        True
+
+    .. note::
+        In ASAM, Kwon et al. add a small constant to :math:`|w|` in their experiments (so that zero
+        weights are perturbed too); here :math:`T = |w|` exactly. With BatchNorm in training mode
+        both forward passes of a step update the running statistics.
+
+    References:
+        P. Foret, A. Kleiner, H. Mobahi, B. Neyshabur. Sharpness-Aware Minimization for Efficiently
+        Improving Generalization. ICLR 2021. https://arxiv.org/abs/2010.01412
+
+        J. Kwon, J. Kim, H. Park, I. K. Choi. ASAM: Adaptive Sharpness-Aware Minimization for
+        Scale-Invariant Learning of Deep Neural Networks. ICML 2021. https://arxiv.org/abs/2102.11600
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, rho: float = 0.05, adaptive: bool = False) -> None:
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        if not isinstance(adaptive, bool):
+            raise TypeError(f"adaptive must be a bool, got {type(adaptive).__name__}")
+        self.optimizer = optimizer
+        self.rho = rho  # checked by the setter
+        self.adaptive = adaptive
+        self._optimizer_step_pre_hooks: OrderedDict = OrderedDict()
+        self._optimizer_step_post_hooks: OrderedDict = OrderedDict()
+        self._optimizer_state_dict_pre_hooks: OrderedDict = OrderedDict()
+        self._optimizer_state_dict_post_hooks: OrderedDict = OrderedDict()
+        self._optimizer_load_state_dict_pre_hooks: OrderedDict = OrderedDict()
+        self._optimizer_load_state_dict_post_hooks: OrderedDict = OrderedDict()
+        self._patch_step_function()
+        self._warned_capturable_if_run_uncaptured = True
+
+    # the wrapped optimizer's own containers, exactly as NoisyOptimizer shares them
+    param_groups = NoisyOptimizer.param_groups
+    state = NoisyOptimizer.state
+    defaults = NoisyOptimizer.defaults
+    zero_grad = NoisyOptimizer.zero_grad
+    add_param_group = NoisyOptimizer.add_param_group
+    __getstate__ = NoisyOptimizer.__getstate__
+    __setstate__ = NoisyOptimizer.__setstate__
+
+    @property
+    def rho(self) -> float:
+        """The radius ρ >= 0 of the perturbation."""
+        return self._rho
+
+    @rho.setter
+    def rho(self, value: float) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"rho must be a real number, got {type(value).__name__}")
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"rho must be a finite number >= 0, got {value!r}")
+        self._rho = float(value)
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+        """Evaluate ``closure()`` at w and at w + ε, restore w, and step the wrapped optimizer.
+
+        Args:
+            closure: zeroes the gradients, runs forward and backward, returns the loss.
+
+        Returns:
+            What the first ``closure()`` returned (the loss at w).
+
+        Raises:
+            TypeError: no closure was given.
+        """
+        if closure is None:
+            raise TypeError(
+                "SAM.step() needs a closure (zero_grad, forward, backward, return loss): SAM evaluates the "
+                "gradient twice, at w and at the perturbed weights w + rho*g/||g||, and only the closure can "
+                "recompute it there"
+            )
+        with torch.enable_grad():
+            loss = closure()
+        params = [p for group in self.param_groups for p in group["params"] if p.grad is not None]
+        if not params:
+            self.optimizer.step()
+            return loss
+        with torch.no_grad():
+            saved = [p.detach().clone() for p in params]
+            direction = [p.grad * p.abs() for p in params] if self.adaptive else [p.grad for p in params]
+            device = params[0].device
+            norm = torch.linalg.vector_norm(
+                torch.stack([torch.linalg.vector_norm(d).to(device) for d in direction]))
+            scale = torch.where(norm > 0, self.rho / norm, torch.zeros_like(norm))  # no host sync
+            for p, d in zip(params, direction):
+                # ASAM: ε = ρ T²g/‖Tg‖ = ρ |w| (|w| g)/‖|w| g‖
+                p.add_(d * p.abs() * scale.to(p.device) if self.adaptive else d * scale.to(p.device))
+        try:
+            with torch.enable_grad():
+                closure()
+        finally:
+            with torch.no_grad():
+                for p, s in zip(params, saved):
+                    p.copy_(s)
+        self.optimizer.step()
+        return loss
+
+    def state_dict(self) -> dict[str, Any]:
+        """``{"optimizer": wrapped optimizer's state_dict, "rho": ρ, "adaptive": bool}``: plain data."""
+        return {"optimizer": self.optimizer.state_dict(), "rho": self.rho, "adaptive": self.adaptive}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load :meth:`state_dict` output (the wrapped optimizer's state and ρ, as torch.optim loads lr).
+
+        Raises:
+            ValueError: ``state_dict`` lacks the ``"optimizer"``, ``"rho"`` or ``"adaptive"`` entry.
+        """
+        missing = {"optimizer", "rho", "adaptive"} - set(state_dict)
+        if missing:
+            raise ValueError(
+                f"state_dict lacks {sorted(missing)}; is it a SAM state_dict? (a plain optimizer's "
+                "state_dict goes to .optimizer.load_state_dict)"
+            )
+        self.optimizer.load_state_dict(state_dict["optimizer"])
+        self.rho = state_dict["rho"]
+        self.adaptive = bool(state_dict["adaptive"])
+
+    def __repr__(self) -> str:
+        return f"SAM({self.optimizer!r}, rho={self.rho}, adaptive={self.adaptive})"
