@@ -3,11 +3,14 @@
 ``run`` trains every run of an experiment at a preset (``smoke``: seconds; ``cpu``: minutes on a
 laptop CPU with embedded data; ``paper``: the paper's settings, GPU and real data), writes
 ``results.json``, checkpoints, figures and ``REPORT.md`` into ``--out``; ``--resume`` continues a
-killed run. ``report`` rebuilds figures and report from results.json alone. ``demo`` runs the
-``demo`` preset of every experiment that has one, then writes one report.
+killed run; ``--jobs N`` runs N at once in worker processes, ``--executor ray`` as Ray tasks (a
+failed run is then recorded, the others go on, and the exit status is 1). ``report`` rebuilds
+figures and report from results.json alone. ``demo`` runs the ``demo`` preset of every
+experiment that has one, then writes one report.
 
 A mistake in the request (:class:`noisereg.errors.UserError`: an unknown name, a bad value, a bad
-data file, an ``--out`` that holds another run) is printed as one line and exits with status 2;
+data file, an ``--out`` that holds another run) or a missing optional extra
+(:class:`noisereg.integrations.MissingExtraError`) is printed as one line and exits with status 2;
 every other exception is a bug and keeps its traceback.
 """
 
@@ -19,6 +22,7 @@ import time
 from pathlib import Path
 
 from noisereg.errors import UserError
+from noisereg.integrations import MissingExtraError
 
 
 def _experiment(name: str):
@@ -42,13 +46,25 @@ def cmd_run(args) -> int:
     from noisereg.report import write_report
 
     exp = _experiment(args.name)
+    if args.jobs < 1:
+        raise UserError(f"--jobs must be an integer >= 1, got {args.jobs}")
+    if args.ray_address is not None and args.executor != "ray":
+        raise UserError("--ray-address needs --executor ray")
     overrides = parse_overrides(exp.Config, args.set)
     exp.config(args.preset, overrides)  # every key and value checked before any work
     out = Path(args.out or f"runs/{args.name}-{args.preset}")
     results = run_experiment(exp, args.preset, out, overrides=overrides, data=args.data, data_dir=args.data_dir,
-                             resume=args.resume, device=args.device, show_progress=not args.quiet)
+                             resume=args.resume, device=args.device, show_progress=not args.quiet, jobs=args.jobs,
+                             executor=args.executor, ray_address=args.ray_address)
     report = write_report(out, [results], title=f"noisereg report: {args.name}")
+    failed = results.get("failed", [])
     print(f"{args.name}: {len(results['runs'])} runs in {results['seconds']} s. Report: {report}")
+    for f in failed:
+        print(f"noisereg: run {f['id']} failed: {f['error']}", file=sys.stderr)
+    if failed:
+        print(f"noisereg: {len(failed)} of {len(failed) + len(results['runs'])} runs failed (tracebacks in "
+              f"{out / 'results.json'}); rerun with --resume to retry them", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -101,6 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--resume", action="store_true", help="continue the run in --out")
     r.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="runs at once (default 1): worker processes, one GPU each where there are GPUs, "
+                        "else the CPU threads divided between them; or Ray tasks with --executor ray")
+    r.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="local (default): this machine's processes; ray: Ray tasks (pip install \"noisereg[ray]\")")
+    r.add_argument("--ray-address", metavar="ADDR",
+                   help="a running Ray cluster (`ray start --head` prints it); default: a local Ray instance")
     r.set_defaults(func=cmd_run)
     rep = sub.add_parser("report", help="rebuild figures and REPORT.md from DIR/results.json (or DIR/*/results.json)")
     rep.add_argument("dir")
@@ -121,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except UserError as e:  # the user's mistake: one line; anything else is a bug and keeps its traceback
+    except (UserError, MissingExtraError) as e:  # the user's to mend: one line; anything else is a bug
         print(f"noisereg: error: {e}", file=sys.stderr)
         return 2
 

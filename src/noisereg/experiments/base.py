@@ -8,7 +8,9 @@ runs, where the experiment takes part; ``paper``: the paper's settings), and met
 the runs, build the data and models, draw the figures and judge the paper's claims. Each run
 carries its parameters as data (``Run.params``, saved in results.json). :func:`run_experiment`
 checks everything, lists the runs, then loads the data and trains every run, writing
-``results.json`` after each one (atomically), checkpointing inside runs and resuming.
+``results.json`` after each one (atomically), checkpointing inside runs and resuming; the runs
+go one after another in this process, or N at once in worker processes or Ray tasks
+(:mod:`noisereg.experiments.executors`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import json
 import math
 import platform
 import subprocess
+import sys
 import time
 import typing
 from dataclasses import dataclass, field
@@ -29,7 +32,7 @@ from torch import nn
 
 from noisereg.data import Split
 from noisereg.errors import UserError
-from noisereg.training import atomic_write_json, train
+from noisereg.training import atomic_write_json
 from noisereg.training.settings import TrainSpec
 
 EXPERIMENTS: dict[str, Experiment] = {}
@@ -199,23 +202,47 @@ def data_note(results: dict) -> str:
 
 def run_experiment(exp: Experiment, preset: str, out: str | Path, *, overrides: dict[str, Any] | None = None,
                    data: str | None = None, data_dir: str | None = None, resume: bool = False,
-                   device: str | None = None, show_progress: bool = True, callback=None) -> dict:
+                   device: str | None = None, show_progress: bool = True, callback=None, jobs: int = 1,
+                   executor: str = "local", ray_address: str | None = None) -> dict:
     """Run every run of ``exp`` at ``preset``; write ``out/results.json`` and ``out/checkpoints/``.
 
     Everything is checked (config, runs, an earlier results.json) before the data is loaded.
+    results.json is rewritten (atomically) as each run finishes, its ``runs`` always in the order
+    of :meth:`Experiment.runs`, whatever order they finish in; so ``jobs=N`` and Ray give the
+    results.json of a sequential sweep (on the CPU at equal threads per run), apart from the
+    ``seconds`` and ``environment`` fields. With ``jobs > 1`` or Ray, a run that raises is listed
+    under ``"failed"`` (``{"id", "variant", "params", "error", "traceback"}``) and the others go
+    on; ``resume=True`` runs the failed and unfinished runs again, each from its checkpoint.
     Figures and REPORT.md are made from results.json by :func:`noisereg.report.write_report`.
 
+    Args:
+        jobs: runs at once (default 1: one after another in this process, where an exception
+            stops the sweep). executor: ``"local"`` (worker processes when ``jobs > 1``) or
+            ``"ray"``. ray_address: a running Ray cluster (default: start a local instance).
+            See :mod:`noisereg.experiments.executors`. callback: only with ``jobs=1``, local.
+
     Raises:
-        UserError: a bad preset or value; ``out`` holds results of another run and ``resume`` is
-            False; or ``resume`` with results written for another configuration.
+        UserError: a bad preset or value, ``jobs``, ``executor`` or ``ray_address``; ``out`` holds
+            results of another run and ``resume`` is False; or ``resume`` with results written for
+            another configuration.
+        MissingExtraError: ``executor="ray"`` without Ray installed.
     """
     from tqdm.auto import tqdm
 
+    from noisereg.experiments import executors
+
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise UserError(f"jobs must be an integer >= 1, got {jobs!r}")
+    if executor not in ("local", "ray"):
+        raise UserError(f"executor must be one of 'local', 'ray', got {executor!r}")
+    if ray_address is not None and executor != "ray":
+        raise UserError("ray_address needs executor='ray'")
+    if callback is not None and (jobs > 1 or executor != "local"):
+        raise UserError("callback runs in this process: it needs jobs=1 and executor='local'")
     cfg = exp.config(preset, overrides)
     runs = exp.runs(cfg)
     out = Path(out)
     path = out / "results.json"
-    device = device or default_device()
     config = {**dataclasses.asdict(cfg), "data": data, "data_dir": data_dir}
     if path.exists():
         previous = json.loads(path.read_text())
@@ -226,27 +253,49 @@ def run_experiment(exp: Experiment, preset: str, out: str | Path, *, overrides: 
         done = {r["id"]: r for r in previous["runs"]}
     else:
         done = {}
-    split = exp.data(cfg, data, data_dir)
-    results = {"experiment": exp.name, "preset": preset, "config": config, "data": getattr(split, "name", str(split)),
-               "environment": {"torch": torch.__version__, "python": platform.python_version(),
-                               "device": device, "git": _git_hash()},
-               "runs": [done[r.id] for r in runs if r.id in done]}
     todo = [r for r in runs if r.id not in done]
-    t0 = time.perf_counter()
-    with tqdm(total=sum(r.spec.epochs if isinstance(r, Run) else 1 for r in todo), disable=not show_progress,
-              unit="epoch", mininterval=1.0, desc=exp.name) as bar:
+    pool = executors.make_executor(executor, jobs, device, ray_address)  # Ray missing: raises here
+    split = exp.data(cfg, data, data_dir)
+    if not resume:  # every run resumes from its checkpoint (a lost worker's retry too): none may be stale
         for run in todo:
-            bar.set_postfix_str(run.id)
-            checkpoint = out / "checkpoints" / f"{run.id}.pt"
-            if isinstance(run, Job):
-                t1 = time.perf_counter()
-                record = {**run.fn(checkpoint=checkpoint, resume=resume), "seconds": round(time.perf_counter() - t1, 3)}
-                bar.update(1)
+            (out / "checkpoints" / f"{run.id}.pt").unlink(missing_ok=True)
+    failed: dict[str, dict] = {}
+    t0 = time.perf_counter()
+    with pool:
+        results = {"experiment": exp.name, "preset": preset, "config": config,
+                   "data": getattr(split, "name", str(split)),
+                   "environment": {"torch": torch.__version__, "python": platform.python_version(),
+                                   "device": pool.device, "git": _git_hash()}}
+        if pool.name != "sequential":
+            results["environment"] |= {"executor": pool.name, "jobs": jobs, "threads_per_run": pool.threads}
+
+        def record(run_id: str, outcome: dict) -> None:
+            run = next(r for r in todo if r.id == run_id)
+            if "record" in outcome:
+                done[run_id] = outcome["record"]
             else:
-                record = train(lambda run=run: exp.model(cfg, run, split), split, run.spec, device=device,
-                               checkpoint=checkpoint, resume=resume, progress=bar, callback=callback)
-            results["runs"].append({"id": run.id, "variant": run.variant, "params": run.params, **record})
+                failed[run_id] = {"id": run.id, "variant": run.variant, "params": run.params, **outcome}
+            results["runs"] = [done[r.id] for r in runs if r.id in done]
+            if failed:
+                results["failed"] = [failed[r.id] for r in runs if r.id in failed]
             atomic_write_json(path, results)
+
+        if isinstance(pool, executors.Sequential):
+            with tqdm(total=sum(r.spec.epochs if isinstance(r, Run) else 1 for r in todo), disable=not show_progress,
+                      unit="epoch", mininterval=1.0, desc=exp.name) as bar:
+                for run_id, outcome in pool.map(exp, cfg, split, todo, out, progress=bar, callback=callback):
+                    record(run_id, outcome)
+        else:
+            tasks = [executors.Task(exp.name, type(exp).__module__, preset, dict(overrides or {}), data, data_dir,
+                                    r.id, str(out / "checkpoints" / f"{r.id}.pt"), pool.device, pool.threads,
+                                    tuple(sys.path)) for r in todo]
+            with tqdm(total=len(runs), initial=len(runs) - len(todo), disable=not show_progress, unit="run",
+                      mininterval=1.0, desc=f"{exp.name} ({pool.name}, {jobs} at once)") as bar:
+                for run_id, outcome in pool.map(tasks):
+                    record(run_id, outcome)
+                    bar.set_postfix_str(f"{len(failed)} failed" if failed else run_id)
+                    bar.update(1)
+    results["runs"] = [done[r.id] for r in runs if r.id in done]
     results["seconds"] = round(time.perf_counter() - t0, 1)
     atomic_write_json(path, results)
     return results

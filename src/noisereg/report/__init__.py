@@ -57,10 +57,19 @@ def section(results: dict, figures: str = "") -> str:
              f"environment: {results['environment']}; {results.get('seconds', '?')} s.", ""]
     for spec in exp.figures(results["config"]):
         lines.append(f"![{spec['file']}]({figures}{spec['file']})")
-    lines += ["", "| claim (paper) | paper | ours | verdict |", "|---|---|---|---|"]
     cell = lambda text: str(text).replace("|", "\\|")  # noqa: E731 - a literal | would split the cell
+    failed, total = results.get("failed", []), len(results.get("failed", [])) + len(results["runs"])
+    claims = exp.claims(results) if not failed else [  # a sweep with runs missing judges no claim
+        {"claim": "every claim of this section", "paper": "", "verdict": "inconclusive",
+         "ours": f"not judged: {len(failed)} of {total} runs failed"}]
+    if failed:
+        lines += ["", f"**Incomplete: {len(failed)} of {total} runs failed** (tracebacks in results.json, "
+                  "`\"failed\"`); figures and metrics show the runs that finished. Rerunning the command with "
+                  "`--resume` runs the failed ones again.", "", "| failed run | error |", "|---|---|",
+                  *(f"| {cell(f['id'])} | {cell(f['error'])} |" for f in failed)]
+    lines += ["", "| claim (paper) | paper | ours | verdict |", "|---|---|---|---|"]
     lines += [f"| {cell(c['claim'])} | {cell(c['paper'])} | {cell(c['ours'])} | **{c['verdict']}** |"
-              for c in exp.claims(results)]
+              for c in claims]
     groups = defaultdict(list)
     for r in results["runs"]:
         groups[(r["variant"], r["method"], r["sigma"])].append(r)

@@ -1,0 +1,303 @@
+"""Parallel sweeps (``--jobs N``, ``--executor ray``): the sequential results, kill and resume,
+failed runs recorded, lost workers retried from their checkpoints, and every error the flags raise.
+
+Runs use one CPU thread each (sequential reference too): kernels sum in another order with
+another thread count, so only equal threads give equal numbers. One local Ray instance serves
+the module. ``counting`` is a test-only experiment written to a temporary module, imported (and
+so registered) only by the tests that ask for it, and removed from the registry afterwards.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from noisereg.cli import main
+from noisereg.errors import UserError
+from noisereg.experiments import EXPERIMENTS, run_experiment
+from noisereg.report import write_report
+
+COUNTING = textwrap.dedent('''
+    """Test-only experiment: three jobs that add seeded numbers step by step, checkpointing each step."""
+    import functools
+    import os
+    from dataclasses import dataclass
+    from pathlib import Path
+
+    import torch
+
+    from noisereg.experiments.base import Experiment, Job
+    from noisereg.training import load_checkpoint, save_checkpoint
+
+
+    @dataclass(frozen=True)
+    class Config:
+        steps: int = 4
+        fail: str = ""      # this job raises in its first attempt
+        lose: str = ""      # this job's first attempt kills its worker process after step `lose_at`
+        lose_at: int = 2
+        log: str = ""       # a file that gets one line "job step" per step computed
+
+
+    def first_time(marker):
+        """True the first time it is asked about ``marker`` (a file it then creates)."""
+        if marker.exists():
+            return False
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+        return True
+
+
+    def count(cfg, job, seed, *, checkpoint, resume):
+        checkpoint = Path(checkpoint)
+        if job == cfg.fail and first_time(checkpoint.with_suffix(".failed")):
+            raise RuntimeError(f"{job} fails on purpose")
+        step, total = 0, 0.0
+        if resume and checkpoint.exists():
+            state = load_checkpoint(checkpoint)
+            step, total = state["step"], state["total"]
+        for t in range(step, cfg.steps):
+            total += float(torch.randn(3, generator=torch.Generator().manual_seed(1000 * seed + t)).sum())
+            save_checkpoint(checkpoint, {"step": t + 1, "total": total})
+            if cfg.log:
+                with open(cfg.log, "a") as f:
+                    f.write(f"{job} {t + 1}\\n")
+            if job == cfg.lose and t + 1 == cfg.lose_at and first_time(checkpoint.with_suffix(".lost")):
+                os._exit(1)
+        return {"method": "gd", "sigma": 0.0, "seed": seed, "final": {"train_loss": total},
+                "history": [{"step": cfg.steps, "train_loss": total}]}
+
+
+    class Counting(Experiment):
+        name = "counting"
+        description = "test-only"
+        Config = Config
+        PRESETS = {"smoke": {}}
+
+        def data(self, cfg, data, data_dir):
+            self.own_data_only(data, data_dir)
+            return "none"
+
+        def runs(self, cfg):
+            return [Job(f"job{k}", "counting", functools.partial(count, cfg, f"job{k}", k), {"k": k}) for k in range(3)]
+''')
+
+
+@pytest.fixture(scope="module")
+def helper_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("helpers")
+    (d / "sweep_counting.py").write_text(COUNTING)
+    return d
+
+
+@pytest.fixture
+def counting(helper_dir, monkeypatch):
+    """Registers ``counting`` for one test (workers import its module themselves) and removes it after."""
+    import importlib
+
+    monkeypatch.syspath_prepend(str(helper_dir))
+    importlib.import_module("sweep_counting")
+    yield EXPERIMENTS["counting"]
+    EXPERIMENTS.pop("counting", None)
+    sys.modules.pop("sweep_counting", None)
+
+
+@pytest.fixture(scope="module")
+def ray_instance():
+    ray = pytest.importorskip("ray")
+    import logging
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def comparable(out: Path) -> dict:
+    """results.json without the fields that may differ between executors (timings, environment)."""
+    res = json.loads((out / "results.json").read_text())
+    res.pop("seconds"), res.pop("environment")
+    for r in res["runs"]:
+        r.pop("seconds")
+    return res
+
+
+def report_text(out: Path) -> str:
+    return "\n".join(line for line in (out / "REPORT.md").read_text().splitlines() if "environment:" not in line)
+
+
+SWEEPS = {"fig3": {"epochs": 6}, "lasso": {}}
+
+
+@pytest.fixture(scope="module")
+def sequential(tmp_path_factory):
+    """The sequential (jobs=1) sweeps the parallel ones must equal, with their report and figures."""
+    torch.set_num_threads(1)
+    outs = {}
+    for name, overrides in SWEEPS.items():
+        out = tmp_path_factory.mktemp(f"seq-{name}")
+        write_report(out, [run_experiment(EXPERIMENTS[name], "smoke", out, overrides=overrides, show_progress=False)])
+        outs[name] = out
+    return outs
+
+
+@pytest.mark.parametrize("executor", ["local", "ray"])
+@pytest.mark.parametrize("name", list(SWEEPS))
+def test_parallel_sweep_equals_the_sequential_one(name, executor, sequential, tmp_path, request):
+    if executor == "ray":
+        request.getfixturevalue("ray_instance")
+    res = run_experiment(EXPERIMENTS[name], "smoke", tmp_path, overrides=SWEEPS[name], show_progress=False, jobs=2,
+                         executor=executor)
+    write_report(tmp_path, [res])
+    assert res["environment"]["executor"] == ("ray" if executor == "ray" else "processes")
+    assert res["environment"]["threads_per_run"] == 1
+    ref = sequential[name]
+    assert comparable(tmp_path) == comparable(ref)  # runs in the runner's order, every number equal
+    assert report_text(tmp_path) == report_text(ref)
+    pngs = sorted(p.name for p in ref.glob("*.png"))
+    assert pngs and pngs == sorted(p.name for p in tmp_path.glob("*.png"))
+    for png in pngs:
+        assert (tmp_path / png).read_bytes() == (ref / png).read_bytes()
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == sorted(
+        p.name for p in (ref / "checkpoints").iterdir())
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "noisereg.cli", "run", *args, "--quiet"]
+
+
+def test_driver_killed_then_resumed_gives_the_uninterrupted_results(tmp_path):
+    """kill -9 of the driver's process group (driver and workers) mid-sweep, then --resume."""
+    overrides = {"epochs": 40, "eval_every": 20, "checkpoint_every": 2}
+    sets = [a for k, v in overrides.items() for a in ("--set", f"{k}={v}")]
+    ref, out = tmp_path / "ref", tmp_path / "run"
+    write_report(ref, [run_experiment(EXPERIMENTS["fig3"], "smoke", ref, overrides=overrides, show_progress=False)],
+                 title="noisereg report: fig3")  # as the command writes it
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(_cli("fig3", "--preset", "smoke", "--out", str(out), "--jobs", "2", *sets), env=env,
+                            start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not list(out.glob("checkpoints/*.pt")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL  # killed mid-sweep, not finished
+    assert list(out.glob("checkpoints/*.pt"))
+    subprocess.run(_cli("fig3", "--preset", "smoke", "--out", str(out), "--jobs", "2", "--resume", *sets), env=env,
+                   check=True)
+    assert comparable(out) == comparable(ref)
+    assert report_text(out) == report_text(ref)
+
+
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_a_failed_run_is_recorded_the_others_finish_and_resume_retries_it(executor, counting, tmp_path, capsys,
+                                                                        request):
+    if executor == "ray":
+        request.getfixturevalue("ray_instance")
+    ref = run_experiment(counting, "smoke", tmp_path / "ref", show_progress=False)
+    argv = ["run", "counting", "--preset", "smoke", "--out", str(tmp_path / "run"), "--quiet", "--set", "fail=job1",
+            "--jobs", "2", "--executor", executor]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "run job1 failed: RuntimeError: job1 fails on purpose" in err and "1 of 3 runs failed" in err
+    res = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert [r["id"] for r in res["runs"]] == ["job0", "job2"]
+    [failed] = res["failed"]
+    assert failed["id"] == "job1" and failed["params"] == {"k": 1}
+    assert failed["error"] == "RuntimeError: job1 fails on purpose" and "Traceback" in failed["traceback"]
+    report = (tmp_path / "run" / "REPORT.md").read_text()
+    assert "**Incomplete: 1 of 3 runs failed**" in report and "| job1 | RuntimeError: job1 fails on purpose |" in report
+    assert "not judged: 1 of 3 runs failed | **inconclusive**" in report
+    assert main([*argv, "--resume"]) == 0
+    res = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert "failed" not in res
+    strip = lambda runs: [{k: v for k, v in r.items() if k != "seconds"} for r in runs]  # noqa: E731
+    assert strip(res["runs"]) == strip(ref["runs"])
+
+
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_a_lost_worker_is_retried_from_its_checkpoint(executor, counting, tmp_path, request):
+    """job1's first attempt kills its worker after step 2: it runs again from that checkpoint."""
+    if executor == "ray":
+        request.getfixturevalue("ray_instance")
+    ref = run_experiment(counting, "smoke", tmp_path / "ref", show_progress=False)
+    log = tmp_path / "steps.log"
+    res = run_experiment(counting, "smoke", tmp_path / "run", overrides={"lose": "job1", "log": str(log)},
+                         show_progress=False, jobs=2, executor=executor)
+    assert (tmp_path / "run" / "checkpoints" / "job1.lost").exists()  # the worker was lost once
+    assert "failed" not in res
+    strip = lambda runs: [{k: v for k, v in r.items() if k != "seconds"} for r in runs]  # noqa: E731
+    assert strip(res["runs"]) == strip(ref["runs"])
+    steps = [int(line.split()[1]) for line in log.read_text().splitlines() if line.startswith("job1 ")]
+    assert steps == [1, 2, 3, 4]  # steps 1-2 were not computed again
+
+
+def test_a_worker_lost_too_often_is_recorded_as_failed(counting, tmp_path, monkeypatch):
+    from noisereg.experiments import executors
+
+    monkeypatch.setattr(executors, "MAX_RETRIES", 0)
+    res = run_experiment(counting, "smoke", tmp_path, overrides={"lose": "job1"}, show_progress=False, jobs=2)
+    assert "job1" in {f["id"] for f in res["failed"]}  # and any run lost with it
+    assert all(f["error"].startswith("BrokenProcessPool") for f in res["failed"])
+
+
+def test_a_fresh_sweep_ignores_stale_checkpoints(counting, tmp_path):
+    stale = tmp_path / "checkpoints" / "job0.pt"
+    stale.parent.mkdir()
+    stale.write_bytes(b"not a checkpoint")
+    res = run_experiment(counting, "smoke", tmp_path, show_progress=False, jobs=2)
+    assert "failed" not in res and len(res["runs"]) == 3
+
+
+def test_cpu_threads_are_divided_between_jobs():
+    from noisereg.experiments import executors
+
+    torch.set_num_threads(4)
+    assert executors.Processes(2, "cpu").threads == 2 and executors.Processes(3, "cpu").threads == 1
+    assert executors.Processes(8, "cpu").threads == 1
+    assert isinstance(executors.make_executor("local", 1, "cpu", None), executors.Sequential)
+
+
+# -------------------------------------------------------------------------------------- errors
+@pytest.mark.parametrize("kwargs,match", [
+    ({"jobs": 0}, "jobs must be an integer >= 1, got 0"),
+    ({"jobs": 1.5}, "jobs must be an integer >= 1, got 1.5"),
+    ({"executor": "dask"}, "executor must be one of 'local', 'ray', got 'dask'"),
+    ({"ray_address": "auto"}, "ray_address needs executor='ray'"),
+    ({"jobs": 2, "callback": print}, "callback runs in this process: it needs jobs=1 and executor='local'"),
+], ids=["jobs0", "jobs-float", "executor", "address", "callback"])
+def test_run_experiment_rejects_bad_sweep_arguments(kwargs, match, tmp_path):
+    with pytest.raises(UserError, match=match):
+        run_experiment(EXPERIMENTS["lasso"], "smoke", tmp_path, show_progress=False, **kwargs)
+    assert not list(tmp_path.iterdir())  # checked before anything is written
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--jobs", "0"], "noisereg: error: --jobs must be an integer >= 1, got 0"),
+    (["--ray-address", "auto"], "noisereg: error: --ray-address needs --executor ray"),
+], ids=["jobs", "address"])
+def test_cli_rejects_bad_sweep_flags_in_one_line(args, message, tmp_path, capsys):
+    assert main(["run", "lasso", "--preset", "smoke", "--out", str(tmp_path), *args]) == 2
+    assert capsys.readouterr().err.strip() == message
+
+
+def test_executor_ray_without_ray_names_the_extra(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails as if it were not installed
+    assert main(["run", "lasso", "--preset", "smoke", "--out", str(tmp_path), "--executor", "ray"]) == 2
+    assert capsys.readouterr().err.strip() == ('noisereg: error: --executor ray needs the "ray" package, which is not '
+                                               'installed: pip install "noisereg[ray]"')
+    assert not list(tmp_path.iterdir())
