@@ -2,8 +2,9 @@
 # Create (once) and activate the project's virtual environment in .venv.
 # Without a GPU, torch is pinned to the 2.13.0 CPU build (a local wheel on our machines; a
 # ~200 MB CPU download elsewhere); with `nvidia-smi` present, pip picks a CUDA build of torch>=2.3.
-# The test extra brings lightning, transformers and accelerate (the integration tests), installed
-# with the torch above pinned, so they never swap it. Source it: `source scripts/env.sh`.
+# The test extra brings lightning, transformers and accelerate (the integration tests) and ray
+# (the Ray sweep tests), installed with the torch above pinned, so they never swap it.
+# Source it: `source scripts/env.sh`.
 set -e
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv"
