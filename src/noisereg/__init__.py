@@ -5,11 +5,11 @@
 
 from noisereg import closed_form
 from noisereg._version import __version__ as __version__
-from noisereg.curvature import ggn_trace, hessian_trace
+from noisereg.curvature import ggn_trace, hessian_trace, sampled_ggn_trace
 from noisereg.injection import NoiseInjector
 from noisereg.layers import resolve_layers
 from noisereg.optim import SAM, NoisyOptimizer
 from noisereg.smoothing import effective_risk, risk, smoothed_risk
 
 __all__ = ["SAM", "NoiseInjector", "NoisyOptimizer", "closed_form", "effective_risk", "ggn_trace", "hessian_trace",
-           "resolve_layers", "risk", "smoothed_risk"]
+           "resolve_layers", "risk", "sampled_ggn_trace", "smoothed_risk"]

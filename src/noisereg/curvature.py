@@ -20,6 +20,11 @@ norms of the "pseudo-outputs" :math:`s_{ic}^\top f(x_i)` (:mod:`noisereg.losses`
    ``Conv1d/2d`` the per-sample gradient :math:`g_{ic} U_i^\top` of the unfolded input, one sample
    chunk at a time; eval-mode ``BatchNorm`` :math:`\sum g\hat a` and :math:`\sum g`.
 
+The samples go through steps 1-3 in chunks whose size is set by the model, not by ``len(x)``,
+so peak memory does not grow with the number of samples. :func:`sampled_ggn_trace` replaces the
+``r`` columns of :math:`S` by one column per label draw from the model's predictive
+distribution: an unbiased estimate at about one gradient per draw.
+
 Any other module with trainable parameters (and a module called twice, or a tied parameter) goes
 through the general path: per-sample Jacobians with ``torch.func.vmap(jacrev)``, exact but slower.
 Supported around them: any parameter-free module (ReLU, max-pool, residual additions, reshapes).
@@ -35,6 +40,7 @@ they differ by :math:`\sum_i \nabla L_i \cdot D^2 f_i[I]`; :func:`hessian_trace`
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -44,9 +50,10 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
 
 from noisereg.layers import resolve_layers
-from noisereg.losses import as_predictions, check_loss, hessian_sqrt, loss_value
+from noisereg.losses import as_predictions, check_loss, check_targets, hessian_sqrt, loss_value
 
 _CHUNK_ELEMENTS = 1 << 24  # bound on temporaries (entries) when materialising per-sample gradients
+_CHUNK_ACTIVATIONS = 1 << 28  # default sample chunk: layer outputs x (columns + 1) under this many entries
 METHODS = ("auto", "functorch")
 
 
@@ -192,8 +199,9 @@ def _backprop_columns(f, zs, grad_out, batched: bool) -> list[list[torch.Tensor]
     return [None if col[0] is None else list(col) for col in zip(*cols)]
 
 
-def _general_path(model, x, S, names: list[str]) -> dict[str, torch.Tensor]:
-    """Σ_i ||S_iᵀ J_i||² per named parameter from per-sample Jacobians (torch.func), in chunks."""
+def _general_path(model, x, S, names: list[str], per_column: bool = False) -> dict[str, torch.Tensor]:
+    """Σ_i ||S_iᵀ J_i||² per named parameter from per-sample Jacobians (torch.func), in chunks
+    (``per_column``: one value per column of S)."""
     params = {k: v.detach() for k, v in model.named_parameters()}
     buffers = dict(model.named_buffers())
 
@@ -210,48 +218,16 @@ def _general_path(model, x, S, names: list[str]) -> dict[str, torch.Tensor]:
     size = sum(v.numel() for v in sub.values()) * S.shape[1]
     step = max(1, _CHUNK_ELEMENTS // max(1, size))
     jac = vmap(jacrev(f_one), in_dims=(None, 0))
-    totals = {k: torch.zeros((), dtype=S.dtype, device=S.device) for k in names}
+    totals = {k: torch.zeros((S.shape[2],) if per_column else (), dtype=S.dtype, device=S.device) for k in names}
     for i in range(0, x.shape[0], step):
         for k, J in jac(sub, x[i:i + step]).items():  # J: (c, k, *shape)
-            totals[k] = totals[k] + torch.einsum("nkr,nkp->nrp", S[i:i + step], J.flatten(2)).pow(2).sum()
+            sq = torch.einsum("nkr,nkp->nrp", S[i:i + step], J.flatten(2)).pow(2)
+            totals[k] = totals[k] + (sq.sum((0, 2)) if per_column else sq.sum())
     return totals
 
 
-def ggn_trace(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "square",
-              per_layer: bool = False, method: str = "auto") -> float | dict[str, float]:
-    r"""Exact trace of the generalized Gauss-Newton matrix, :math:`\operatorname{tr}(\nabla^2 L(\Phi) D\Phi D\Phi^\top)`.
-
-    Eq. (6) of Orvieto et al. (2023): :math:`R_\sigma^{\rm eff}(w) = R(w) + \tfrac{\sigma^2}{2}`
-    ``ggn_trace``. For the square loss this is :math:`\tfrac1n\|D\Phi(w)\|_F^2` (the empirical
-    NTK's trace over n). See the module docstring for the algorithm and what is supported.
-
-    Args:
-        model: ``model(x)`` returns (n, k) (or (n,) for k = 1); in eval mode if it has BatchNorm
-            or Dropout. Only parameters with ``requires_grad`` count.
-        x: inputs (n, ...). y: targets, as for :func:`noisereg.losses.loss_value`.
-        loss: ``"square"``, ``"logistic"`` or ``"cross_entropy"`` (the paper's conventions).
-        per_layer: return ``{layer name: trace}`` with the layer names of
-            ``NoiseInjector(model, layers="module")``, instead of the total.
-        method: ``"auto"`` (fast path where possible) or ``"functorch"`` (per-sample Jacobians
-            for every parameter: slow, a reference).
-
-    Returns:
-        The trace as a float, or a dict of floats per layer.
-
-    Raises:
-        ValueError: unknown loss or method; BatchNorm in training mode or active Dropout;
-            targets that do not fit the loss.
-
-    Example:
-        >>> lin = torch.nn.Linear(3, 1, bias=False)
-        >>> x = torch.eye(3)
-        >>> round(ggn_trace(lin, x, torch.zeros(3)), 6)  # (1/n)·Σ_i ||x_i||² = 3/3
-        1.0
-    """
-    check_loss(loss)
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    check_eval_mode(model)
+def _plan(model: nn.Module, method: str):
+    """The layers, each parameter's layer, and the modules with a fast per-sample formula."""
     layers = resolve_layers(model, "module")
     layer_of = {id(p): name for name, ps in layers for p in ps}
     owners: dict[int, int] = {}
@@ -263,6 +239,15 @@ def ggn_trace(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "s
         if (kind := _fast_kind(m)) and any(p.requires_grad for p in m.parameters(recurse=False))
         and all(owners[id(p)] == 1 for p in m.parameters(recurse=False))
     }
+    return layers, layer_of, fast
+
+
+def _chunk_sums(model, x, plan, make_S, per_column: bool = False) -> dict[str, torch.Tensor]:
+    """Σ_i ||S_iᵀ J_i||² per layer over the samples of ``x``, with ``S = make_S(model(x))`` (n, k, r).
+
+    ``per_column``: one value per column of S (shape (r,)) instead of their sum.
+    """
+    layers, layer_of, fast = plan
     records: dict[nn.Module, list] = {m: [] for m in fast}
     hooks = [m.register_forward_hook(lambda mod, inp, out: records[mod].append((inp[0].detach(), out)))
              for m in fast]
@@ -273,11 +258,12 @@ def ggn_trace(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "s
         for h in hooks:
             h.remove()
     f2 = as_predictions(f)
-    S = hessian_sqrt(loss, f2, y)  # (n, k, r)
+    S = make_S(f2)  # (n, k, r)
     once = [m for m in fast if len(records[m]) == 1 and records[m][0][1].requires_grad]
     done = {id(p) for m in once for p in m.parameters(recurse=False)}
     done |= {id(p) for m in fast if not records[m] for p in m.parameters(recurse=False)}  # unused
-    totals = {name: torch.zeros((), dtype=f2.dtype, device=f2.device) for name, _ in layers}
+    shape = (S.shape[2],) if per_column else ()
+    totals = {name: torch.zeros(shape, dtype=f2.dtype, device=f2.device) for name, _ in layers}
     if once:
         zs = [records[m][0][1] for m in once]
         grad_out = S.permute(2, 0, 1).reshape(S.shape[2], *f.shape)
@@ -285,17 +271,222 @@ def ggn_trace(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "s
         for m, z_grad in zip(once, gs):
             if z_grad is None:
                 continue
-            sums = _SUM_SQ[fast[m]](m, records[m][0][0], [g.detach() for g in z_grad])
+            a, z_grad = records[m][0][0], [g.detach() for g in z_grad]
+            if per_column:
+                cols = [_SUM_SQ[fast[m]](m, a, [g]) for g in z_grad]
+                sums = {k: torch.stack([torch.as_tensor(c[k], dtype=f2.dtype, device=f2.device) for c in cols])
+                        for k in cols[0]}
+            else:
+                sums = _SUM_SQ[fast[m]](m, a, z_grad)
             for pname, p in m.named_parameters(recurse=False):
                 if p.requires_grad:
                     totals[layer_of[id(p)]] += sums[pname]
     rest = [(k, p) for k, p in model.named_parameters() if p.requires_grad and id(p) not in done]
     if rest:
-        for k, v in _general_path(model, x, S, [k for k, _ in rest]).items():
+        for k, v in _general_path(model, x, S, [k for k, _ in rest], per_column).items():
             totals[layer_of[id(dict(rest)[k])]] += v
+    return totals
+
+
+def _default_chunk(model: nn.Module, x: torch.Tensor, columns: Callable[[torch.Tensor], int]) -> int:
+    """Samples per chunk: the recorded layer outputs and their backpropagated columns stay under
+    ``_CHUNK_ACTIVATIONS`` entries. Sized from one sample's forward (outputs of the leaf modules)."""
+    count = 0
+
+    def hook(mod, inp, out):
+        nonlocal count
+        count += out.numel() if isinstance(out, torch.Tensor) else 0
+
+    hooks = [m.register_forward_hook(hook) for m in model.modules() if not any(True for _ in m.children())]
+    try:
+        with torch.no_grad():
+            out = as_predictions(model(x[:1]))
+    finally:
+        for h in hooks:
+            h.remove()
+    per_sample = max(1, count) * (columns(out) + 1)
+    return max(1, _CHUNK_ACTIVATIONS // per_sample)
+
+
+def _check_chunk_size(chunk_size) -> None:
+    if chunk_size is None:
+        return
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
+        raise TypeError(f"chunk_size must be None or an integer >= 1, got {type(chunk_size).__name__}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be None or an integer >= 1, got {chunk_size}")
+
+
+def ggn_trace(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "square",
+              per_layer: bool = False, method: str = "auto",
+              chunk_size: int | None = None) -> float | dict[str, float]:
+    r"""Exact trace of the generalized Gauss-Newton matrix, :math:`\operatorname{tr}(\nabla^2 L(\Phi) D\Phi D\Phi^\top)`.
+
+    Eq. (6) of Orvieto et al. (2023): :math:`R_\sigma^{\rm eff}(w) = R(w) + \tfrac{\sigma^2}{2}`
+    ``ggn_trace``. For the square loss this is :math:`\tfrac1n\|D\Phi(w)\|_F^2` (the empirical
+    NTK's trace over n). See the module docstring for the algorithm and what is supported.
+
+    The trace is a sum over samples, so it is computed chunk by chunk: a chunk :math:`C` of
+    :math:`n_C` samples gives the trace of its own mean loss, :math:`\tfrac1{n_C}\sum_{i\in C}t_i`,
+    and :math:`\operatorname{tr} = \sum_C \tfrac{n_C}{n}\cdot\tfrac1{n_C}\sum_{i\in C}t_i`. Peak
+    memory grows with the chunk, not with ``len(x)``.
+
+    Args:
+        model: ``model(x)`` returns (n, k) (or (n,) for k = 1); in eval mode if it has BatchNorm
+            or Dropout. Only parameters with ``requires_grad`` count.
+        x: inputs (n, ...). y: targets, as for :func:`noisereg.losses.loss_value`.
+        loss: ``"square"``, ``"logistic"`` or ``"cross_entropy"`` (the paper's conventions).
+        per_layer: return ``{layer name: trace}`` with the layer names of
+            ``NoiseInjector(model, layers="module")``, instead of the total.
+        method: ``"auto"`` (fast path where possible) or ``"functorch"`` (per-sample Jacobians
+            for every parameter: slow, a reference).
+        chunk_size: samples per chunk, >= 1. Default ``None``: as many as keep the chunk's layer
+            outputs times (columns of the loss-Hessian root + 1) under ``_CHUNK_ACTIVATIONS``
+            (2^28) entries, sized from one sample's forward: e.g. all 256 samples of a small CNN
+            at once, 14 samples of a CIFAR ResNet-18.
+
+    Returns:
+        The trace as a float, or a dict of floats per layer.
+
+    Raises:
+        ValueError: unknown loss or method; BatchNorm in training mode or active Dropout;
+            targets that do not fit the loss; ``chunk_size`` < 1.
+        TypeError: ``chunk_size`` is not an integer.
+
+    Example:
+        >>> lin = torch.nn.Linear(3, 1, bias=False)
+        >>> x = torch.eye(3)
+        >>> round(ggn_trace(lin, x, torch.zeros(3)), 6)  # (1/n)·Σ_i ||x_i||² = 3/3
+        1.0
+        >>> round(ggn_trace(lin, x, torch.zeros(3), chunk_size=2), 6)  # same, in chunks of 2 and 1
+        1.0
+    """
+    check_loss(loss)
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    _check_chunk_size(chunk_size)
+    check_eval_mode(model)
+    plan = _plan(model, method)
+    n = x.shape[0]
+    columns = {"square": lambda f: f.shape[1], "logistic": lambda f: 1, "cross_entropy": lambda f: max(1, f.shape[1] - 1)}
+    step = chunk_size or _default_chunk(model, x, columns[loss])  # the columns of hessian_sqrt
+    totals: dict[str, torch.Tensor] = {}
+    for lo in range(0, n, step):
+        xc, yc = x[lo:lo + step], y[lo:lo + step]
+        sums = _chunk_sums(model, xc, plan, lambda f, yc=yc: hessian_sqrt(loss, f, yc))
+        for name, v in sums.items():
+            v = v if len(xc) == n else v * (len(xc) / n)  # one chunk: the numbers of the whole batch
+            totals[name] = totals[name] + v if name in totals else v
     if per_layer:
-        return {name: float(v) for name, v in totals.items()}
+        return {name: float(totals.get(name, 0.0)) for name, _ in plan[0]}
     return float(sum(totals.values()))
+
+
+def _pseudo_gradients(loss: str, f: torch.Tensor, draw: torch.Tensor) -> torch.Tensor:
+    r"""Per-sample loss gradients :math:`u = \nabla_f \ell(f_i, \hat y)` at labels drawn from the model.
+
+    ``f``: predictions (n, k); ``draw``: the draws' randomness (n, r, k) for the square loss
+    (standard normals), (n, r) otherwise (uniforms on [0, 1)). Returns u (n, k, r), one column per
+    draw, with :math:`\mathbb E[u u^\top] = \nabla_f^2 \ell(f_i)` (the per-sample loss Hessian):
+
+    * square: :math:`\hat y = f + z`, :math:`z\sim N(0, I)`: :math:`u = f - \hat y = -z`;
+    * logistic: :math:`\hat y = \pm1` with :math:`P(+1) = p = \operatorname{sigmoid}(f)`:
+      :math:`u = -\hat y\,\operatorname{sigmoid}(-\hat y f)`, :math:`\mathbb E u^2 = p(1-p)`;
+    * cross-entropy: :math:`\hat y \sim \operatorname{softmax}(f)`: :math:`u = p - e_{\hat y}`,
+      :math:`\mathbb E[uu^\top] = \operatorname{diag}(p) - pp^\top`.
+    """
+    f = f.detach()
+    if loss == "square":
+        return -draw.transpose(1, 2)
+    if loss == "logistic":
+        y_hat = torch.where(draw < torch.sigmoid(f), 1.0, -1.0).to(f.dtype)  # (n, r)
+        return (-y_hat * torch.sigmoid(-y_hat * f)).unsqueeze(1)
+    p = torch.softmax(f, dim=1)
+    y_hat = torch.searchsorted(p.cumsum(1), draw.contiguous(), right=True).clamp_(max=f.shape[1] - 1)  # (n, r)
+    return p.unsqueeze(2) - F.one_hot(y_hat, f.shape[1]).transpose(1, 2).to(f.dtype)
+
+
+def sampled_ggn_trace(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "square",
+                      num_samples: int = 8, seed: int = 0, chunk_size: int | None = None) -> tuple[float, float]:
+    r"""Unbiased estimate of :math:`\operatorname{tr}(\nabla^2 L\, D\Phi D\Phi^\top)` from labels drawn from the model.
+
+    The loss of each sample is :math:`\ell(f_i, y_i)/n`, and for the paper's three losses the
+    gradient :math:`u_i = \nabla_f\ell(f_i, \hat y)` at a label :math:`\hat y` drawn from the model's
+    own predictive distribution has second moment :math:`\mathbb E[u_iu_i^\top] = \nabla_f^2\ell(f_i)`
+    (the Fisher information equals the loss Hessian for these losses; :func:`_pseudo_gradients`), so
+
+    .. math::
+
+        \operatorname{tr}(\nabla^2 L\, D\Phi D\Phi^\top)
+        = \frac1n\sum_i \operatorname{tr}\big(J_i^\top\, \mathbb E[u_iu_i^\top]\, J_i\big)
+        = \mathbb E\Big[\frac1n\sum_i \|J_i^\top u_i\|^2\Big],
+
+    the mean squared per-sample gradient norm at the drawn labels: unbiased, since the expectation
+    is linear and :math:`\|J^\top u\|^2 = \operatorname{tr}(J^\top uu^\top J)`. Each draw is one
+    column in :func:`ggn_trace`'s algorithm (one backward of that column to the layer outputs and the
+    per-layer norm formulas) instead of the loss-Hessian root's ``k`` (square) or ``k − 1``
+    (cross-entropy) columns: about one gradient per draw. The labels ``y`` are not used (only
+    checked), since the GGN does not depend on them for these losses. Unlike the empirical Fisher
+    (gradients at the true labels), this is unbiased at every w.
+
+    Args:
+        model, x, y, loss: as in :func:`ggn_trace` (same models supported; eval mode).
+        num_samples: number of label draws per sample, >= 2.
+        seed: seed of the draws (a CPU generator; the draws are the same for every ``chunk_size``).
+        chunk_size: samples per chunk, as in :func:`ggn_trace` (default sized by memory).
+
+    Returns:
+        ``(estimate, standard error)``: the mean over the draws of :math:`\frac1n\sum_i\|J_i^\top u_i\|^2`
+        and its standard deviation over the draws divided by :math:`\sqrt{\texttt{num\_samples}}`.
+
+    Raises:
+        ValueError: unknown loss, ``num_samples`` < 2, ``seed`` < 0, ``chunk_size`` < 1, or what
+            :func:`ggn_trace` refuses.
+        TypeError: ``num_samples``, ``seed`` or ``chunk_size`` is not an integer.
+
+    Example:
+        >>> lin = torch.nn.Linear(3, 1, bias=False)
+        >>> est, se = sampled_ggn_trace(lin, torch.eye(3), torch.zeros(3), num_samples=4000, seed=0)
+        >>> abs(est - 1.0) < 4 * se  # the exact trace is 1 (see ggn_trace)
+        True
+
+    References:
+        J. Martens. New insights and perspectives on the natural gradient method. JMLR 21(146),
+        2020 (Sec. 9.2: the Fisher with the model's own labels equals the GGN).
+        https://arxiv.org/abs/1412.1193
+    """
+    check_loss(loss)
+    for name, value, low in (("num_samples", num_samples, 2), ("seed", seed, 0)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an integer >= {low}, got {type(value).__name__}")
+        if value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value}")
+    _check_chunk_size(chunk_size)
+    check_eval_mode(model)
+    plan = _plan(model, "auto")
+    n = x.shape[0]
+    step = chunk_size or _default_chunk(model, x, lambda f: num_samples)
+    gen = torch.Generator().manual_seed(seed)
+    draws, totals = None, None
+    for lo in range(0, n, step):
+        xc, yc = x[lo:lo + step], y[lo:lo + step]
+
+        def make_S(f, lo=lo, yc=yc):
+            nonlocal draws
+            check_targets(loss, f, yc)
+            if draws is None:  # all samples' draws at once: the same for every chunk size
+                shape = (n, num_samples, f.shape[1]) if loss == "square" else (n, num_samples)
+                draws = (torch.randn if loss == "square" else torch.rand)(shape, generator=gen, dtype=torch.float64)
+            u = _pseudo_gradients(loss, f, draws[lo:lo + f.shape[0]].to(f.device, f.dtype))
+            return u / f.shape[0] ** 0.5
+
+        per_draw = sum(_chunk_sums(model, xc, plan, make_S, per_column=True).values())  # (num_samples,)
+        per_draw = per_draw if len(xc) == n else per_draw * (len(xc) / n)
+        totals = per_draw if totals is None else totals + per_draw
+    if totals is None:
+        return 0.0, 0.0
+    totals = totals.double().cpu()
+    return totals.mean().item(), (totals.std() / math.sqrt(num_samples)).item()
 
 
 def _rademacher(params: list[torch.Tensor], seed: int, q: int) -> list[torch.Tensor]:
