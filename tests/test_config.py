@@ -77,7 +77,7 @@ def test_run_specs_take_every_training_setting_from_the_config(name):
     # a config whose every training setting differs from TrainSettings' default
     over = {"epochs": 7, "batch_size": 5, "lr": 0.123, "momentum": 0.3, "weight_decay": 1e-3, "optimizer": "adam",
             "schedule": "cosine", "sigma_schedule": "linear", "noise_stop_epoch": 6, "eval_every": 2,
-            "log": ("ggn_trace",), "trace_points": 17, "layers": "tensor", "order": "cyclic",
+            "log": ("ggn_trace",), "trace_points": 17, "trace_estimator": "sampled", "layers": "tensor", "order": "cyclic",
             "convention": "official", "augment": True, "checkpoint_every": 3, "amp": True}
     assert set(over) == set(fields)
     cfg = exp.config("smoke", over)

@@ -135,3 +135,32 @@ def test_errors():
     bn_model.train()
     with pytest.raises(ValueError, match="Call model.eval"):
         nr.sampled_ggn_trace(bn_model, xb, yb)
+
+
+# ------------------------------------------------------------ trace_estimator in the training metrics
+def test_training_metrics_with_the_sampled_estimator_log_standard_errors():
+    from noisereg.data import Split
+    from noisereg.training import TrainSpec, train
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 6, generator=g, dtype=DT), torch.randint(0, 3, (64,), generator=g)
+    split = Split(x[:48], y[:48], x[48:], y[48:], name="toy", seed=0)
+    make = lambda: nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3)).double()  # noqa: E731
+    runs = {est: train(make, split, TrainSpec(method="layer", sigma=0.3, seed=0, epochs=2, lr=0.1, log=(
+        "reg_loss", "ggn_trace", "hessian_trace"), trace_estimator=est)) for est in ("exact", "sampled")}
+    for exact, sampled in zip(runs["exact"]["history"], runs["sampled"]["history"]):
+        se = sampled["ggn_trace_se"]
+        assert 0 < se and abs(sampled["ggn_trace"] - exact["ggn_trace"]) <= 4 * se
+        assert sampled["hessian_trace"] == sampled["ggn_trace"] and sampled["hessian_trace_se"] == se  # ReLU net
+        assert sampled["reg_loss_se"] == pytest.approx(0.3 ** 2 / 2 * se, rel=1e-12)
+        assert sampled["reg_loss"] == pytest.approx(sampled["train_loss"] + 0.3 ** 2 / 2 * sampled["ggn_trace"],
+                                                    rel=1e-6)
+        assert not {"ggn_trace_se", "reg_loss_se", "hessian_trace_se"} & set(exact)
+
+
+def test_trace_estimator_is_checked():
+    from noisereg.errors import UserError
+    from noisereg.training import TrainSpec
+
+    with pytest.raises(UserError, match=r"trace_estimator must be one of \('exact', 'sampled'\), got 'hutchinson'"):
+        TrainSpec(trace_estimator="hutchinson")

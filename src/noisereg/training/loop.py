@@ -1,7 +1,8 @@
-"""One training run: (noisy) GD/SGD/Adam, periodic evaluation, checkpoints, exact resume.
+"""One training run: (noisy) GD/SGD/Adam or SAM, periodic evaluation, checkpoints, exact resume.
 
 Top to bottom: the run's settings (:class:`TrainSpec`), optimizer and schedule, the epoch loop
-(noise injection around forward+backward, one host sync per epoch), evaluation, checkpoints.
+(noise injection around forward+backward, or :class:`noisereg.SAM`'s two gradients for method
+``"sam"`` with ρ = ``sigma``; one host sync per epoch), evaluation, checkpoints.
 A run whose training loss becomes non-finite is recorded as diverged and stops; the caller goes on.
 Resuming from a checkpoint replays the same data order, augmentation and noise, so on the CPU a
 resumed run ends with bit-identical numbers.
@@ -21,16 +22,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from noisereg.curvature import ggn_trace, hessian_trace, is_piecewise_linear
+from noisereg.curvature import ggn_trace, hessian_trace, is_piecewise_linear, sampled_ggn_trace
 from noisereg.data import Split
 from noisereg.injection import NoiseInjector
 from noisereg.losses import loss_value
+from noisereg.noise import NoiseLaw
+from noisereg.optim import SAM
 from noisereg.smoothing import effective_risk
 from noisereg.training.checkpoint import load_checkpoint, save_checkpoint
-from noisereg.training.settings import SIGMA_SCHEDULES, TrainSpec
+from noisereg.training.settings import GRAD_EVALS, SIGMA_SCHEDULES, TrainSpec
 
 METRICS = ("train_loss", "test_loss", "train_acc", "test_acc", "reg_loss", "hessian_trace", "hessian_trace_se",
-           "ggn_trace")
+           "ggn_trace", "ggn_trace_se", "reg_loss_se")
 
 
 def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -60,13 +63,17 @@ def _loss(spec: TrainSpec, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 HUTCHINSON_PROBES = 100  # probes of the Hessian-trace estimate on models that are not piecewise linear
+SAMPLED_DRAWS = 8        # label draws of sampled_ggn_trace under trace_estimator="sampled"
 
 
 def curvature_metrics(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor, spec: TrainSpec,
                       sigma_reg: float) -> dict[str, float]:
     """The metrics of ``spec.log`` on ``(xs, ys)``, model in eval mode (docs/THEORY.md §4).
 
-    * ``ggn_trace``: the exact :func:`noisereg.ggn_trace`.
+    * ``ggn_trace``: the exact :func:`noisereg.ggn_trace`; with ``trace_estimator="sampled"``,
+      :func:`noisereg.sampled_ggn_trace` (``SAMPLED_DRAWS`` label draws seeded by the run's seed,
+      unbiased, about one gradient per draw) and its standard error as ``ggn_trace_se``, which
+      ``reg_loss`` (``reg_loss_se``) and a GGN-valued ``hessian_trace`` (``hessian_trace_se``) carry.
     * ``reg_loss``: :func:`noisereg.effective_risk` at ``sigma_reg`` in the run's convention and
       layers: R + σ²/2·tr(GGN) (``paper``) or R + σ²/(2M)·tr(GGN) (``official``).
     * ``hessian_trace``: the Hessian's trace. Where :func:`noisereg.curvature.is_piecewise_linear`
@@ -79,18 +86,29 @@ def curvature_metrics(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor, spec
     out: dict[str, float] = {}
     with torch.enable_grad():
         need_ggn = {"ggn_trace", "reg_loss"} & set(spec.log) or ("hessian_trace" in spec.log and exact_hessian)
-        trace = ggn_trace(model, xs, ys, loss) if need_ggn else math.nan
+        trace, se = math.nan, None
+        if need_ggn and spec.trace_estimator == "sampled":
+            trace, se = sampled_ggn_trace(model, xs, ys, loss, num_samples=SAMPLED_DRAWS, seed=spec.seed)
+        elif need_ggn:
+            trace = ggn_trace(model, xs, ys, loss)
         if "ggn_trace" in spec.log:
             out["ggn_trace"] = trace
+            if se is not None:
+                out["ggn_trace_se"] = se
         if "hessian_trace" in spec.log:
             if exact_hessian:
                 out["hessian_trace"] = trace
+                if se is not None:
+                    out["hessian_trace_se"] = se
             else:
                 out["hessian_trace"], out["hessian_trace_se"] = hessian_trace(
                     model, xs, ys, loss, num_samples=HUTCHINSON_PROBES, seed=spec.seed)
     if "reg_loss" in spec.log:
         out["reg_loss"] = effective_risk(model, xs, ys, loss, sigma_reg, layers=spec.layers,
                                          convention=spec.convention, trace=trace)
+        if se is not None:
+            out["reg_loss_se"] = se * NoiseLaw(model, sigma_reg, layers=spec.layers,
+                                               convention=spec.convention).regularizer_coefficient
     return out
 
 
@@ -144,6 +162,11 @@ def train(model_fn: Callable[[], nn.Module], data: Split, spec: TrainSpec, *, de
           callback: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Train one run and return its record ``{"method", "sigma", "seed", "final", "history", ...}``.
 
+    The record also states the run's cost: ``grad_evals_per_step`` (forward + backward passes on a
+    batch per update: 2 for ``"sam"``, 1 otherwise) and ``grad_evals`` (that times the updates done).
+    Method ``"sam"`` reads ``sigma`` as SAM's ρ (scheduled like σ) and logs ``reg_loss`` at
+    ``reg_sigma`` (default 0: it injects no noise).
+
     Args:
         model_fn: builds the model (called once, under ``spec.seed``).
         data: the data, already on ``device`` (or moved there here).
@@ -159,11 +182,12 @@ def train(model_fn: Callable[[], nn.Module], data: Split, spec: TrainSpec, *, de
                  name=data.name, seed=data.seed)
     model = build_model(model_fn, spec.seed, device)
     opt, sched = _make_optimizer(model, spec)
-    inj = None if spec.method == "gd" else NoiseInjector(
+    inj = None if spec.method in ("gd", "sam") else NoiseInjector(
         model, spec.sigma, mode=spec.method, layers=spec.layers, order=spec.order,
         convention=spec.convention, seed=spec.seed)
+    sam = SAM(opt, rho=spec.sigma) if spec.method == "sam" else None  # ρ = sigma, scheduled like σ
     gen = torch.Generator().manual_seed(spec.seed + 7919)  # data order and augmentation
-    sigma_reg = spec.sigma if spec.reg_sigma is None else spec.reg_sigma
+    sigma_reg = spec.reg_sigma if spec.reg_sigma is not None else 0.0 if sam is not None else spec.sigma
     history: list[dict[str, float]] = []
     start, seconds, diverged = 0, 0.0, False
     if resume and checkpoint is not None and Path(checkpoint).exists():
@@ -198,6 +222,8 @@ def train(model_fn: Callable[[], nn.Module], data: Split, spec: TrainSpec, *, de
         t0 = time.perf_counter()
         if inj is not None:
             inj.sigma = sigma_at(spec, epoch)
+        if sam is not None:
+            sam.rho = sigma_at(spec, epoch)
         order = torch.randperm(n, generator=gen).to(device) if bs < n else None
         loss_sum = torch.zeros((), device=device)
         for b in range(steps_per_epoch):
@@ -205,6 +231,16 @@ def train(model_fn: Callable[[], nn.Module], data: Split, spec: TrainSpec, *, de
             xb, yb = data.x_train[idx], data.y_train[idx]
             if spec.augment:
                 xb = _augment(xb, gen)
+            if sam is not None:  # two gradients: at w (its loss is logged) and at w + ρ g/||g||
+                def closure(xb=xb, yb=yb):
+                    opt.zero_grad(set_to_none=True)
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec.amp):
+                        loss = _loss(spec, model(xb).float(), yb)
+                    loss.backward()
+                    return loss
+                loss = sam.step(closure)
+                loss_sum += loss.detach()
+                continue
             opt.zero_grad(set_to_none=True)
             with inj.perturb() if inj is not None else contextlib.nullcontext():
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec.amp):
@@ -231,5 +267,7 @@ def train(model_fn: Callable[[], nn.Module], data: Split, spec: TrainSpec, *, de
         if diverged:
             break
     final = {k: v for k, v in history[-1].items() if k not in ("step", "epoch")}
+    per_step = GRAD_EVALS.get(spec.method, 1)  # gradient evaluations (forward + backward on a batch) per step
     return {"method": spec.method, "sigma": spec.sigma, "seed": spec.seed, "diverged": diverged,
-            "final": final, "history": history, "seconds": round(seconds, 3)}
+            "final": final, "history": history, "seconds": round(seconds, 3),
+            "grad_evals_per_step": per_step, "grad_evals": per_step * history[-1]["step"]}

@@ -23,7 +23,8 @@ from noisereg.constraints import Checked, Each, Interval, IsBool, OneOf, OrNone
 from noisereg.injection import CONVENTIONS, MODES, ORDERS
 from noisereg.layers import LAYER_SCHEMES
 
-METHODS = ("gd", *MODES)                       # "gd": no noise; the others are NoiseInjector modes
+METHODS = ("gd", *MODES, "sam")                # "gd": no noise; "full"/"layer": NoiseInjector modes; "sam": nr.SAM, ρ = sigma
+GRAD_EVALS = {"sam": 2}                        # gradient evaluations per step (1 unless listed)
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("constant", "cosine")          # "cosine": annealed to 0 over the epochs
 SIGMA_SCHEDULES = {                            # factor on σ at the fraction t = epoch / epochs
@@ -32,6 +33,7 @@ SIGMA_SCHEDULES = {                            # factor on σ at the fraction t 
     "cosine": lambda t: 0.5 * (1.0 + math.cos(math.pi * t)),
 }
 LOGGABLE = ("reg_loss", "ggn_trace", "hessian_trace")
+TRACE_ESTIMATORS = ("exact", "sampled")        # ggn_trace, or sampled_ggn_trace (with a standard error)
 TRAIN_LOSSES = ("cross_entropy", "square")
 
 # constraints shared by the training settings and by experiment configs (one definition each)
@@ -57,6 +59,7 @@ class TrainSettings(Checked):
     eval_every: int = 1               # epochs between evaluations
     log: tuple[str, ...] = ()         # extra metrics: "reg_loss", "ggn_trace", "hessian_trace"
     trace_points: int | None = 512    # training points used for the curvature metrics (None: all)
+    trace_estimator: str = "exact"    # curvature metrics: "exact" (ggn_trace) | "sampled" (sampled_ggn_trace, + *_se)
     layers: str = "module"            # NoiseInjector layers: "module" | "tensor"
     order: str = "random"             # layer-wise noise: "random" | "cyclic"
     convention: str = "paper"         # "paper" | "official" (docs/THEORY.md §3)
@@ -77,6 +80,7 @@ class TrainSettings(Checked):
         "eval_every": POSITIVE_INT,
         "log": Each(OneOf(*LOGGABLE), empty=True),
         "trace_points": OrNone(POSITIVE_INT),
+        "trace_estimator": OneOf(*TRACE_ESTIMATORS),
         "layers": OneOf(*LAYER_SCHEMES),
         "order": OneOf(*ORDERS),
         "convention": OneOf(*CONVENTIONS),
@@ -96,8 +100,8 @@ class TrainSettings(Checked):
 class TrainSpec(TrainSettings):
     """Settings of one run: :class:`TrainSettings` plus the method, σ, seed and loss."""
 
-    method: str = "gd"                # "gd" | "full" | "layer"
-    sigma: float = 0.0                # noise scale (paper convention unless convention says otherwise)
+    method: str = "gd"                # "gd" | "full" | "layer" | "sam"
+    sigma: float = 0.0                # noise scale (paper convention unless convention says otherwise); sam: ρ
     seed: int = 0                     # model init, data order, augmentation and noise
     loss: str = "cross_entropy"       # "cross_entropy" | "square"
     reg_sigma: float | None = None    # σ of reg_loss (default: sigma)
