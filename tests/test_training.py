@@ -1,0 +1,218 @@
+"""train() injects the configured noise, resumes without repeating steps, and augments as documented.
+
+The weights a training forward sees are recorded by a forward pre-hook that the model carries into
+``train()``. With ``lr = 1e-30`` (float64) an SGD step leaves every weight unchanged, so a forward's
+weights minus the initial ones are exactly the noise of that step: its std, its layer choice and
+its schedule can be read off and compared with the law (docs/THEORY.md §2-§3).
+"""
+
+import math
+
+import pytest
+import torch
+
+from noisereg.data import Split
+from noisereg.experiments import EXPERIMENTS, run_experiment
+from noisereg.models import MLP
+from noisereg.training import TrainSpec, train
+from noisereg.training.loop import _augment, build_model
+
+SIGMA = 0.1
+NUM_LAYERS = 3  # the MLP below: three Linear modules (six tensors)
+
+
+def _data(seed=0, n=32):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 6, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (n,), generator=g)
+    return Split(x, y, x[:8], y[:8], name="gauss", seed=seed)
+
+
+def _model_fn(seen):
+    def make():
+        model = MLP(6, (5, 4), 3).double()
+
+        def record(mod, inp):
+            if mod.training:  # training forwards only (evaluation runs in eval mode)
+                seen.append([p.detach().clone() for p in mod.parameters()])
+
+        model.register_forward_pre_hook(record)
+        return model
+    return make
+
+
+def _noises(**kw):
+    """Per training step, the list over parameter tensors of (weights seen in forward) − (initial weights)."""
+    spec = TrainSpec(**{"epochs": 30, "lr": 1e-30, "loss": "cross_entropy", "seed": 3, "eval_every": 100, **kw})
+    seen = []
+    train(_model_fn(seen), _data(), spec)
+    init = [p.detach() for p in build_model(_model_fn([]), spec.seed, "cpu").parameters()]
+    assert len(seen) == spec.epochs
+    return [[s - p for s, p in zip(step, init)] for step in seen]
+
+
+def _perturbed_tensors(step):
+    return [i for i, e in enumerate(step) if e.abs().max() > 0]
+
+
+def test_gd_sees_the_clean_weights_and_noisy_training_does_not():
+    assert all(not _perturbed_tensors(step) for step in _noises(method="gd"))  # and lr=1e-30 moves nothing
+    full = _noises(method="full", sigma=SIGMA)
+    assert all(_perturbed_tensors(step) == list(range(6)) for step in full)
+    layer = _noises(method="layer", sigma=SIGMA)
+    assert all(_perturbed_tensors(step) for step in layer)
+
+
+def test_a_noisy_run_ends_elsewhere_than_gd():
+    spec = dict(epochs=5, lr=0.5, loss="cross_entropy", seed=1)
+    gd = train(_model_fn([]), _data(), TrainSpec(method="gd", **spec))
+    noisy = train(_model_fn([]), _data(), TrainSpec(method="full", sigma=SIGMA, **spec))
+    assert gd["final"]["train_loss"] != noisy["final"]["train_loss"]
+
+
+@pytest.mark.parametrize("mode,convention,std", [
+    ("full", "paper", SIGMA),
+    ("full", "official", SIGMA / math.sqrt(NUM_LAYERS)),
+    ("layer", "paper", SIGMA * math.sqrt(NUM_LAYERS)),
+    ("layer", "official", SIGMA),
+], ids=["full-paper", "full-official", "layer-paper", "layer-official"])
+def test_training_noise_has_the_std_of_the_mode_and_convention(mode, convention, std):
+    entries = torch.cat([e.flatten() for step in _noises(method=mode, sigma=SIGMA, convention=convention)
+                         for e in step if e.abs().max() > 0])
+    assert entries.numel() > 500
+    assert entries.std().item() == pytest.approx(std, rel=0.08)  # SE of the std estimate < 3 %
+    assert entries.mean().abs().item() < 4 * std / math.sqrt(entries.numel())
+
+
+def test_layer_noise_follows_the_configured_layers_and_order():
+    module_cyclic = [_perturbed_tensors(s) for s in _noises(method="layer", sigma=SIGMA, order="cyclic")]
+    layers = [[2 * j, 2 * j + 1] for j in range(NUM_LAYERS)]  # weight and bias of one Linear
+    assert all(p in layers for p in module_cyclic)
+    chosen = [p[0] // 2 for p in module_cyclic]
+    assert chosen == [(chosen[0] + t) % NUM_LAYERS for t in range(len(chosen))]
+    random_ = [_perturbed_tensors(s)[0] // 2 for s in _noises(method="layer", sigma=SIGMA, order="random")]
+    assert set(random_) == set(range(NUM_LAYERS))
+    assert random_ != [(random_[0] + t) % NUM_LAYERS for t in range(len(random_))]
+    tensor = [_perturbed_tensors(s) for s in _noises(method="layer", sigma=SIGMA, layers="tensor")]
+    assert all(len(p) == 1 for p in tensor) and {p[0] for p in tensor} == set(range(6))
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_training_noise_follows_the_sigma_schedule_and_stops(schedule):
+    const = _noises(method="full", sigma=SIGMA, epochs=10)
+    sched = _noises(method="full", sigma=SIGMA, epochs=10, sigma_schedule=schedule, noise_stop_epoch=8)
+    factor = {"linear": lambda t: 1 - t, "cosine": lambda t: 0.5 * (1 + math.cos(math.pi * t))}[schedule]
+    for epoch, (a, b) in enumerate(zip(const, sched)):
+        f = factor(epoch / 10) if epoch < 8 else 0.0
+        for ea, eb in zip(a, b):  # the same unit draws, scaled by the schedule
+            torch.testing.assert_close(eb, f * ea, rtol=1e-9, atol=1e-15)
+
+
+class Killed(Exception):
+    pass
+
+
+def test_train_resumed_after_a_kill_runs_only_the_remaining_epochs(tmp_path):
+    spec = TrainSpec(method="layer", sigma=SIGMA, epochs=6, lr=0.1, loss="cross_entropy", seed=2)
+    ref_seen = []
+    ref = train(_model_fn(ref_seen), _data(), spec)
+
+    def kill(epoch):
+        if epoch == 4:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train(_model_fn([]), _data(), spec, checkpoint=tmp_path / "c.pt", callback=kill)
+    seen, epochs = [], []
+    got = train(_model_fn(seen), _data(), spec, checkpoint=tmp_path / "c.pt", resume=True, callback=epochs.append)
+    assert epochs == [5, 6] and len(seen) == 2  # two training forwards, not six
+    for a, b in zip(seen, ref_seen[4:]):
+        assert all(torch.equal(p, q) for p, q in zip(a, b))
+    assert got["final"] == ref["final"] and got["history"] == ref["history"]
+
+
+def test_runner_resume_does_not_repeat_finished_epochs(tmp_path):
+    exp, overrides = EXPERIMENTS["fig3"], {"epochs": 4, "checkpoint_every": 1}
+    calls = []
+
+    def kill(epoch):  # the second run dies after its epoch-2 checkpoint
+        calls.append(epoch)
+        if len(calls) == 6:
+            raise Killed
+
+    with pytest.raises(Killed):
+        run_experiment(exp, "smoke", tmp_path, overrides=overrides, show_progress=False, callback=kill)
+    runs = len(exp.runs(exp.config("smoke", overrides)))
+    after = []
+    run_experiment(exp, "smoke", tmp_path, overrides=overrides, show_progress=False, resume=True,
+                   callback=after.append)
+    assert after == [3, 4] + [1, 2, 3, 4] * (runs - 2)  # run 1 kept, run 2 from epoch 2, the rest whole
+
+
+def _augment_reference(x, gen):
+    """Crop and flip one image at a time, with the draws in the order of ``_augment``."""
+    n, _, h, w = x.shape
+    pad = 4 if h >= 32 else 1
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    flip = torch.rand(n, generator=gen) < 0.5
+    out = torch.empty_like(x)
+    for i in range(n):
+        padded = torch.zeros(x.shape[1], h + 2 * pad, w + 2 * pad, dtype=x.dtype)
+        padded[:, pad:pad + h, pad:pad + w] = x[i]
+        crop = padded[:, dy[i]:dy[i] + h, dx[i]:dx[i] + w]
+        out[i] = crop.flip(-1) if flip[i] else crop
+    return out
+
+
+@pytest.mark.parametrize("shape", [(16, 1, 8, 8), (6, 3, 32, 32), (4, 2, 5, 7)], ids=["8x8", "32x32", "5x7"])
+def test_augment_crops_and_flips_like_a_per_image_reference(shape):
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    got = _augment(x, torch.Generator().manual_seed(1))
+    assert torch.equal(got, _augment_reference(x, torch.Generator().manual_seed(1)))
+    assert not torch.equal(got, x)
+
+
+def test_logged_metrics_equal_direct_computations_on_the_trained_model():
+    """With lr = 1e-30 the trained model is the initial one: its logged loss, accuracy, GGN trace
+    (on the first ``trace_points`` training points) and reg_loss = R + σ²/2·tr(GGN) (paper
+    convention, docs/THEORY.md §3) are recomputed here from the model directly."""
+    import noisereg as nr
+    from noisereg.losses import loss_value
+
+    data, sigma = _data(), 0.3
+    spec = TrainSpec(method="full", sigma=sigma, epochs=2, lr=1e-30, seed=4, trace_points=10,
+                     log=("reg_loss", "ggn_trace", "hessian_trace"))
+    record = train(_model_fn([]), data, spec)
+    model = build_model(_model_fn([]), spec.seed, "cpu").eval()
+    x, y = data.x_train, data.y_train
+    with torch.no_grad():
+        loss = loss_value("cross_entropy", model(x), y).item()
+        acc = (model(data.x_test).argmax(1) == data.y_test).double().mean().item()
+    ggn = nr.ggn_trace(model, x[:10], y[:10], "cross_entropy")
+    assert ggn != pytest.approx(nr.ggn_trace(model, x, y, "cross_entropy"), rel=1e-3)  # trace_points matters
+    for h in (record["history"][0], record["final"]):
+        assert h["train_loss"] == pytest.approx(loss, rel=1e-12)
+        assert h["test_acc"] == pytest.approx(acc)
+        assert h["ggn_trace"] == pytest.approx(ggn, rel=1e-10)
+        assert h["hessian_trace"] == h["ggn_trace"]  # ReLU net: exact
+        r10 = loss_value("cross_entropy", model(x[:10]), y[:10]).item()
+        assert h["reg_loss"] == pytest.approx(r10 + sigma ** 2 / 2 * ggn, rel=1e-10)
+
+
+@pytest.mark.parametrize("amp", [False, True], ids=["fp32", "bf16-autocast"])
+def test_amp_trains_forward_in_bfloat16_and_evaluates_in_full_precision(amp):
+    dtypes = {True: set(), False: set()}  # by module.training
+
+    def make():
+        torch.manual_seed(0)
+        model = MLP(6, (5, 4), 3)
+        model[1].register_forward_hook(lambda mod, inp, out: dtypes[mod.training].add(out.dtype))  # a Linear
+        return model
+
+    data = _data()
+    data = Split(data.x_train.float(), data.y_train, data.x_test.float(), data.y_test, name="gauss", seed=0)
+    spec = TrainSpec(method="layer", sigma=SIGMA, epochs=3, lr=0.1, amp=amp)
+    record = train(make, data, spec)
+    assert dtypes[True] == {torch.bfloat16 if amp else torch.float32} and dtypes[False] == {torch.float32}
+    assert math.isfinite(record["final"]["train_loss"])
