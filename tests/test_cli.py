@@ -195,3 +195,24 @@ def test_list_and_errors(tmp_path, capsys):
     (tmp_path / "results.json").write_text('{"experiment": "figX"}')
     assert main(["report", str(tmp_path)]) == 2
     assert "unknown experiment 'figX'" in capsys.readouterr().err
+
+
+def test_resume_and_device_reach_the_runs(tmp_path, capsys, monkeypatch):
+    """--device cpu wins over a default of cuda; --resume trains only the runs missing from results.json."""
+    import torch
+
+    import noisereg.training.loop as loop
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the default device would be cuda
+    out, argv = tmp_path / "r", ["run", "fig3", "--preset", "smoke", "--quiet", "--device", "cpu", "--set", "epochs=2"]
+    assert main([*argv, "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["environment"]["device"] == "cpu" and len(res["runs"]) > 1
+    (out / "results.json").write_text(json.dumps({**res, "runs": res["runs"][:-1]}))  # killed before the last run
+    built, build = [], loop.build_model
+    monkeypatch.setattr(loop, "build_model", lambda *a, **k: built.append(1) or build(*a, **k))
+    assert main([*argv, "--out", str(out), "--resume"]) == 0
+    assert len(built) == 1  # the last run only
+    again = json.loads((out / "results.json").read_text())
+    assert [r["id"] for r in again["runs"]] == [r["id"] for r in res["runs"]]
+    assert again["runs"][-1]["final"] == res["runs"][-1]["final"]

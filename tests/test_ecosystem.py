@@ -158,7 +158,7 @@ def test_torch_compile_model():
     for p, q in zip(eager.parameters(), compiled.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
     # the weight swap does not trigger recompilation: one frame compiled, no recompiles
-    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] <= 1
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1  # 0 would mean it never compiled
 
 
 def test_torch_compile_inductor():

@@ -79,6 +79,22 @@ def test_lasso_smoke_compares_with_the_lasso(smoke):
         assert r["final"]["rel_err"] < 0.5
 
 
+
+def test_lasso_run_lands_on_the_lasso_of_its_own_lambda():
+    """One cpu-preset run (σ = 0.4, 20k steps, ~3 s): β is 5x closer to the weighted Lasso at
+    λ_j = 2σ²(XᵀX/n)_jj (computed here, Eq. (8)) than at 0.8λ or 1.25λ, so noise switched off or a
+    wrong factor in λ (λ/2, σ/√2) fails; the smoke preset's 500 steps cannot tell λ from 1.4λ."""
+    from noisereg.closed_form import weighted_lasso
+    from noisereg.experiments.lasso import _problem, train_diagonal
+
+    cfg = Lasso().config("cpu", {"sigmas": (0.4,), "seeds": (0,)})
+    X, y, _ = (torch.from_numpy(a) for a in _problem(cfg))
+    lam = 2 * 0.4 ** 2 * X.pow(2).mean(0)
+    beta = np.array(train_diagonal(cfg, 0.4, 0)["beta"])
+    dist = {f: np.linalg.norm(beta - weighted_lasso(X, y, f * lam).numpy()) for f in (0.8, 1.0, 1.25)}
+    assert dist[1.0] < 0.2 * min(dist[0.8], dist[1.25])
+    assert dist[1.0] < 0.02 * np.linalg.norm(weighted_lasso(X, y, lam).numpy())
+
 # ---------------------------------------------------------------------------------- grouplasso
 def test_grouplasso_smoke_compares_with_convex(smoke):
     results, _ = smoke["grouplasso"]
