@@ -7,6 +7,7 @@ the module. ``counting`` is a test-only experiment written to a temporary module
 so registered) only by the tests that ask for it, and removed from the registry afterwards.
 """
 
+import importlib.util
 import json
 import os
 import signal
@@ -28,6 +29,7 @@ COUNTING = textwrap.dedent('''
     """Test-only experiment: three jobs that add seeded numbers step by step, checkpointing each step."""
     import functools
     import os
+    import time
     from dataclasses import dataclass
     from pathlib import Path
 
@@ -44,6 +46,7 @@ COUNTING = textwrap.dedent('''
         lose: str = ""      # this job's first attempt kills its worker process after step `lose_at`
         lose_at: int = 2
         log: str = ""       # a file that gets one line "job step" per step computed
+        slow: str = ""      # this job waits a second before it starts
 
 
     def first_time(marker):
@@ -59,6 +62,8 @@ COUNTING = textwrap.dedent('''
         checkpoint = Path(checkpoint)
         if job == cfg.fail and first_time(checkpoint.with_suffix(".failed")):
             raise RuntimeError(f"{job} fails on purpose")
+        if job == cfg.slow:
+            time.sleep(1.0)
         step, total = 0, 0.0
         if resume and checkpoint.exists():
             state = load_checkpoint(checkpoint)
@@ -176,6 +181,12 @@ def test_parallel_sweep_equals_the_sequential_one(name, executor, sequential, tm
         p.name for p in (ref / "checkpoints").iterdir())
 
 
+def finished(out: Path) -> list[str]:
+    """Ids of the runs in ``out/results.json`` (none before it exists)."""
+    path = out / "results.json"
+    return [r["id"] for r in json.loads(path.read_text())["runs"]] if path.exists() else []
+
+
 def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "noisereg.cli", "run", *args, "--quiet"]
 
@@ -191,15 +202,18 @@ def test_driver_killed_then_resumed_gives_the_uninterrupted_results(tmp_path):
     proc = subprocess.Popen(_cli("fig3", "--preset", "smoke", "--out", str(out), "--jobs", "2", *sets), env=env,
                             start_new_session=True)
     deadline = time.monotonic() + 120
-    while not list(out.glob("checkpoints/*.pt")) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+    while not finished(out) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL  # killed mid-sweep, not finished
-    assert list(out.glob("checkpoints/*.pt"))
+    done = finished(out)
+    assert 1 <= len(done) < 3
+    stamps = {run: (out / "checkpoints" / f"{run}.pt").stat().st_mtime_ns for run in done}
     subprocess.run(_cli("fig3", "--preset", "smoke", "--out", str(out), "--jobs", "2", "--resume", *sets), env=env,
                    check=True)
     assert comparable(out) == comparable(ref)
+    assert stamps == {run: (out / "checkpoints" / f"{run}.pt").stat().st_mtime_ns for run in done}  # not run again
     assert report_text(out) == report_text(ref)
 
 
@@ -246,6 +260,19 @@ def test_a_lost_worker_is_retried_from_its_checkpoint(executor, counting, tmp_pa
     assert steps == [1, 2, 3, 4]  # steps 1-2 were not computed again
 
 
+def test_runs_that_finish_out_of_order_keep_the_runners_order(counting, tmp_path):
+    ref = run_experiment(counting, "smoke", tmp_path / "ref", show_progress=False)
+    log = tmp_path / "steps.log"
+    res = run_experiment(counting, "smoke", tmp_path / "run", overrides={"slow": "job0", "log": str(log)},
+                         show_progress=False, jobs=2)
+    last = [line.split()[0] for line in log.read_text().splitlines() if line.endswith(" 4")]
+    assert last[-1] == "job0"  # job0 finished last
+    assert [r["id"] for r in res["runs"]] == ["job0", "job1", "job2"]
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["runs"] == res["runs"]
+    strip = lambda runs: [{k: v for k, v in r.items() if k != "seconds"} for r in runs]  # noqa: E731
+    assert strip(res["runs"]) == strip(ref["runs"])
+
+
 def test_a_worker_lost_too_often_is_recorded_as_failed(counting, tmp_path, monkeypatch):
     from noisereg.experiments import executors
 
@@ -269,6 +296,8 @@ def test_cpu_threads_are_divided_between_jobs():
     torch.set_num_threads(4)
     assert executors.Processes(2, "cpu").threads == 2 and executors.Processes(3, "cpu").threads == 1
     assert executors.Processes(8, "cpu").threads == 1
+    if importlib.util.find_spec("ray") is not None:
+        assert executors.RayTasks(2, "cpu", None).threads == 2  # constructed only: no Ray instance started
     assert isinstance(executors.make_executor("local", 1, "cpu", None), executors.Sequential)
 
 

@@ -265,7 +265,8 @@ def run_experiment(exp: Experiment, preset: str, out: str | Path, *, overrides: 
         results = {"experiment": exp.name, "preset": preset, "config": config,
                    "data": getattr(split, "name", str(split)),
                    "environment": {"torch": torch.__version__, "python": platform.python_version(),
-                                   "device": pool.device, "git": _git_hash()}}
+                                   "device": pool.device, "git": _git_hash()},
+                   "runs": [done[r.id] for r in runs if r.id in done]}
         if pool.name != "sequential":
             results["environment"] |= {"executor": pool.name, "jobs": jobs, "threads_per_run": pool.threads}
 
@@ -295,7 +296,6 @@ def run_experiment(exp: Experiment, preset: str, out: str | Path, *, overrides: 
                     record(run_id, outcome)
                     bar.set_postfix_str(f"{len(failed)} failed" if failed else run_id)
                     bar.update(1)
-    results["runs"] = [done[r.id] for r in runs if r.id in done]
     results["seconds"] = round(time.perf_counter() - t0, 1)
     atomic_write_json(path, results)
     return results
