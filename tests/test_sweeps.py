@@ -47,6 +47,7 @@ COUNTING = textwrap.dedent('''
         lose_at: int = 2
         log: str = ""       # a file that gets one line "job step" per step computed
         slow: str = ""      # this job waits a second before it starts
+        pause: float = 0.0  # seconds each step takes
 
 
     def first_time(marker):
@@ -69,6 +70,7 @@ COUNTING = textwrap.dedent('''
             state = load_checkpoint(checkpoint)
             step, total = state["step"], state["total"]
         for t in range(step, cfg.steps):
+            time.sleep(cfg.pause)
             total += float(torch.randn(3, generator=torch.Generator().manual_seed(1000 * seed + t)).sum())
             save_checkpoint(checkpoint, {"step": t + 1, "total": total})
             if cfg.log:
@@ -215,6 +217,30 @@ def test_driver_killed_then_resumed_gives_the_uninterrupted_results(tmp_path):
     assert comparable(out) == comparable(ref)
     assert stamps == {run: (out / "checkpoints" / f"{run}.pt").stat().st_mtime_ns for run in done}  # not run again
     assert report_text(out) == report_text(ref)
+
+
+def test_killed_sweep_resumes_each_run_from_its_checkpoint(counting, helper_dir, tmp_path):
+    """The same kill -9 on the counting jobs, which log every step they compute: after --resume
+    no step is computed twice. (A step is logged after its checkpoint is written, so a kill in
+    between may leave one step unlogged, never one logged twice.)"""
+    log, out = tmp_path / "steps.log", tmp_path / "run"
+    code = "import sys, sweep_counting; from noisereg.cli import main; sys.exit(main(sys.argv[1:]))"
+    argv = [sys.executable, "-c", code, "run", "counting", "--preset", "smoke", "--out", str(out), "--quiet",
+            "--jobs", "2", "--set", "steps=12", "--set", "pause=0.15", "--set", f"log={log}"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(helper_dir), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen(argv, env=env, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not finished(out) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL and 1 <= len(finished(out)) < 3
+    subprocess.run([*argv, "--resume"], env=env, check=True)
+    lines = log.read_text().splitlines()
+    assert len(lines) == len(set(lines)) and len(lines) >= 3 * 12 - 2  # each step once, at most 2 kills unlogged
+    ref = run_experiment(counting, "smoke", tmp_path / "ref", overrides={"steps": 12}, show_progress=False)
+    strip = lambda runs: [{k: v for k, v in r.items() if k != "seconds"} for r in runs]  # noqa: E731
+    assert strip(json.loads((out / "results.json").read_text())["runs"]) == strip(ref["runs"])
 
 
 @pytest.mark.parametrize("executor", ["local", "ray"])

@@ -185,8 +185,13 @@ class Processes:
         try:
             while queue or running:
                 while queue and len(running) < self.jobs:  # at most `jobs` submitted: the running ones
-                    task = queue.pop(0)
-                    running[pool.submit(_execute_in_pool, task)] = task
+                    try:
+                        future = pool.submit(_execute_in_pool, queue[0])
+                    except cf.process.BrokenProcessPool:  # broke since the last wait: a running future says so
+                        if not running:
+                            raise  # broken with nothing running: the workers' start-up itself failed
+                        break
+                    running[future] = queue.pop(0)
                 finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
                 lost = []
                 for fut in finished:
@@ -235,6 +240,8 @@ class RayTasks:
             self.started = True
         if self.device is None:
             self.device = "cuda" if self.ray.cluster_resources().get("GPU", 0) > 0 else "cpu"
+        elif self.device.startswith("cuda"):  # a task sees only the GPU Ray gave it, as "cuda"
+            self.device = "cuda"
         return self
 
     def __exit__(self, *exc) -> None:
