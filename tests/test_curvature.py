@@ -364,3 +364,21 @@ def test_chunk_size_errors():
         nr.ggn_trace(model, x, y, chunk_size=0)
     with pytest.raises(TypeError, match="chunk_size must be None or an integer >= 1, got float"):
         nr.ggn_trace(model, x, y, chunk_size=2.0)
+
+
+class _ListThenTanh(nn.Module):
+    """Declares piecewise_linear but holds a Tanh after a ModuleList: the module tree must catch it."""
+
+    piecewise_linear = True
+
+    def __init__(self):
+        super().__init__()
+        self.blocks = nn.ModuleList([nn.Linear(3, 3)])
+        self.act = nn.Tanh()
+
+
+def test_is_piecewise_linear_checks_every_module_and_tied_weights():
+    assert not nr.curvature.is_piecewise_linear(_ListThenTanh())  # modules after a container are checked
+    lin = nn.Linear(3, 3)
+    assert nr.curvature.is_piecewise_linear(nn.Sequential(lin, nn.ReLU(), nn.Linear(3, 3)))
+    assert not nr.curvature.is_piecewise_linear(nn.Sequential(lin, nn.ReLU(), lin))  # one weight used twice
