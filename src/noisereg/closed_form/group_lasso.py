@@ -14,7 +14,8 @@ Since :math:`\partial\Phi/\partial u_g = X_gv_g` and :math:`\partial\Phi/\partia
 
 with equality at :math:`u_g^2 = \|X_g\beta_g\|/\|X_g\|_F` (AM-GM). Groups of size one give the
 Lasso :math:`\sigma^2\sum_j (X^\top X/n)_{jj}|\beta_j|`: half the weights of the diagonal net's
-Eq. (8), with no overparametrization needed.
+Eq. (8), with the same number of parameters (u_j and v_j for each coordinate: 2d, as the diagonal
+net's w1, w2).
 
 Example:
     >>> import torch
