@@ -35,7 +35,71 @@ from noisereg.injection import NoiseInjector
 __all__ = ["NoisyOptimizer", "SAM"]
 
 
-class NoisyOptimizer(torch.optim.Optimizer):
+class _Wrapper(torch.optim.Optimizer):
+    """Shared machinery of the wrappers: the wrapped optimizer's own containers, hooks, pickling.
+
+    ``Optimizer.__init__`` would build new ``param_groups``; :meth:`_wrap` sets up only what the
+    base class's methods use and shares the rest with the wrapped optimizer through the
+    properties below, so a scheduler built on the wrapper drives the real learning rate.
+    """
+
+    def _wrap(self, optimizer: torch.optim.Optimizer) -> None:
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        self.optimizer = optimizer
+        self._optimizer_step_pre_hooks: OrderedDict = OrderedDict()
+        self._optimizer_step_post_hooks: OrderedDict = OrderedDict()
+        self._optimizer_state_dict_pre_hooks: OrderedDict = OrderedDict()
+        self._optimizer_state_dict_post_hooks: OrderedDict = OrderedDict()
+        self._optimizer_load_state_dict_pre_hooks: OrderedDict = OrderedDict()
+        self._optimizer_load_state_dict_post_hooks: OrderedDict = OrderedDict()
+        self._patch_step_function()  # step pre/post hooks and profiling, as for any optimizer
+        self._warned_capturable_if_run_uncaptured = True
+
+    # ------------------------------------------------- the wrapped optimizer's own containers
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:  # type: ignore[override]
+        """The wrapped optimizer's ``param_groups`` list itself (schedulers write the real lr)."""
+        return self.optimizer.param_groups
+
+    @param_groups.setter
+    def param_groups(self, value: list[dict[str, Any]]) -> None:
+        self.optimizer.param_groups = value
+
+    @property
+    def state(self) -> Any:  # type: ignore[override]
+        """The wrapped optimizer's per-parameter state."""
+        return self.optimizer.state
+
+    @state.setter
+    def state(self, value: Any) -> None:
+        self.optimizer.state = value
+
+    @property
+    def defaults(self) -> dict[str, Any]:  # type: ignore[override]
+        """The wrapped optimizer's defaults."""
+        return self.optimizer.defaults
+
+    @defaults.setter
+    def defaults(self, value: dict[str, Any]) -> None:
+        self.optimizer.defaults = value
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Zero the gradients of the wrapped optimizer's parameters."""
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a parameter group to the wrapped optimizer."""
+        self.optimizer.add_param_group(param_group)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return self.__dict__
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+
+class NoisyOptimizer(_Wrapper):
     r"""Wrap an optimizer so that ``step(closure)`` evaluates the closure at noisy weights.
 
     ``step(closure)`` runs ``closure()`` (zero the gradients, forward, backward, return the loss)
@@ -82,50 +146,10 @@ class NoisyOptimizer(torch.optim.Optimizer):
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, injector: NoiseInjector) -> None:
-        if not isinstance(optimizer, torch.optim.Optimizer):
-            raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
         if not isinstance(injector, NoiseInjector):
             raise TypeError(f"injector must be a noisereg.NoiseInjector, got {type(injector).__name__}")
-        # Optimizer.__init__ would build new param_groups; set up only what its methods use and
-        # share the rest with the wrapped optimizer (see the properties below).
-        self.optimizer = optimizer
+        self._wrap(optimizer)
         self.injector = injector
-        self._optimizer_step_pre_hooks: OrderedDict = OrderedDict()
-        self._optimizer_step_post_hooks: OrderedDict = OrderedDict()
-        self._optimizer_state_dict_pre_hooks: OrderedDict = OrderedDict()
-        self._optimizer_state_dict_post_hooks: OrderedDict = OrderedDict()
-        self._optimizer_load_state_dict_pre_hooks: OrderedDict = OrderedDict()
-        self._optimizer_load_state_dict_post_hooks: OrderedDict = OrderedDict()
-        self._patch_step_function()  # step pre/post hooks and profiling, as for any optimizer
-        self._warned_capturable_if_run_uncaptured = True
-
-    # ------------------------------------------------- the wrapped optimizer's own containers
-    @property
-    def param_groups(self) -> list[dict[str, Any]]:  # type: ignore[override]
-        """The wrapped optimizer's ``param_groups`` list itself (schedulers write the real lr)."""
-        return self.optimizer.param_groups
-
-    @param_groups.setter
-    def param_groups(self, value: list[dict[str, Any]]) -> None:
-        self.optimizer.param_groups = value
-
-    @property
-    def state(self) -> Any:  # type: ignore[override]
-        """The wrapped optimizer's per-parameter state."""
-        return self.optimizer.state
-
-    @state.setter
-    def state(self, value: Any) -> None:
-        self.optimizer.state = value
-
-    @property
-    def defaults(self) -> dict[str, Any]:  # type: ignore[override]
-        """The wrapped optimizer's defaults."""
-        return self.optimizer.defaults
-
-    @defaults.setter
-    def defaults(self, value: dict[str, Any]) -> None:
-        self.optimizer.defaults = value
 
     # ------------------------------------------------------------------------------- step
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
@@ -153,14 +177,6 @@ class NoisyOptimizer(torch.optim.Optimizer):
         self.optimizer.step()
         return loss
 
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        """Zero the gradients of the wrapped optimizer's parameters."""
-        self.optimizer.zero_grad(set_to_none=set_to_none)
-
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """Add a parameter group to the wrapped optimizer."""
-        self.optimizer.add_param_group(param_group)
-
     # ------------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
         """``{"optimizer": wrapped optimizer's state_dict, "injector": the injector's}``.
@@ -184,18 +200,11 @@ class NoisyOptimizer(torch.optim.Optimizer):
         self.optimizer.load_state_dict(state_dict["optimizer"])
         self.injector.load_state_dict(state_dict["injector"])
 
-    # ------------------------------------------------------------------------------ misc
-    def __getstate__(self) -> dict[str, Any]:
-        return self.__dict__
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-
     def __repr__(self) -> str:
         return f"NoisyOptimizer({self.optimizer!r}, {self.injector!r})"
 
 
-class SAM(torch.optim.Optimizer):
+class SAM(_Wrapper):
     r"""Sharpness-aware minimization: step with the gradient at the worst-case nearby point.
 
     ``step(closure)`` takes one SAM step (Foret et al., 2021) around the wrapped optimizer:
@@ -257,30 +266,11 @@ class SAM(torch.optim.Optimizer):
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, rho: float = 0.05, adaptive: bool = False) -> None:
-        if not isinstance(optimizer, torch.optim.Optimizer):
-            raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
         if not isinstance(adaptive, bool):
             raise TypeError(f"adaptive must be a bool, got {type(adaptive).__name__}")
-        self.optimizer = optimizer
+        self._wrap(optimizer)
         self.rho = rho  # checked by the setter
         self.adaptive = adaptive
-        self._optimizer_step_pre_hooks: OrderedDict = OrderedDict()
-        self._optimizer_step_post_hooks: OrderedDict = OrderedDict()
-        self._optimizer_state_dict_pre_hooks: OrderedDict = OrderedDict()
-        self._optimizer_state_dict_post_hooks: OrderedDict = OrderedDict()
-        self._optimizer_load_state_dict_pre_hooks: OrderedDict = OrderedDict()
-        self._optimizer_load_state_dict_post_hooks: OrderedDict = OrderedDict()
-        self._patch_step_function()
-        self._warned_capturable_if_run_uncaptured = True
-
-    # the wrapped optimizer's own containers, exactly as NoisyOptimizer shares them
-    param_groups = NoisyOptimizer.param_groups
-    state = NoisyOptimizer.state
-    defaults = NoisyOptimizer.defaults
-    zero_grad = NoisyOptimizer.zero_grad
-    add_param_group = NoisyOptimizer.add_param_group
-    __getstate__ = NoisyOptimizer.__getstate__
-    __setstate__ = NoisyOptimizer.__setstate__
 
     @property
     def rho(self) -> float:
