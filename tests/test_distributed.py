@@ -1,6 +1,9 @@
 """NoiseInjector under DistributedDataParallel: 2 CPU processes, gloo backend."""
 
 
+import os
+import sys
+
 import pytest
 import torch
 import torch.distributed as dist
@@ -53,6 +56,12 @@ def _worker(rank, world, init_file, out_file, independent, seed=0):
             torch.save(gathered, out_file)
     finally:
         dist.destroy_process_group()
+    # Reached only when the work succeeded: torch 2.13's gloo sometimes aborts in its C++ teardown at
+    # interpreter exit ("terminate called without an active exception", SIGABRT) after everything is
+    # done and written; leave without that teardown so mp.spawn sees exit code 0.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def run_ddp(tmp_path, independent, seed=0):

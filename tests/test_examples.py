@@ -11,10 +11,17 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 
 
+TEARDOWN_ABORT = "terminate called without an active exception"
+
+
 def run(cmd, timeout=300):
+    """Run ``cmd``; its stdout. Under torchrun, torch 2.13's gloo sometimes aborts in its C++ teardown
+    at interpreter exit, after the script finished (seen with DDP, FSDP2 and the HF Trainer alike):
+    that abort alone is tolerated, and the callers then check the complete output."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=EXAMPLES.parent)
-    assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    tolerated = cmd[:len(TORCHRUN)] == TORCHRUN and TEARDOWN_ABORT in proc.stderr
+    assert proc.returncode == 0 or tolerated, f"{cmd} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc.stdout
 
 
