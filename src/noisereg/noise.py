@@ -51,15 +51,15 @@ def check_choice(name: str, value: Any, allowed: Sequence[str]) -> str:
     return value
 
 
-def check_sigma(sigma: Any) -> float:
-    """Return ``sigma`` as a float; raise unless it is a finite real number >= 0."""
+def check_sigma(sigma: Any, name: str = "sigma") -> float:
+    """Return ``sigma`` as a float; raise unless it is a finite real number >= 0 (``name`` in the message)."""
     if isinstance(sigma, torch.Tensor) and sigma.numel() == 1:
         sigma = sigma.item()
     if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real):
-        raise TypeError(f"sigma must be a real number, got {type(sigma).__name__}")
+        raise TypeError(f"{name} must be a real number, got {type(sigma).__name__}")
     sigma = float(sigma)
     if not math.isfinite(sigma) or sigma < 0:
-        raise ValueError(f"sigma must be a finite number >= 0, got {sigma}")
+        raise ValueError(f"{name} must be a finite number >= 0, got {sigma}")
     return sigma
 
 

@@ -23,7 +23,6 @@ References:
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -31,6 +30,7 @@ from typing import Any
 import torch
 
 from noisereg.injection import NoiseInjector
+from noisereg.noise import check_sigma
 
 __all__ = ["NoisyOptimizer", "SAM"]
 
@@ -279,11 +279,7 @@ class SAM(_Wrapper):
 
     @rho.setter
     def rho(self, value: float) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"rho must be a real number, got {type(value).__name__}")
-        if not math.isfinite(value) or value < 0:
-            raise ValueError(f"rho must be a finite number >= 0, got {value!r}")
-        self._rho = float(value)
+        self._rho = check_sigma(value, "rho")  # the same rule as σ: a finite real number >= 0
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         """Evaluate ``closure()`` at w and at w + ε, restore w, and step the wrapped optimizer.
