@@ -63,7 +63,7 @@ def test_npz_data_and_the_report_names_it(tmp_path):
     np.savez(f, x_train=rng.normal(size=(40, 6)).astype(np.float32), y_train=rng.integers(0, 3, 40),
              x_test=rng.normal(size=(20, 6)).astype(np.float32), y_test=rng.integers(0, 3, 20))
     assert main(["run", "fig3", "--preset", "smoke", "--data", str(f), "--out", str(tmp_path / "o"), "--quiet",
-                 "--set", "n_train=none"]) == 0
+                 "--set", "n_train=none", "--set", "n_val=8"]) == 0
     res = json.loads((tmp_path / "o" / "results.json").read_text())
     assert res["config"]["data"] == str(f) and res["config"]["n_train"] is None
     report = (tmp_path / "o" / "REPORT.md").read_text()
@@ -82,7 +82,7 @@ def test_data_dir_is_named_in_the_report(tmp_path):
         "t10k-labels-idx1-ubyte": np.arange(12, dtype=np.uint8) % 3})
     out = tmp_path / "o"
     assert main(["run", "fig3", "--preset", "smoke", "--data-dir", str(tmp_path / "mnist"), "--out", str(out),
-                 "--quiet", "--set", "dataset=fashion_mnist", "--set", "n_train=none"]) == 0
+                 "--quiet", "--set", "dataset=fashion_mnist", "--set", "n_train=none", "--set", "n_val=8"]) == 0
     report = (out / "REPORT.md").read_text()
     claims = [line for line in report.splitlines() if line.startswith("| layer-wise noise raises")]
     assert claims and all(f"fashion_mnist files in {tmp_path / 'mnist'}" in line for line in claims)

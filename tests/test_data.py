@@ -16,6 +16,8 @@ import pytest
 import torch
 
 from noisereg.data import (
+    holdout,
+    load_digits_split,
     DATASETS,
     RegressionSplit,
     Split,
@@ -397,3 +399,29 @@ def test_load_dispatch(tmp_path):
 def test_load_errors(spec, kwargs, err, msg):
     with pytest.raises(err, match=re.escape(msg)):
         load(spec, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------ holdout
+def test_holdout_is_seeded_disjoint_and_recorded():
+    full = load_digits_split(n_train=300, seed=0)
+    a, b, c = holdout(full, 100, seed=3), holdout(full, 100, seed=3), holdout(full, 100, seed=4)
+    perm = np.random.default_rng(3).permutation(300)
+    assert torch.equal(a.x_val, full.x_train[perm[200:]]) and torch.equal(a.y_val, full.y_train[perm[200:]])
+    assert torch.equal(a.x_train, full.x_train[perm[:200]]) and torch.equal(a.y_train, full.y_train[perm[:200]])
+    assert torch.equal(a.x_val, b.x_val) and not torch.equal(a.x_val, c.x_val)
+    assert a.x_test is full.x_test and a.name == full.name + "[validation 100 of 300, seed 3]"
+    assert [n for n, _, _ in a.splits()] == ["train", "val", "test"] and [n for n, _, _ in full.splits()] == ["train", "test"]
+    assert torch.equal(torch.cat([a.x_train, a.x_val]).sort(0).values, full.x_train.sort(0).values)
+    moved = a.to("cpu")
+    assert torch.equal(moved.x_val, a.x_val) and moved.name == a.name
+
+
+@pytest.mark.parametrize("args, err, msg", [
+    ((0,), ValueError, "n_val must be an integer >= 1, got 0"),
+    ((40,), ValueError, "n_val must be < 40 (the training points of sparse_regression(n=40,"),
+    ((5, -1), ValueError, "seed must be an integer >= 0, got -1"),
+    ((5.0,), TypeError, "n_val must be an integer >= 1, got float"),
+], ids=["zero", "all", "seed", "float"])
+def test_holdout_errors(args, err, msg):
+    with pytest.raises(err, match=re.escape(msg)):
+        holdout(sparse_regression(n=40), *args)

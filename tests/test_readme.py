@@ -15,7 +15,7 @@ def python_blocks():
 
 def test_readme_usage_example_runs():
     blocks = python_blocks()
-    assert len(blocks) == 5, "README python examples changed: update this test"
+    assert len(blocks) == 6, "README python examples changed: update this test"
     scope = {}
     exec(compile(blocks[0], "README.md", "exec"), scope)
     model, inj = scope["model"], scope["inj"]
@@ -55,3 +55,15 @@ def test_readme_hugging_face_example_runs(capsys, tmp_path, monkeypatch):
     scope = {}
     exec(compile(integration_blocks()[2], "README.md", "exec"), scope)
     assert capsys.readouterr().out.strip().endswith("4")
+
+
+def test_readme_sam_example_runs():
+    import noisereg as nr
+
+    block = next(b for b in python_blocks() if "nr.SAM(" in b)
+    scope = {}
+    exec(compile(block, "README.md", "exec"), scope)
+    model, x, y = scope["model"], scope["x"], scope["y"]
+    assert isinstance(scope["opt"], nr.SAM) and torch.isfinite(scope["loss"])
+    with torch.no_grad():  # 50 SAM steps fit the random targets better than their mean does
+        assert 0.5 * (model(x) - y).pow(2).sum(1).mean() < 0.5 * (y - y.mean()).pow(2).sum(1).mean()

@@ -76,7 +76,7 @@ def test_figures_and_claims_take_a_method_they_do_not_know(kind, tmp_path):
     from noisereg.report.figures import draw
 
     def run(method, sigma, acc):
-        h = [{"step": 0, "test_acc": 0.1}, {"step": 10, "test_acc": acc}]
+        h = [{"step": 0, "test_acc": 0.1, "val_acc": 0.1}, {"step": 10, "test_acc": acc, "val_acc": acc}]
         return {"variant": "", "method": method, "sigma": sigma, "seed": 0, "final": h[-1], "history": h}
 
     results = {"experiment": "fig3", "runs": [run("gd", 0.0, 0.5), run("layer", 0.1, 0.6), run("sam", 0.05, 0.7)]}

@@ -225,9 +225,12 @@ def test_fig3_smoke_runs_gd_layer_and_sam(tmp_path):
 
     out = tmp_path / "o"
     assert main(["run", "fig3", "--preset", "smoke", "--set", "methods=gd,layer,sam", "--out", str(out), "--quiet"]) == 0
-    runs = {r["method"]: r for r in json.loads((out / "results.json").read_text())["runs"]}
-    assert set(runs) == {"gd", "layer", "sam"}
+    from noisereg.experiments.stats import arm
+
+    runs = {arm(r): r for r in json.loads((out / "results.json").read_text())["runs"]}
+    assert set(runs) == {"gd", "layer", "sam", "sam_half"}
     assert runs["sam"]["grad_evals"] == 2 * runs["gd"]["grad_evals"] > 0
+    assert runs["sam_half"]["grad_evals"] == runs["gd"]["grad_evals"]  # half the steps: equal compute
     assert runs["sam"]["final"]["train_loss"] != runs["gd"]["final"]["train_loss"]
 
 

@@ -6,6 +6,7 @@ weights minus the initial ones are exactly the noise of that step: its std, its 
 its schedule can be read off and compared with the law (docs/THEORY.md §2-§3).
 """
 
+import dataclasses
 import math
 
 import pytest
@@ -181,6 +182,7 @@ def test_logged_metrics_equal_direct_computations_on_the_trained_model():
     from noisereg.losses import loss_value
 
     data, sigma = _data(), 0.3
+    data = dataclasses.replace(data, x_val=data.x_test[:7] * 2, y_val=data.y_test.flip(0)[:7])  # a validation split
     spec = TrainSpec(method="full", sigma=sigma, epochs=2, lr=1e-30, seed=4, trace_points=10,
                      log=("reg_loss", "ggn_trace", "hessian_trace"))
     record = train(_model_fn([]), data, spec)
@@ -189,11 +191,14 @@ def test_logged_metrics_equal_direct_computations_on_the_trained_model():
     with torch.no_grad():
         loss = loss_value("cross_entropy", model(x), y).item()
         acc = (model(data.x_test).argmax(1) == data.y_test).double().mean().item()
+        val_loss = loss_value("cross_entropy", model(data.x_val), data.y_val).item()
+        val_acc = (model(data.x_val).argmax(1) == data.y_val).double().mean().item()
     ggn = nr.ggn_trace(model, x[:10], y[:10], "cross_entropy")
     assert ggn != pytest.approx(nr.ggn_trace(model, x, y, "cross_entropy"), rel=1e-3)  # trace_points matters
     for h in (record["history"][0], record["final"]):
         assert h["train_loss"] == pytest.approx(loss, rel=1e-12)
         assert h["test_acc"] == pytest.approx(acc)
+        assert h["val_loss"] == pytest.approx(val_loss, rel=1e-12) and h["val_acc"] == pytest.approx(val_acc)
         assert h["ggn_trace"] == pytest.approx(ggn, rel=1e-10)
         assert h["hessian_trace"] == h["ggn_trace"]  # ReLU net: exact
         r10 = loss_value("cross_entropy", model(x[:10]), y[:10]).item()

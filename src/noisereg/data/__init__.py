@@ -4,6 +4,7 @@ IDX, CIFAR-10 batches, torchvision when installed). Nothing is downloaded."""
 from noisereg.data.embedded import Split, load_digits_split
 from noisereg.data.files import (
     DATASETS,
+    holdout,
     load,
     load_cifar10,
     load_fashion_mnist,
@@ -18,6 +19,7 @@ __all__ = [
     "DATASETS",
     "RegressionSplit",
     "Split",
+    "holdout",
     "load",
     "load_cifar10",
     "load_digits_split",

@@ -6,7 +6,8 @@ paper's subset size), the rest for testing, split by a seeded permutation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import KW_ONLY, dataclass
 
 import numpy as np
 import torch
@@ -16,7 +17,9 @@ from noisereg.errors import UserError
 
 @dataclass(frozen=True)
 class Split:
-    """A train/test split as float32 inputs (n, ...) and int64 labels (n,)."""
+    """A train/test split as float32 inputs (n, ...) and int64 labels (n,), with an optional
+    validation split held out of the training data (``x_val``, ``y_val``; see
+    :func:`noisereg.data.holdout`)."""
 
     x_train: torch.Tensor
     y_train: torch.Tensor
@@ -24,11 +27,25 @@ class Split:
     y_test: torch.Tensor
     name: str
     seed: int
+    _: KW_ONLY
+    x_val: torch.Tensor | None = None
+    y_val: torch.Tensor | None = None
 
     @property
     def num_classes(self) -> int:
         """Number of classes (labels are 0..C-1)."""
         return int(max(self.y_train.max(), self.y_test.max())) + 1
+
+    def splits(self) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+        """``[(name, x, y)]`` of the splits present: ``"train"``, ``"val"`` (if held out), ``"test"``."""
+        val = [] if self.x_val is None else [("val", self.x_val, self.y_val)]
+        return [("train", self.x_train, self.y_train), *val, ("test", self.x_test, self.y_test)]
+
+    def to(self, device: torch.device | str) -> Split:
+        """This split with every tensor on ``device``."""
+        moved = {f.name: v.to(device) for f in dataclasses.fields(self)
+                 if isinstance(v := getattr(self, f.name), torch.Tensor)}
+        return dataclasses.replace(self, **moved)
 
 
 def load_digits_split(n_train: int = 1024, seed: int = 0, image: bool = False) -> Split:

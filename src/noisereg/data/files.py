@@ -3,7 +3,8 @@
 Nothing is downloaded (runs have no internet): copy the files into a directory and pass it as
 ``data_dir``. Images become float32 in [0, 1] (``uint8 / 255``) in (n, C, H, W) and labels int64;
 no standardisation (per-channel mean/std) is applied. Files that hold no randomness get
-``seed = 0``; :func:`subset` draws a seeded subset of the training points and records it in the name.
+``seed = 0``; :func:`subset` draws a seeded subset of the training points and :func:`holdout` a seeded
+validation split out of them, each recorded in the name.
 Every error about a file names the file and what is wrong with it; it is a
 :class:`noisereg.errors.UserError` (a missing file: :class:`DataFileNotFound`, also a FileNotFoundError).
 """
@@ -311,6 +312,40 @@ def subset(split: Split, n_train: int, seed: int = 0) -> Split:
     idx = torch.from_numpy(np.random.default_rng(seed).permutation(total)[:n_train])
     return dataclasses.replace(split, x_train=split.x_train[idx], y_train=split.y_train[idx], seed=seed,
                                name=f"{split.name}[train subset {n_train} of {total}, seed {seed}]")
+
+
+def holdout(split: Split, n_val: int, seed: int = 0) -> Split:
+    """Hold ``n_val`` of the training points out as a validation split (``x_val``, ``y_val``).
+
+    The validation points are the last ``n_val`` of ``np.random.default_rng(seed).permutation(n)``
+    over the ``n`` training points, the training points the others (in permutation order); the
+    test points are kept. The name gets ``[validation {n_val} of {n}, seed {seed}]``.
+
+    Args:
+        split: the data (training points only are used).
+        n_val: validation points, 1 <= n_val < n.
+        seed: integer >= 0 (default 0).
+
+    Raises:
+        TypeError: ``split`` is not a :class:`Split`, or ``n_val``/``seed`` is not an integer.
+        UserError: ``n_val`` leaves no training point, or ``seed`` is negative.
+
+    Example:
+        >>> from noisereg.data import load_digits_split
+        >>> s = holdout(load_digits_split(n_train=1280), 256)
+        >>> tuple(s.x_train.shape), tuple(s.x_val.shape), tuple(s.x_test.shape)
+        ((1024, 64), (256, 64), (517, 64))
+    """
+    if not isinstance(split, Split):
+        raise TypeError(f"split must be a Split, got {type(split).__name__}")
+    n_val, seed, total = check_int("n_val", n_val, 1), check_int("seed", seed, 0), len(split.x_train)
+    if n_val >= total:
+        raise UserError(f"n_val must be < {total} (the training points of {split.name}), got {n_val}")
+    perm = torch.from_numpy(np.random.default_rng(seed).permutation(total))
+    tr, va = perm[:total - n_val], perm[total - n_val:]
+    return dataclasses.replace(split, x_train=split.x_train[tr], y_train=split.y_train[tr],
+                               x_val=split.x_train[va], y_val=split.y_train[va],
+                               name=f"{split.name}[validation {n_val} of {total}, seed {seed}]")
 
 
 def standin(name: str, seed: int = 0, n_train: int | None = None, n_test: int | None = None) -> Split:

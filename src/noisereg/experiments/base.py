@@ -126,6 +126,15 @@ class Experiment:
         """Rows ``{"claim", "paper", "ours", "verdict"}`` judging the paper's claims on ``results``."""
         return []
 
+    def selected(self, results: dict) -> dict | None:
+        """What was chosen from the runs before judging (e.g. each noisy method's σ, chosen on
+        validation data); saved as ``results.json["selected"]`` when not None."""
+        return None
+
+    def notes(self, results: dict) -> list[str]:
+        """Extra Markdown lines for the report section (after the claims)."""
+        return []
+
 
 # ----------------------------------------------------------------------------- config parsing
 def _parse_value(name: str, text: str, hint: Any) -> Any:
@@ -297,5 +306,7 @@ def run_experiment(exp: Experiment, preset: str, out: str | Path, *, overrides: 
                     bar.set_postfix_str(f"{len(failed)} failed" if failed else run_id)
                     bar.update(1)
     results["seconds"] = round(time.perf_counter() - t0, 1)
+    if results["runs"] and (chosen := exp.selected(results)) is not None:
+        results["selected"] = chosen
     atomic_write_json(path, results)
     return results

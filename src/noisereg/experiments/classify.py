@@ -1,4 +1,11 @@
-"""Shared machinery of the classification experiments (Figs. 3-6): config fields, data, runs, claims."""
+"""Shared machinery of the classification experiments (Figs. 3-6): config fields, data, runs,
+σ selection on validation data, and the claims every figure shares (SAM at equal compute).
+
+σ is never chosen on test data: the training data loses ``n_val`` seeded points to a validation
+split; each noisy arm's σ (SAM's ρ) is the one with the best mean validation accuracy over seeds
+(:func:`select`, saved as ``results.json["selected"]``), and every claim is judged on the test
+metrics at that σ (:func:`compare`) by the rule of :mod:`noisereg.experiments.stats`.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +14,16 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from noisereg.constraints import Each, OrNone, Satisfies
-from noisereg.data import DATASETS, Split, load
+from noisereg.constraints import Each, Interval, IsBool, OrNone, Satisfies
+from noisereg.data import DATASETS, Split, holdout, load
 from noisereg.errors import UserError
 from noisereg.experiments.base import Experiment, Run, data_note
-from noisereg.experiments.stats import final_stats
+from noisereg.experiments.stats import arm, final_stats, fmt
 from noisereg.training.settings import METHOD, POSITIVE_INT, SEED, SIGMA, TrainSettings
 
 _SETTINGS = {f.name for f in dataclasses.fields(TrainSettings)}
 _DIR_DATASETS = ("fashion_mnist", "cifar10")  # the data sets read from --data-dir
+NOISY = ("full", "layer")  # the arms the paper's claims are about (SAM is the baseline added here)
 
 
 @dataclass(frozen=True)
@@ -28,23 +36,34 @@ class ClassifyConfig(TrainSettings):
     momentum: float = 0.9
     eval_every: int = 10
     dataset: str = "digits"           # digits (embedded) | fashion_mnist | cifar10 | a .npz path | standin:NAME
-    n_train: int | None = 1024        # seeded training subset (None: all)
+    n_train: int | None = 1024        # seeded training subset (None: all but the validation points)
+    n_val: int = 256                  # validation points held out of the training data (σ is chosen on them)
+    split_seed: int = 0               # seed of the training subset and of the validation split
     sigmas: tuple[float, ...] = (0.05,)
     methods: tuple[str, ...] = ("gd", "full", "layer")
     seeds: tuple[int, ...] = (0,)
+    rhos: tuple[float, ...] = (0.05,)  # SAM's ρ grid (method "sam")
+    sam_half: bool = True             # with "sam": also SAM with half the epochs (as many gradients as GD)
 
     CONSTRAINTS = {
         "dataset": Satisfies(lambda v: v in DATASETS or v.endswith(".npz"),
                              f"one of {DATASETS} or a path ending in .npz", str),
         "n_train": OrNone(POSITIVE_INT),
+        "n_val": POSITIVE_INT,
+        "split_seed": SEED,
         "sigmas": Each(SIGMA),
         "methods": Each(METHOD),
         "seeds": Each(SEED),
+        "rhos": Each(Interval(0, low_open=True)),
+        "sam_half": IsBool(),
     }
 
 
 class ClassifyExperiment(Experiment):
-    """Runs: GD once per seed, each noisy method per σ and seed, for every variant."""
+    """Runs: GD once per seed, each noisy method per σ and seed (SAM per ρ), for every variant.
+
+    Subclasses judge the paper's claims in :meth:`judge`; :meth:`claims` adds the SAM rows and
+    refuses to judge results without a validation split."""
 
     image_input: bool = False  # convolutional models: flat 8x8 digits become 1x8x8 images
 
@@ -57,11 +76,16 @@ class ClassifyExperiment(Experiment):
         if data_dir and not data and cfg.dataset not in _DIR_DATASETS:
             raise UserError(f"--data-dir holds the files of {' or '.join(_DIR_DATASETS)}, but dataset is "
                             f"{cfg.dataset!r}: add --set dataset=fashion_mnist (or cifar10)")
-        split = load(data or cfg.dataset, data_dir=data_dir, n_train=cfg.n_train, seed=0)
-        if self.image_input and split.x_train.dim() == 2 and split.x_train.shape[1] == 64:
-            split = dataclasses.replace(split, x_train=split.x_train.reshape(-1, 1, 8, 8),
-                                        x_test=split.x_test.reshape(-1, 1, 8, 8))
-        return split
+        n_load = None if cfg.n_train is None else cfg.n_train + cfg.n_val  # the validation points come out of these
+        try:
+            split = load(data or cfg.dataset, data_dir=data_dir, n_train=n_load, seed=cfg.split_seed)
+            if self.image_input and split.x_train.dim() == 2 and split.x_train.shape[1] == 64:
+                split = dataclasses.replace(split, x_train=split.x_train.reshape(-1, 1, 8, 8),
+                                            x_test=split.x_test.reshape(-1, 1, 8, 8))
+            return holdout(split, cfg.n_val, seed=cfg.split_seed)
+        except UserError as e:
+            raise UserError(f"{e} (n_train={cfg.n_train} training points plus n_val={cfg.n_val} validation "
+                            "points are drawn from the training data)") from None
 
     def runs(self, cfg):
         out = []
@@ -69,28 +93,108 @@ class ClassifyExperiment(Experiment):
             tag = f"{label}-" if label else ""
             settings = {k: v for k, v in params.items() if k in _SETTINGS}
 
-            def run(run_id, method, sigma, seed, label=label, params=params, settings=settings):
-                spec = cfg.spec(method=method, sigma=sigma, seed=seed, loss="cross_entropy", **settings)
-                return Run(run_id, label, spec, params)
+            def run(run_id, method, sigma, seed, label=label, params=params, settings=settings, **extra):
+                spec = cfg.spec(method=method, sigma=sigma, seed=seed, loss="cross_entropy", **{**settings, **extra})
+                return Run(run_id, label, spec, params if not extra else {**params, "arm": "sam_half"})
 
+            epochs = settings.get("epochs", cfg.epochs)
+            stop = settings.get("noise_stop_epoch", cfg.noise_stop_epoch)
+            half = dict(epochs=max(1, epochs // 2), noise_stop_epoch=None if stop is None else stop // 2)
             for seed in cfg.seeds:
                 if "gd" in cfg.methods:
                     out.append(run(f"{tag}gd-s{seed}", "gd", 0.0, seed))
-                for m in (m for m in cfg.methods if m != "gd"):
+                for m in (m for m in cfg.methods if m not in ("gd", "sam")):
                     out += [run(f"{tag}{m}-sigma{s:g}-s{seed}", m, s, seed) for s in cfg.sigmas]
+                if "sam" in cfg.methods:
+                    out += [run(f"{tag}sam-rho{r:g}-s{seed}", "sam", r, seed) for r in cfg.rhos]
+                    if cfg.sam_half:
+                        out += [run(f"{tag}sam_half-rho{r:g}-s{seed}", "sam", r, seed, **half) for r in cfg.rhos]
         return out
+
+    def selected(self, results: dict) -> dict:
+        """``{arm: σ}`` chosen on validation data (:func:`select`); with named variants
+        ``{variant: {arm: σ}}``."""
+        variants = list(dict.fromkeys(r["variant"] for r in results["runs"]))
+        if variants == [""]:
+            return select(results, "")
+        return {v: select(results, v) for v in variants}
+
+    def claims(self, results: dict) -> list[dict[str, str]]:
+        if not any("val_acc" in r["final"] for r in results["runs"]):
+            return [{"claim": "every claim of this section", "paper": "", "verdict": "inconclusive",
+                     "ours": "not judged: these results hold no validation split, so σ could only be chosen on "
+                             "the test data; rerun them with this version"}]
+        return self.judge(results) + sam_rows(results)
+
+    def judge(self, results: dict) -> list[dict[str, str]]:
+        """Rows ``{"claim", "paper", "ours", "verdict"}`` on the paper's claims (see :meth:`claims`)."""
+        return []
+
+    def notes(self, results: dict) -> list[str]:
+        """The report's lines on σ selection and compute: one row per arm and variant."""
+        if not any("val_acc" in r["final"] for r in results["runs"]):
+            return []
+        cfg = results["config"]
+        lines = [f"Selection: {cfg.get('n_val')} training points held out as validation data (seed "
+                 f"{cfg.get('split_seed')}); each noisy method's σ (SAM's ρ) is the one with the best mean validation "
+                 "accuracy over seeds (`results.json[\"selected\"]`). Compute: gradient evaluations (forward + "
+                 "backward passes on a batch) per run; SAM takes two per step, `sam_half` is SAM with half the "
+                 "steps, as many gradient evaluations as GD.", "",
+                 "| variant | method | selected σ / ρ | gradient evaluations per run | val acc | test acc |",
+                 "|---|---|---|---|---|---|"]
+        val, test = final_stats(results, "val_acc"), final_stats(results, "test_acc")
+        for v in dict.fromkeys(r["variant"] for r in results["runs"]):
+            chosen = {"gd": 0.0, **select(results, v)} if any(arm(r) == "gd" for r in results["runs"]) else select(results, v)
+            for a, s in chosen.items():
+                evals = {r.get("grad_evals") for r in results["runs"]
+                         if r["variant"] == v and arm(r) == a and float(r["sigma"]) == s}
+                lines.append(f"| {v or '–'} | {a} | {'–' if a == 'gd' else f'{s:g}'} | "
+                             f"{', '.join(str(e) for e in sorted(evals, key=str))} | {fmt(val[(v, a, s)])} | "
+                             f"{fmt(test[(v, a, s)])} |")
+        return lines
+
+
+def select(results: dict, variant: str, metric: str = "val_acc") -> dict[str, float]:
+    """Each noisy arm's σ with the highest mean ``metric`` over seeds, in a variant (ties: the smaller σ).
+
+    An arm whose every σ diverged has no entry. GD (no σ) has none either."""
+    best: dict[str, tuple[float, float]] = {}
+    for (var, a, s), (m, _, _) in sorted(final_stats(results, metric).items(), key=lambda kv: kv[0][2]):
+        if var == variant and a != "gd" and math.isfinite(m) and (a not in best or m > best[a][0]):
+            best[a] = (m, s)
+    return {a: s for a, (_, s) in sorted(best.items())}
 
 
 def compare(results: dict, variant: str, metric: str = "test_acc"):
-    """Final ``metric`` (mean, se, n) for GD, and the best σ of each noisy method, in a variant."""
+    """``(gd, best, stats)`` in a variant: GD's final ``metric`` as (mean, se, n); ``best[arm] =
+    ((mean, se, n), σ)`` of ``metric`` at the σ chosen on validation data (:func:`select`); and
+    ``stats`` (:func:`~noisereg.experiments.stats.final_stats` of ``metric``)."""
     stats = final_stats(results, metric)
     gd = stats.get((variant, "gd", 0.0), (math.nan, math.nan, 0))
-    best = {}
-    for m in sorted({mm for (_, mm, _) in stats if mm != "gd"}):
-        cands = [(v, s) for (var, mm, s), v in stats.items() if var == variant and mm == m and math.isfinite(v[0])]
-        if cands:
-            best[m] = max(cands, key=lambda c: c[0][0])
+    best = {a: (stats[(variant, a, s)], s) for a, s in select(results, variant).items()}
     return gd, best, stats
+
+
+def sam_rows(results: dict) -> list[dict[str, str]]:
+    """``measured`` rows: SAM (at its selected ρ) against the best of GD and the noisy arms, at equal
+    steps (SAM computing twice the gradients) and at equal gradient evaluations (``sam_half``)."""
+    rows = []
+    for v in dict.fromkeys(r["variant"] for r in results["runs"]):
+        gd, best, _ = compare(results, v)
+        if "sam" not in best:
+            continue
+        others = {"gd": (gd, None), **{a: b for a, b in best.items() if a in NOISY}}
+        ref = max(others, key=lambda a: others[a][0][0] if math.isfinite(others[a][0][0]) else -math.inf)
+        (rs, rsig) = others[ref]
+        ref_text = f"{ref} {fmt(rs)}" + ("" if rsig is None else f" (σ={rsig:g})")
+        tag = f"{v}: " if v else ""
+        for a, what in (("sam", "at equal steps (SAM: 2 gradient evaluations per step)"),
+                        ("sam_half", "at equal gradient evaluations (SAM with half the steps)")):
+            if a in best:
+                stat, rho = best[a]
+                rows.append({"claim": f"{tag}SAM vs the best of GD and noise injection, {what}", "paper": "–",
+                             "ours": f"{a} {fmt(stat)} (ρ={rho:g}) vs {ref_text}", "verdict": "measured"})
+    return rows
 
 
 def scale_note(results: dict) -> str:

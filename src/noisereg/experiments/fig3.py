@@ -5,9 +5,12 @@ lr 0.005 (official code: momentum 0.9, 10,000 iterations), test accuracy against
 schemes against GD. Claim: in this wide model layer-wise noise is an effective regularizer that
 raises test accuracy, unlike standard (all-parameter) noise injection.
 
-The σ grid is not given in the paper; we sweep 0.01-0.2 (paper preset) and 0.05-0.4 (cpu preset,
-where the digits MLP is narrower and tolerates larger σ). We follow the official code's momentum 0.9.
-The demo runs the cpu preset at σ ∈ {0.1, 0.2}, one seed, 800 iterations.
+The σ grid is not given in the paper; we sweep 0.01-0.2 (paper preset) and 0.02-0.2 (cpu preset).
+σ is chosen on a validation split held out of the training data (256 points at the cpu preset, 5000
+at the paper preset, besides the 1024 training points). We follow the official code's momentum 0.9.
+The cpu preset adds SAM as a baseline (ρ ∈ {0.02, 0.05, 0.1}, and SAM with half the steps for
+equal compute), 3 seeds. The demo runs the cpu preset without SAM at σ ∈ {0.1, 0.2}, one seed,
+800 iterations (too few seeds for a verdict: its claims are inconclusive by the rule).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from dataclasses import dataclass
 
 from noisereg.constraints import Each
 from noisereg.experiments.classify import ClassifyConfig, ClassifyExperiment, compare, scale_note
+from noisereg.experiments.stats import decide, fmt
 from noisereg.models import MLP
 from noisereg.training.settings import POSITIVE_INT
 
@@ -27,7 +31,8 @@ class Fig3Config(ClassifyConfig):
     CONSTRAINTS = {"hidden": Each(POSITIVE_INT)}
 
 
-CPU = dict(hidden=(512, 512), epochs=1000, lr=0.05, eval_every=100, sigmas=(0.05, 0.1, 0.2, 0.4), seeds=(0, 1))
+CPU = dict(hidden=(512, 512), epochs=1000, lr=0.05, eval_every=100, sigmas=(0.02, 0.05, 0.1, 0.2), seeds=(0, 1, 2),
+           methods=("gd", "full", "layer", "sam"), rhos=(0.02, 0.05, 0.1))
 
 
 class Fig3(ClassifyExperiment):
@@ -38,8 +43,8 @@ class Fig3(ClassifyExperiment):
     PRESETS = {
         "smoke": dict(hidden=(32, 32), n_train=128, epochs=6, eval_every=3, sigmas=(0.1,), checkpoint_every=2),
         "cpu": CPU,
-        "demo": {**CPU, "sigmas": (0.1, 0.2), "seeds": (0,), "epochs": 800},
-        "paper": dict(dataset="fashion_mnist", hidden=(5000, 5000), epochs=10000, lr=0.005, eval_every=500,
+        "demo": {**CPU, "methods": ("gd", "full", "layer"), "sigmas": (0.1, 0.2), "seeds": (0,), "epochs": 800},
+        "paper": dict(dataset="fashion_mnist", hidden=(5000, 5000), epochs=10000, lr=0.005, eval_every=500, n_val=5000,
                       sigmas=(0.01, 0.02, 0.05, 0.1, 0.2), seeds=(0, 1, 2), checkpoint_every=1000),
     }
 
@@ -50,19 +55,17 @@ class Fig3(ClassifyExperiment):
         return [{"file": "fig3.png", "kind": "vs_sigma", "metrics": ["test_acc"],
                  "title": f"Fig. 3: test accuracy vs σ, MLP {tuple(cfg['hidden'])}"}]
 
-    def claims(self, results):
+    def judge(self, results):
         gd, best, _ = compare(results, "")
         rows = []
         if "layer" in best:
-            (m, se, n), s = best["layer"]
-            ok = m > gd[0] + 2 * max(se, gd[1], 1e-9) if n > 1 else m > gd[0]
+            layer, s = best["layer"]
             rows.append({"claim": "layer-wise noise raises test accuracy over GD" + scale_note(results),
-                         "paper": "yes (Fig. 3)", "ours": f"GD {100 * gd[0]:.2f}%, best layer {100 * m:.2f}% (σ={s:g})",
-                         "verdict": "reproduced" if ok else "not reproduced"})
-        if "full" in best and "layer" in best:
-            (mf, _, _), sf = best["full"]
-            (ml, _, _), _ = best["layer"]
-            rows.append({"claim": "standard noise helps less than layer-wise noise" + scale_note(results),
-                         "paper": "yes (Fig. 3)", "ours": f"best full {100 * mf:.2f}% (σ={sf:g}) vs best layer {100 * ml:.2f}%",
-                         "verdict": "reproduced" if ml > mf else "not reproduced"})
+                         "paper": "yes (Fig. 3)", "ours": f"GD {fmt(gd)}; layer {fmt(layer)} at σ={s:g}",
+                         "verdict": decide(layer, gd)})
+            if "full" in best:
+                full, sf = best["full"]
+                rows.append({"claim": "standard noise helps less than layer-wise noise" + scale_note(results),
+                             "paper": "yes (Fig. 3)", "ours": f"full {fmt(full)} at σ={sf:g}; layer {fmt(layer)} at σ={s:g}",
+                             "verdict": decide(layer, full)})
         return rows

@@ -4,7 +4,9 @@ Paper: CIFAR-10, full data, SGD with batch 1024; a toy CNN (2 conv layers, 5 cha
 and a wider fully-convolutional net (4 conv layers, 128 channels, one linear layer); accuracy and
 Hessian trace over training. Claims: the pattern of Figs. 3-4 (layer-wise noise best) is visible
 but less pronounced, and noise slightly reduces the Hessian trace of the wide net.
-Not given in the paper, chosen here: σ = 0.05, lr 0.05 with momentum 0.9, 100 epochs.
+Not given in the paper, chosen here: σ = 0.05, lr 0.05 with momentum 0.9, 100 epochs; σ is
+chosen on a validation split (5000 of the 50k training images at the paper preset, 256 digits at
+the cpu preset, which sweeps σ ∈ {0.02, 0.05, 0.1} with 3 seeds and minibatches of 128).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from noisereg.experiments.classify import ClassifyConfig, ClassifyExperiment, compare, scale_note
+from noisereg.experiments.stats import decide, fmt
 from noisereg.models import ToyCNN, WideConvNet
 from noisereg.training.settings import POSITIVE_INT
 
@@ -36,10 +39,10 @@ class Fig5(ClassifyExperiment):
     PRESETS = {
         "smoke": dict(n_train=128, wide_channels=8, epochs=2, batch_size=64, eval_every=1, log=("hessian_trace",),
                       trace_points=32, checkpoint_every=1),
-        "cpu": dict(wide_channels=32, epochs=30, batch_size=128, eval_every=5, log=("hessian_trace",),
-                    trace_points=256),
-        "paper": dict(dataset="cifar10", n_train=None, wide_channels=128, epochs=100, batch_size=1024, eval_every=5,
-                      log=("hessian_trace",), checkpoint_every=5),
+        "cpu": dict(wide_channels=32, epochs=100, batch_size=128, eval_every=10, log=("hessian_trace",),
+                    trace_points=256, sigmas=(0.02, 0.05, 0.1), seeds=(0, 1, 2)),
+        "paper": dict(dataset="cifar10", n_train=None, n_val=5000, wide_channels=128, epochs=100, batch_size=1024,
+                      eval_every=5, log=("hessian_trace",), checkpoint_every=5),
     }
 
     def model(self, cfg, run, data):
@@ -52,15 +55,15 @@ class Fig5(ClassifyExperiment):
         return [{"file": "fig5.png", "kind": "curves", "metrics": ["test_acc", "hessian_trace"], "panels": "variant",
                  "log": ("hessian_trace",), "title": "Fig. 5: CNNs without normalisation"}]
 
-    def claims(self, results):
+    def judge(self, results):
         rows = []
         for v in dict.fromkeys(r["variant"] for r in results["runs"]):
             gd, best, _ = compare(results, v)
             if "layer" not in best:
                 continue
-            (m, _, _), s = best["layer"]
+            layer, s = best["layer"]
             rows.append({"claim": f"{v}: layer-wise noise at least matches GD (effect less pronounced than for MLPs)"
                          + scale_note(results), "paper": "yes (Fig. 5)",
-                         "ours": f"GD {100 * gd[0]:.2f}%, layer {100 * m:.2f}% (σ={s:g})",
-                         "verdict": "reproduced" if m >= gd[0] else "not reproduced"})
+                         "ours": f"GD {fmt(gd)}; layer {fmt(layer)} at σ={s:g}",
+                         "verdict": decide(layer, gd, at_least=True)})
         return rows

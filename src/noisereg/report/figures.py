@@ -17,15 +17,18 @@ from pathlib import Path
 import numpy as np
 
 from noisereg.experiments.plotting import figure, save
-from noisereg.experiments.stats import mean_se
+from noisereg.experiments.stats import arm, mean_se
 
-LABELS = {"gd": "GD", "full": "GD + noise", "layer": "GD + noise (layer)"}  # other methods: their name
-COLORS = {"gd": "tab:blue", "full": "tab:orange", "layer": "tab:green"}      # other methods: the color cycle
+LABELS = {"gd": "GD", "full": "GD + noise", "layer": "GD + noise (layer)",  # other arms: their name
+          "sam": "SAM (ρ on the σ axis)", "sam_half": "SAM, half the steps"}
+COLORS = {"gd": "tab:blue", "full": "tab:orange", "layer": "tab:green",      # other arms: the color cycle
+          "sam": "tab:red", "sam_half": "tab:purple"}
 
 
 def _methods(runs) -> list[str]:
-    """The methods of ``runs``: those of LABELS first (in its order), then the others by name."""
-    found = {r["method"] for r in runs}
+    """The arms of ``runs`` (their methods, see :func:`~noisereg.experiments.stats.arm`): those of
+    LABELS first (in its order), then the others by name."""
+    found = {arm(r) for r in runs}
     return [m for m in LABELS if m in found] + sorted(found - set(LABELS))
 TITLES = {"train_loss": "train loss R", "test_loss": "test loss", "train_acc": "train accuracy (%)",
           "test_acc": "test accuracy (%)", "reg_loss": "regularized loss R_eff", "ggn_trace": "GGN trace",
@@ -43,7 +46,7 @@ def _scale(metric: str, x: float) -> float:
 def _draw_curves(ax, runs, metric, log):
     groups = defaultdict(list)
     for r in runs:
-        groups[(r["method"], r["sigma"])].append(r)
+        groups[(arm(r), r["sigma"])].append(r)
     order = _methods(runs)
     for (method, sigma), rs in sorted(groups.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1])):
         steps = [h["step"] for h in rs[0]["history"] if metric in h]
@@ -62,19 +65,20 @@ def _draw_curves(ax, runs, metric, log):
 
 
 def _draw_vs_sigma(ax, runs, metric):
-    gd = [(r["final"].get(metric)) for r in runs if r["method"] == "gd"]
-    sigmas = sorted({r["sigma"] for r in runs if r["method"] != "gd"})
+    gd = [(r["final"].get(metric)) for r in runs if arm(r) == "gd"]
     if gd:
         m, se = _mean_se([_scale(metric, v) for v in gd])
         ax.axhline(m, color=COLORS["gd"], label=LABELS["gd"])
         ax.axhspan(m - se, m + se, color=COLORS["gd"], alpha=0.15)
     for method in (m for m in _methods(runs) if m != "gd"):
-        pts = [_mean_se([_scale(metric, r["final"].get(metric)) for r in runs if r["method"] == method and r["sigma"] == s])
+        sigmas = sorted({r["sigma"] for r in runs if arm(r) == method})
+        pts = [_mean_se([_scale(metric, r["final"].get(metric)) for r in runs if arm(r) == method and r["sigma"] == s])
                for s in sigmas]
         if any(math.isfinite(p[0]) for p in pts):
             ax.errorbar(sigmas, [p[0] for p in pts], yerr=[p[1] for p in pts], marker="o", capsize=3,
                         color=COLORS.get(method), label=LABELS.get(method, method))
-    if sigmas and min(sigmas) > 0:
+    xs = {r["sigma"] for r in runs if arm(r) != "gd"}
+    if xs and min(xs) > 0:
         ax.set_xscale("log")
     ax.set_xlabel("σ")
 

@@ -32,7 +32,7 @@ from noisereg.smoothing import effective_risk
 from noisereg.training.checkpoint import load_checkpoint, save_checkpoint
 from noisereg.training.settings import GRAD_EVALS, SIGMA_SCHEDULES, TrainSpec
 
-METRICS = ("train_loss", "test_loss", "train_acc", "test_acc", "reg_loss", "hessian_trace", "hessian_trace_se",
+METRICS = ("train_loss", "val_loss", "test_loss", "train_acc", "val_acc", "test_acc", "reg_loss", "hessian_trace", "hessian_trace_se",
            "ggn_trace", "ggn_trace_se", "reg_loss_se")
 
 
@@ -114,11 +114,12 @@ def curvature_metrics(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor, spec
 
 @torch.no_grad()
 def evaluate(model: nn.Module, data: Split, spec: TrainSpec, sigma_reg: float, chunk: int = 2048) -> dict[str, float]:
-    """Loss (and accuracy for classification) on both splits; curvature metrics on a training subset."""
+    """Loss (and accuracy for classification) on every split (``train``, ``val`` when the data holds
+    one out, ``test``); curvature metrics on a training subset."""
     was_training = model.training
     model.eval()
     out: dict[str, float] = {}
-    for split, x, y in (("train", data.x_train, data.y_train), ("test", data.x_test, data.y_test)):
+    for split, x, y in data.splits():
         if len(x) == 0:
             continue
         total, correct = 0.0, 0
@@ -178,8 +179,7 @@ def train(model_fn: Callable[[], nn.Module], data: Split, spec: TrainSpec, *, de
         callback: called with the epoch number after each epoch (and its checkpoint).
     """
     device = torch.device(device)
-    data = Split(*(t.to(device) for t in (data.x_train, data.y_train, data.x_test, data.y_test)),
-                 name=data.name, seed=data.seed)
+    data = data.to(device)
     model = build_model(model_fn, spec.seed, device)
     opt, sched = _make_optimizer(model, spec)
     inj = None if spec.method in ("gd", "sam") else NoiseInjector(
