@@ -221,3 +221,128 @@ def test_amp_trains_forward_in_bfloat16_and_evaluates_in_full_precision(amp):
     record = train(make, data, spec)
     assert dtypes[True] == {torch.bfloat16 if amp else torch.float32} and dtypes[False] == {torch.float32}
     assert math.isfinite(record["final"]["train_loss"])
+
+
+# ----------------------------------------------------------------------------- the loop's bookkeeping
+def _batches(spec, data):
+    """The inputs of every training forward of ``train(spec)`` (an MLP that records them)."""
+    seen = []
+
+    def make():
+        model = MLP(6, (5,), 3).double()
+        model.register_forward_pre_hook(lambda mod, inp: seen.append(inp[0].clone()) if mod.training else None)
+        return model
+
+    record = train(make, data, spec)
+    return seen, record
+
+
+def test_minibatches_visit_every_training_point_once_per_epoch_in_a_new_order():
+    data = _data(n=10)
+    seen, record = _batches(TrainSpec(epochs=3, batch_size=4, lr=0.01, seed=1), data)
+    assert [len(b) for b in seen] == [4, 4, 2] * 3
+    key = lambda x: sorted(tuple(r.tolist()) for r in x)  # noqa: E731
+    for e in range(3):
+        assert key(torch.cat(seen[3 * e:3 * e + 3])) == key(data.x_train)  # a partition of the training set
+    assert not torch.equal(torch.cat(seen[:3]), torch.cat(seen[3:6]))  # reshuffled each epoch
+    assert record["history"][-1]["step"] == 9 and record["grad_evals"] == 9
+
+
+def test_augmentation_reaches_the_training_forward_only_when_asked():
+    data = _data(n=8)
+    images = dataclasses.replace(data, x_train=data.x_train.reshape(8, 1, 2, 3).expand(8, 1, 2, 3).contiguous())
+    seen = []
+
+    def make():
+        model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(6, 3)).double()
+        model.register_forward_pre_hook(lambda mod, inp: seen.append(inp[0].clone()) if mod.training else None)
+        return model
+
+    raw = dataclasses.replace(images, x_test=images.x_train)
+    train(make, raw, TrainSpec(epochs=2, lr=0.01, seed=0))
+    assert all(torch.equal(b, raw.x_train) for b in seen)
+    seen.clear()
+    train(make, raw, TrainSpec(epochs=2, lr=0.01, seed=0, augment=True))
+    assert len(seen) == 2 and not any(torch.equal(b, raw.x_train) for b in seen)
+
+
+def test_the_last_epoch_is_evaluated_and_history_starts_at_step_zero():
+    record = train(_model_fn([]), _data(), TrainSpec(epochs=5, eval_every=2, lr=0.01))
+    assert [h["step"] for h in record["history"]] == [0, 2, 4, 5]
+    assert [h.get("epoch") for h in record["history"]] == [None, 2, 4, 5]
+    assert record["final"] == {k: v for k, v in record["history"][-1].items() if k not in ("step", "epoch")}
+
+
+def test_seconds_add_up_the_epochs_and_stay_within_the_wall_time():
+    import time
+
+    def make():
+        model = MLP(6, (5,), 3).double()
+        model.register_forward_pre_hook(lambda mod, inp: time.sleep(0.02) if mod.training else None)
+        return model
+
+    t0 = time.perf_counter()
+    record = train(make, _data(), TrainSpec(epochs=5, lr=0.01, eval_every=5))
+    wall = time.perf_counter() - t0
+    assert 5 * 0.02 <= record["seconds"] <= wall + 1e-3  # every epoch's time, and no more than elapsed
+
+
+def test_a_diverging_run_stops_and_says_so():
+    x = torch.randn(32, 6, generator=torch.Generator().manual_seed(0))  # GD at lr 10 on a quadratic:
+    d = Split(x, x[:, :1], x, x[:, :1], name="lin", seed=0)                # |1 − lr·λ|^t overflows float32
+    record = train(lambda: torch.nn.Linear(6, 1), d, TrainSpec(epochs=100, lr=10.0, loss="square", eval_every=10))
+    assert record["diverged"] is True
+    assert record["history"][-1]["epoch"] < 50 and not math.isfinite(record["final"]["train_loss"])
+    ok = train(lambda: torch.nn.Linear(6, 1), d, TrainSpec(epochs=100, lr=0.01, loss="square", eval_every=10))
+    assert ok["diverged"] is False and ok["history"][-1]["epoch"] == 100
+
+
+def test_train_without_resume_ignores_an_existing_checkpoint(tmp_path):
+    ckpt = tmp_path / "c.pt"
+    spec = TrainSpec(epochs=4, lr=0.01, eval_every=2)
+    first = train(_model_fn([]), _data(), spec, checkpoint=ckpt)
+    assert ckpt.exists()
+    seen = []
+    again = train(_model_fn(seen), _data(), spec, checkpoint=ckpt)  # resume defaults to False
+    assert len(seen) == 4 and again["final"] == first["final"]
+
+
+def test_hessian_trace_alone_on_a_relu_net_is_its_exact_ggn_trace():
+    import noisereg as nr
+
+    data = _data()
+    spec = TrainSpec(epochs=1, lr=1e-30, seed=2, log=("hessian_trace",), trace_points=12)
+    record = train(_model_fn([]), data, spec)
+    model = build_model(_model_fn([]), spec.seed, "cpu").eval()
+    ggn = nr.ggn_trace(model, data.x_train[:12], data.y_train[:12], "cross_entropy")
+    assert record["final"]["hessian_trace"] == pytest.approx(ggn, rel=1e-10)
+    assert "hessian_trace_se" not in record["final"] and "ggn_trace" not in record["final"]
+
+
+def test_the_sampled_estimator_logs_its_standard_errors():
+    """trace_estimator="sampled": ggn_trace and its se from sampled_ggn_trace (8 draws, the run's
+    seed); a ReLU net's hessian_trace carries the same se; reg_loss_se = se · σ²/2 (paper convention)."""
+    import noisereg as nr
+    from noisereg.training.loop import SAMPLED_DRAWS
+
+    data, sigma = _data(), 0.2
+    spec = TrainSpec(method="full", sigma=sigma, epochs=1, lr=1e-30, seed=5, trace_points=16,
+                     trace_estimator="sampled", log=("ggn_trace", "hessian_trace", "reg_loss"))
+    final = train(_model_fn([]), data, spec)["final"]
+    model = build_model(_model_fn([]), spec.seed, "cpu").eval()
+    est, se = nr.sampled_ggn_trace(model, data.x_train[:16], data.y_train[:16], "cross_entropy",
+                                   num_samples=SAMPLED_DRAWS, seed=spec.seed)
+    assert se > 0
+    assert final["ggn_trace"] == pytest.approx(est, rel=1e-10) and final["ggn_trace_se"] == pytest.approx(se, rel=1e-10)
+    assert final["hessian_trace"] == final["ggn_trace"] and final["hessian_trace_se"] == final["ggn_trace_se"]
+    assert final["reg_loss_se"] == pytest.approx(se * sigma ** 2 / 2, rel=1e-10)
+
+
+def test_sam_takes_two_forwards_per_minibatch_and_logs_reg_loss_without_noise():
+    data = _data(n=10)
+    seen, record = _batches(TrainSpec(method="sam", sigma=0.05, epochs=2, batch_size=4, lr=0.01,
+                                      log=("reg_loss", "ggn_trace"), trace_points=10), data)
+    assert [len(b) for b in seen] == [4, 4, 4, 4, 2, 2] * 2  # each batch twice: at w and at w + ε
+    assert record["grad_evals"] == 2 * 6
+    final = record["final"]  # reg_loss at σ = 0 for SAM: the loss on the trace points, no curvature term
+    assert final["reg_loss"] == pytest.approx(final["train_loss"], rel=1e-12) and final["ggn_trace"] > 0
