@@ -148,6 +148,15 @@ def test_fig5_claims(layer, expected):
     assert _verdicts("fig5", _results(runs)) == [expected, "reproduced"]
 
 
+@pytest.mark.parametrize("trace,expected", [(4.0, "reproduced"), (4.99, "inconclusive"), (6.0, "not reproduced")])
+def test_fig5_wide_net_trace_claim(trace, expected):
+    traces = {("gd", 0): {"hessian_trace": 5.0}, ("layer", 0.05): {"hessian_trace": trace}}
+    runs = _cls_runs({("gd", 0): 0.80, ("layer", 0.05): 0.80}, variant="wide conv", final=traces)
+    for r in runs:
+        r["params"] = {"net": "wide"}
+    assert _verdicts("fig5", _results(runs)) == ["reproduced", expected]
+
+
 @pytest.mark.parametrize("preset,accs,expected", [
     ("paper", {("gd", 0): 0.944, ("full", 0.05): 0.95, ("full", 0.2): 0.90, ("layer", 0.05): 0.97},
      ["reproduced", "reproduced", "reproduced"]),
