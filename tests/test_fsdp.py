@@ -17,6 +17,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 import noisereg as nr
+from _spawn import exit_after_success
 
 pytest.importorskip("torch.distributed.fsdp")
 from torch.distributed.fsdp import fully_shard  # noqa: E402
@@ -170,12 +171,7 @@ def _worker(rank, world, init_file, out_file):
             torch.save(gathered, out_file)
     finally:
         dist.destroy_process_group()
-    # Reached only when the work succeeded: torch 2.13's gloo sometimes aborts in its C++ teardown at
-    # interpreter exit ("terminate called without an active exception", SIGABRT) after everything is
-    # done and written; leave without that teardown so mp.spawn sees exit code 0.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    exit_after_success()  # reached only when the work succeeded (see tests/_spawn.py)
 
 
 @pytest.fixture(scope="module")
