@@ -9,20 +9,7 @@ import torch
 from torch import nn
 
 import noisereg as nr
-
-
-def make_model(seed=0, dtype=torch.float64):
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(5, 12), nn.ReLU(), nn.Linear(12, 12), nn.Tanh(), nn.Linear(12, 2)).to(dtype)
-
-
-def data(n=32, dtype=torch.float64, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, 5, generator=g, dtype=dtype), torch.randn(n, 2, generator=g, dtype=dtype)
-
-
-def sq_loss(model, x, y):
-    return 0.5 * (model(x) - y).pow(2).sum(1).mean()
+from _optim_models import closure_for, data, make_model, sq_loss
 
 
 def three_line_loop(model, opt, inj, x, y, steps):
@@ -31,15 +18,6 @@ def three_line_loop(model, opt, inj, x, y, steps):
         with inj.perturb():
             sq_loss(model, x, y).backward()
         opt.step()
-
-
-def closure_for(opt, model, x, y):
-    def closure():
-        opt.zero_grad()
-        loss = sq_loss(model, x, y)
-        loss.backward()
-        return loss
-    return closure
 
 
 OPTS = {

@@ -10,31 +10,7 @@ from torch import nn
 from torch.func import functional_call, grad
 
 import noisereg as nr
-
-
-def make_model(seed=0, dtype=torch.float64):
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(5, 12), nn.ReLU(), nn.Linear(12, 12), nn.Tanh(), nn.Linear(12, 2)).to(dtype)
-
-
-def data(n=32, dtype=torch.float64, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, 5, generator=g, dtype=dtype), torch.randn(n, 2, generator=g, dtype=dtype)
-
-
-def sq_loss(model, x, y):
-    return 0.5 * (model(x) - y).pow(2).sum(1).mean()
-
-
-def closure_for(opt, model, x, y, seen=None):
-    def closure():
-        opt.zero_grad()
-        if seen is not None:
-            seen.append([p.detach().clone() for p in model.parameters()])
-        loss = sq_loss(model, x, y)
-        loss.backward()
-        return loss
-    return closure
+from _optim_models import closure_for, data, make_model, sq_loss
 
 
 def sam_step_by_hand(model, x, y, rho, lr, adaptive):
