@@ -23,7 +23,8 @@ PYTEST="python -m pytest -x -q -p no:cacheprovider"
 MODULES=(
   "stats|src/noisereg/experiments/stats.py||tests/test_stats.py"
   "classify|src/noisereg/experiments/classify.py|compare|tests/test_stats.py tests/test_claims.py"
-  "curvature|src/noisereg/curvature.py|is_piecewise_linear _sum_sq_conv|tests/test_curvature.py tests/test_noise.py -k 'test_ggn_trace_equals_brute_force or gram or resnet or piecewise'"
+  "curvature|src/noisereg/curvature.py|is_piecewise_linear|tests/test_curvature.py tests/test_noise.py -k 'test_ggn_trace_equals_brute_force or gram or resnet or piecewise'"
+  "per_sample|src/noisereg/_per_sample.py|_sum_sq_conv _sum_sq_linear|tests/test_curvature.py -k 'test_ggn_trace_equals_brute_force or gram or resnet'"
   "loop|src/noisereg/training/loop.py|_augment sigma_at curvature_metrics train|tests/test_training.py tests/test_noise.py -k 'not (sample_batch or piecewise or std_table)'"
   "base|src/noisereg/experiments/base.py|run_experiment|tests/test_training.py tests/test_cli.py -k 'runner or resume'"
 )

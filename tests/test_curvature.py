@@ -322,17 +322,17 @@ def test_chunked_ggn_trace_equals_one_piece(name, loss, chunk):
 
 def test_default_chunk_bounds_the_samples_per_pass_whatever_n(monkeypatch):
     """Peak memory: every pass sees at most a fixed number of samples, set by the model, not by len(x)."""
-    from noisereg import curvature
+    from noisereg import _per_sample as per_sample
 
     model, _ = build("cnn-maxpool-bn", 3, seed=2)
-    sizes, inner = [], curvature._chunk_sums
+    sizes, inner = [], per_sample.chunk_sums
 
     def spy(model, x, *args, **kw):
         sizes.append(x.shape[0])
         return inner(model, x, *args, **kw)
 
-    monkeypatch.setattr(curvature, "_chunk_sums", spy)
-    monkeypatch.setattr(curvature, "_CHUNK_ACTIVATIONS", 20_000)  # a small budget: a few samples per chunk
+    monkeypatch.setattr(per_sample, "chunk_sums", spy)
+    monkeypatch.setattr(per_sample, "CHUNK_ACTIVATIONS", 20_000)  # a small budget: a few samples per chunk
     per_n = {}
     for n in (16, 160):
         x = torch.randn(n, 2, 8, 8, dtype=DT, generator=torch.Generator().manual_seed(n))
@@ -347,12 +347,12 @@ def test_default_chunk_bounds_the_samples_per_pass_whatever_n(monkeypatch):
 
 def test_default_chunk_keeps_small_batches_in_one_piece(monkeypatch):
     """256 samples of a small net: one pass, so the numbers and the speed of the unchunked trace."""
-    from noisereg import curvature
+    from noisereg import _per_sample as per_sample
 
     model, _ = build("cnn-maxpool-bn", 3, seed=2)
     calls = []
-    inner = curvature._chunk_sums
-    monkeypatch.setattr(curvature, "_chunk_sums", lambda m, x, *a, **kw: calls.append(len(x)) or inner(m, x, *a, **kw))
+    inner = per_sample.chunk_sums
+    monkeypatch.setattr(per_sample, "chunk_sums", lambda m, x, *a, **kw: calls.append(len(x)) or inner(m, x, *a, **kw))
     nr.ggn_trace(model, torch.randn(256, 2, 8, 8, dtype=DT), torch.zeros(256, dtype=torch.long), "cross_entropy")
     assert calls == [256]
 

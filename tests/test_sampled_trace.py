@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import noisereg as nr
+from noisereg import _per_sample as per_sample
 from noisereg import curvature
 
 DT = torch.float64
@@ -109,8 +110,8 @@ def test_draws_do_not_depend_on_the_chunks():
 def test_one_pass_per_chunk_with_one_column_per_draw(monkeypatch):
     """The cost: one forward and one backward column per draw, never the k - 1 columns of the exact trace."""
     model, x, y = case("cnn-bn", "cross_entropy", seed=2)
-    columns, inner = [], curvature._backprop_columns
-    monkeypatch.setattr(curvature, "_backprop_columns",
+    columns, inner = [], per_sample.backprop_columns
+    monkeypatch.setattr(per_sample, "backprop_columns",
                         lambda f, zs, grad_out, batched: columns.append(grad_out.shape[0]) or inner(f, zs, grad_out, batched))
     nr.sampled_ggn_trace(model, x, y, "cross_entropy", num_samples=3, seed=0)
     assert columns == [3]

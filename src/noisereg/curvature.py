@@ -10,17 +10,11 @@ Eq. (6) of Orvieto et al. (2023): the explicit regularizer of noise injection is
 
 the trace of the generalized Gauss-Newton matrix (GGN), a sum of squared per-sample gradient
 norms of the "pseudo-outputs" :math:`s_{ic}^\top f(x_i)` (:mod:`noisereg.losses` gives
-:math:`S_i`). How :func:`ggn_trace` computes it without Jacobians:
+:math:`S_i`). :func:`ggn_trace` computes it without Jacobians, from one forward and one batched
+backward per chunk of samples and closed forms per layer (``Linear``, ``Conv1d/2d``, eval-mode
+``BatchNorm``; :mod:`noisereg._per_sample` holds that engine and states them).
 
-1. one forward pass, recording each layer's input :math:`a` and output :math:`z`;
-2. one batched backward (``is_grads_batched``) of the ``r`` columns of :math:`S` to the layer
-   outputs, giving :math:`g_{c} = \partial (s_{\cdot c}^\top f)/\partial z` for all samples;
-3. per layer, the squared per-sample gradient norms from :math:`a` and :math:`g` alone:
-   ``Linear`` :math:`\|g_{ic}\|^2\|a_i\|^2` (weight) and :math:`\|g_{ic}\|^2` (bias);
-   ``Conv1d/2d`` the per-sample gradient :math:`g_{ic} U_i^\top` of the unfolded input, one sample
-   chunk at a time; eval-mode ``BatchNorm`` :math:`\sum g\hat a` and :math:`\sum g`.
-
-The samples go through steps 1-3 in chunks whose size is set by the model, not by ``len(x)``,
+The samples go through in chunks whose size is set by the model, not by ``len(x)``,
 so peak memory does not grow with the number of samples. :func:`sampled_ggn_trace` replaces the
 ``r`` columns of :math:`S` by one column per label draw from the model's predictive
 distribution: an unbiased estimate at about one gradient per draw.
@@ -40,20 +34,16 @@ they differ by :math:`\sum_i \nabla L_i \cdot D^2 f_i[I]`; :func:`hessian_trace`
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, jacrev, vmap
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
 
-from noisereg.layers import resolve_layers
-from noisereg.losses import as_predictions, check_loss, check_targets, hessian_sqrt, loss_value
+from noisereg import _per_sample as per_sample
+from noisereg.losses import check_loss, check_targets, hessian_sqrt, loss_value
 
-_CHUNK_ELEMENTS = 1 << 24  # bound on temporaries (entries) when materialising per-sample gradients
-_CHUNK_ACTIVATIONS = 1 << 28  # default sample chunk: layer outputs x (columns + 1) under this many entries
 METHODS = ("auto", "functorch")
 
 
@@ -113,208 +103,6 @@ def is_piecewise_linear(model: nn.Module) -> bool:
     return True
 
 
-def _fast_kind(m: nn.Module) -> str | None:
-    if type(m) is nn.Linear:
-        return "linear"
-    if type(m) in (nn.Conv1d, nn.Conv2d) and m.padding_mode == "zeros" and not isinstance(m.padding, str):
-        return "conv"
-    if isinstance(m, _BatchNorm) and m.affine and m.running_mean is not None:
-        return "bn"
-    return None
-
-
-def _sum_sq_linear(m: nn.Linear, a: torch.Tensor, gs: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Σ over samples i and columns c of the squared per-sample gradient norms of a Linear layer.
-
-    ``a``: the layer input (n, ..., din); ``gs``: per column c, ∂(s_cᵀf)/∂(layer output), (n, ..., dout).
-    """
-    if a.dim() == 2:  # per-sample weight gradient g aᵀ has norm ||g||·||a||
-        gg = sum(g.pow(2).sum(-1) for g in gs)
-        return {"weight": (gg * a.pow(2).sum(-1)).sum(), "bias": gg.sum()}
-    a = a.flatten(1, -2)  # (n, T, din): the per-sample gradient sums over the T positions
-    step = max(1, _CHUNK_ELEMENTS // max(1, gs[0].shape[-1] * a.shape[-1]))
-    weight = bias = 0.0
-    for g in gs:
-        g = g.flatten(1, -2)
-        weight = weight + sum(torch.bmm(g[i:i + step].transpose(1, 2), a[i:i + step]).pow(2).sum()
-                              for i in range(0, a.shape[0], step))
-        bias = bias + g.sum(1).pow(2).sum()
-    return {"weight": weight, "bias": bias}
-
-
-def _sum_sq_conv(m: nn.Conv1d | nn.Conv2d, a: torch.Tensor, gs: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Same for Conv1d/Conv2d: the per-sample gradient is g · unfold(a)ᵀ, chunked over samples."""
-    if isinstance(m, nn.Conv1d):  # as a 2-D convolution of height 1
-        a = a.unsqueeze(2)
-        k, d, p, s = (1, *m.kernel_size), (1, *m.dilation), (0, *m.padding), (1, *m.stride)
-    else:
-        k, d, p, s = m.kernel_size, m.dilation, m.padding, m.stride
-    n, grp, r = a.shape[0], m.groups, len(gs)
-    c_out, per = m.out_channels // grp, (m.in_channels // grp) * math.prod(k)
-    gs = [g.reshape(n * grp, c_out, -1) for g in gs]  # (n·G, Cout/G, L)
-    spots = gs[0].shape[-1]
-    # Σ_c ||g_c Uᵀ||²: materialise g_c Uᵀ (cost r·Cout·P·L per sample), or use Gram matrices over
-    # the L output positions, tr((Σ_c g_cᵀ g_c)(UᵀU)) (cost L²·(r·Cout + P)); take the cheaper
-    gram = spots * (r * c_out + per) < r * c_out * per
-    step = max(1, _CHUNK_ELEMENTS // max(1, grp * (spots * spots if gram else max(c_out * per, per * spots))))
-    weight = 0.0
-    for i in range(0, n, step):
-        u = F.unfold(a[i:i + step], k, dilation=d, padding=p, stride=s)  # (c, Cin·kk, L)
-        u = u.reshape(-1, per, spots)  # (c·G, P, L)
-        rows = slice(i * grp, (i + step) * grp)
-        if gram:
-            gg = sum(torch.bmm(g[rows].transpose(1, 2), g[rows]) for g in gs)  # (c·G, L, L)
-            weight = weight + (gg * torch.bmm(u.transpose(1, 2), u)).sum()
-        else:
-            ut = u.transpose(1, 2)
-            weight = weight + sum(torch.bmm(g[rows], ut).pow(2).sum() for g in gs)
-    return {"weight": weight, "bias": sum(g.sum(-1).pow(2).sum() for g in gs)}
-
-
-def _sum_sq_bn(m: _BatchNorm, a: torch.Tensor, gs: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Same for eval-mode BatchNorm: y = γ·â + β with â from the running statistics."""
-    n, c = a.shape[:2]
-    a_hat = (a.reshape(n, c, -1) - m.running_mean[:, None]) / torch.sqrt(m.running_var[:, None] + m.eps)
-    gs = [g.reshape(n, c, -1) for g in gs]
-    return {"weight": sum((g * a_hat).sum(-1).pow(2).sum() for g in gs),
-            "bias": sum(g.sum(-1).pow(2).sum() for g in gs)}
-
-
-_SUM_SQ = {"linear": _sum_sq_linear, "conv": _sum_sq_conv, "bn": _sum_sq_bn}
-
-
-def _backprop_columns(f, zs, grad_out, batched: bool) -> list[list[torch.Tensor] | None]:
-    """Per layer output z, the list over columns c of ∂(grad_out[c] · f)/∂z (None if z is unused).
-
-    ``batched``: one vmapped backward (``is_grads_batched``), fastest for matmul-only graphs;
-    otherwise one backward per column, faster when the graph has ops without a vmap batching rule
-    (max-pool's backward falls back to a slow per-column loop plus copies inside vmap).
-    """
-    if batched:
-        gs = torch.autograd.grad(f, zs, grad_outputs=grad_out, is_grads_batched=True, allow_unused=True)
-        return [None if g is None else list(g.unbind(0)) for g in gs]
-    r = grad_out.shape[0]
-    cols = [torch.autograd.grad(f, zs, grad_outputs=grad_out[c], retain_graph=c < r - 1, allow_unused=True)
-            for c in range(r)]
-    return [None if col[0] is None else list(col) for col in zip(*cols)]
-
-
-def _general_path(model, x, S, names: list[str], per_column: bool = False) -> dict[str, torch.Tensor]:
-    """Σ_i ||S_iᵀ J_i||² per named parameter from per-sample Jacobians (torch.func), in chunks
-    (``per_column``: one value per column of S)."""
-    params = {k: v.detach() for k, v in model.named_parameters()}
-    buffers = dict(model.named_buffers())
-
-    def f_one(sub, xi):
-        out = as_predictions(functional_call(model, ({**params, **sub}, buffers), (xi.unsqueeze(0),)))
-        if out.shape[0] != 1:
-            raise ValueError(
-                f"model maps one input row to {out.shape[0]} output rows; ggn_trace needs a per-sample "
-                "model, whose output row i depends on input row i only"
-            )
-        return out.squeeze(0)
-
-    sub = {k: params[k] for k in names}
-    size = sum(v.numel() for v in sub.values()) * S.shape[1]
-    step = max(1, _CHUNK_ELEMENTS // max(1, size))
-    jac = vmap(jacrev(f_one), in_dims=(None, 0))
-    totals = {k: torch.zeros((S.shape[2],) if per_column else (), dtype=S.dtype, device=S.device) for k in names}
-    for i in range(0, x.shape[0], step):
-        for k, J in jac(sub, x[i:i + step]).items():  # J: (c, k, *shape)
-            sq = torch.einsum("nkr,nkp->nrp", S[i:i + step], J.flatten(2)).pow(2)
-            totals[k] = totals[k] + (sq.sum((0, 2)) if per_column else sq.sum())
-    return totals
-
-
-def _plan(model: nn.Module, method: str):
-    """The layers, each parameter's layer, and the modules with a fast per-sample formula."""
-    layers = resolve_layers(model, "module")
-    layer_of = {id(p): name for name, ps in layers for p in ps}
-    owners: dict[int, int] = {}
-    for m in model.modules():
-        for p in m.parameters(recurse=False):
-            owners[id(p)] = owners.get(id(p), 0) + 1
-    fast = {} if method == "functorch" else {
-        m: kind for m in model.modules()
-        if (kind := _fast_kind(m)) and any(p.requires_grad for p in m.parameters(recurse=False))
-        and all(owners[id(p)] == 1 for p in m.parameters(recurse=False))
-    }
-    return layers, layer_of, fast
-
-
-def _chunk_sums(model, x, plan, make_S, per_column: bool = False) -> dict[str, torch.Tensor]:
-    """Σ_i ||S_iᵀ J_i||² per layer over the samples of ``x``, with ``S = make_S(model(x))`` (n, k, r).
-
-    ``per_column``: one value per column of S (shape (r,)) instead of their sum.
-    """
-    layers, layer_of, fast = plan
-    records: dict[nn.Module, list] = {m: [] for m in fast}
-    hooks = [m.register_forward_hook(lambda mod, inp, out: records[mod].append((inp[0].detach(), out)))
-             for m in fast]
-    try:
-        with torch.enable_grad():
-            f = model(x)
-    finally:
-        for h in hooks:
-            h.remove()
-    f2 = as_predictions(f)
-    S = make_S(f2)  # (n, k, r)
-    once = [m for m in fast if len(records[m]) == 1 and records[m][0][1].requires_grad]
-    done = {id(p) for m in once for p in m.parameters(recurse=False)}
-    done |= {id(p) for m in fast if not records[m] for p in m.parameters(recurse=False)}  # unused
-    shape = (S.shape[2],) if per_column else ()
-    totals = {name: torch.zeros(shape, dtype=f2.dtype, device=f2.device) for name, _ in layers}
-    if once:
-        zs = [records[m][0][1] for m in once]
-        grad_out = S.permute(2, 0, 1).reshape(S.shape[2], *f.shape)
-        gs = _backprop_columns(f, zs, grad_out, batched=all(fast[m] == "linear" for m in once))
-        for m, z_grad in zip(once, gs):
-            if z_grad is None:
-                continue
-            a, z_grad = records[m][0][0], [g.detach() for g in z_grad]
-            if per_column:
-                cols = [_SUM_SQ[fast[m]](m, a, [g]) for g in z_grad]
-                sums = {k: torch.stack([torch.as_tensor(c[k], dtype=f2.dtype, device=f2.device) for c in cols])
-                        for k in cols[0]}
-            else:
-                sums = _SUM_SQ[fast[m]](m, a, z_grad)
-            for pname, p in m.named_parameters(recurse=False):
-                if p.requires_grad:
-                    totals[layer_of[id(p)]] += sums[pname]
-    rest = [(k, p) for k, p in model.named_parameters() if p.requires_grad and id(p) not in done]
-    if rest:
-        for k, v in _general_path(model, x, S, [k for k, _ in rest], per_column).items():
-            totals[layer_of[id(dict(rest)[k])]] += v
-    return totals
-
-
-def _default_chunk(model: nn.Module, x: torch.Tensor, columns: Callable[[torch.Tensor], int]) -> int:
-    """Samples per chunk: the recorded layer outputs and their backpropagated columns stay under
-    ``_CHUNK_ACTIVATIONS`` entries. Sized from one sample's forward (outputs of the leaf modules)."""
-    count = 0
-
-    def hook(mod, inp, out):
-        nonlocal count
-        count += out.numel() if isinstance(out, torch.Tensor) else 0
-
-    hooks = [m.register_forward_hook(hook) for m in model.modules() if not any(True for _ in m.children())]
-    try:
-        with torch.no_grad():
-            out = as_predictions(model(x[:1]))
-    finally:
-        for h in hooks:
-            h.remove()
-    per_sample = max(1, count) * (columns(out) + 1)
-    return max(1, _CHUNK_ACTIVATIONS // per_sample)
-
-
-def _check_chunk_size(chunk_size) -> None:
-    if chunk_size is None:
-        return
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
-        raise TypeError(f"chunk_size must be None or an integer >= 1, got {type(chunk_size).__name__}")
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be None or an integer >= 1, got {chunk_size}")
 
 
 def ggn_trace(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "square",
@@ -341,7 +129,7 @@ def ggn_trace(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "s
         method: ``"auto"`` (fast path where possible) or ``"functorch"`` (per-sample Jacobians
             for every parameter: slow, a reference).
         chunk_size: samples per chunk, >= 1. Default ``None``: as many as keep the chunk's layer
-            outputs times (columns of the loss-Hessian root + 1) under ``_CHUNK_ACTIVATIONS``
+            outputs times (columns of the loss-Hessian root + 1) under ``per_sample.CHUNK_ACTIVATIONS``
             (2^28) entries, sized from one sample's forward: e.g. all 256 samples of a small CNN
             at once, 14 samples of a CIFAR ResNet-18.
 
@@ -364,16 +152,16 @@ def ggn_trace(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "s
     check_loss(loss)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    _check_chunk_size(chunk_size)
+    per_sample.check_chunk_size(chunk_size)
     check_eval_mode(model)
-    plan = _plan(model, method)
+    plan = per_sample.plan(model, method)
     n = x.shape[0]
     columns = {"square": lambda f: f.shape[1], "logistic": lambda f: 1, "cross_entropy": lambda f: max(1, f.shape[1] - 1)}
-    step = chunk_size or _default_chunk(model, x, columns[loss])  # the columns of hessian_sqrt
+    step = chunk_size or per_sample.default_chunk(model, x, columns[loss])  # the columns of hessian_sqrt
     totals: dict[str, torch.Tensor] = {}
     for lo in range(0, n, step):
         xc, yc = x[lo:lo + step], y[lo:lo + step]
-        sums = _chunk_sums(model, xc, plan, lambda f, yc=yc: hessian_sqrt(loss, f, yc))
+        sums = per_sample.chunk_sums(model, xc, plan, lambda f, yc=yc: hessian_sqrt(loss, f, yc))
         for name, v in sums.items():
             v = v if len(xc) == n else v * (len(xc) / n)  # one chunk: the numbers of the whole batch
             totals[name] = totals[name] + v if name in totals else v
@@ -461,11 +249,11 @@ def sampled_ggn_trace(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: 
             raise TypeError(f"{name} must be an integer >= {low}, got {type(value).__name__}")
         if value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value}")
-    _check_chunk_size(chunk_size)
+    per_sample.check_chunk_size(chunk_size)
     check_eval_mode(model)
-    plan = _plan(model, "auto")
+    plan = per_sample.plan(model, "auto")
     n = x.shape[0]
-    step = chunk_size or _default_chunk(model, x, lambda f: num_samples)
+    step = chunk_size or per_sample.default_chunk(model, x, lambda f: num_samples)
     gen = torch.Generator().manual_seed(seed)
     draws, totals = None, None
     for lo in range(0, n, step):
@@ -480,7 +268,7 @@ def sampled_ggn_trace(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: 
             u = _pseudo_gradients(loss, f, draws[lo:lo + f.shape[0]].to(f.device, f.dtype))
             return u / f.shape[0] ** 0.5
 
-        per_draw = sum(_chunk_sums(model, xc, plan, make_S, per_column=True).values())  # (num_samples,)
+        per_draw = sum(per_sample.chunk_sums(model, xc, plan, make_S, per_column=True).values())  # (num_samples,)
         per_draw = per_draw if len(xc) == n else per_draw * (len(xc) / n)
         totals = per_draw if totals is None else totals + per_draw
     if totals is None:
