@@ -266,11 +266,34 @@ def test_augmentation_reaches_the_training_forward_only_when_asked():
     assert len(seen) == 2 and not any(torch.equal(b, raw.x_train) for b in seen)
 
 
-def test_the_last_epoch_is_evaluated_and_history_starts_at_step_zero():
-    record = train(_model_fn([]), _data(), TrainSpec(epochs=5, eval_every=2, lr=0.01))
-    assert [h["step"] for h in record["history"]] == [0, 2, 4, 5]
-    assert [h.get("epoch") for h in record["history"]] == [None, 2, 4, 5]
+class _Counter:
+    def __init__(self):
+        self.n = 0
+
+    def update(self, k):
+        self.n += k
+
+
+def test_evaluations_every_eval_every_epochs_and_at_the_last_one():
+    bar = _Counter()
+    record = train(_model_fn([]), _data(), TrainSpec(epochs=7, eval_every=3, lr=0.01), progress=bar)
+    assert [h["step"] for h in record["history"]] == [0, 3, 6, 7]  # step 0: before training
+    assert [h.get("epoch") for h in record["history"]] == [None, 3, 6, 7]
     assert record["final"] == {k: v for k, v in record["history"][-1].items() if k not in ("step", "epoch")}
+    assert bar.n == 7  # the progress bar advances once per epoch
+
+
+@pytest.mark.parametrize("every,eval_every,expected", [(3, 2, [None, None, 3, 3, 3, 6, 7]),
+                                                     (0, 2, [None, 2, 2, 4, 4, 6, 7])],
+                         ids=["checkpoint_every=3", "0:at-evaluations"])
+def test_checkpoints_every_checkpoint_every_epochs_and_at_the_end(tmp_path, every, eval_every, expected):
+    from noisereg.training.checkpoint import load_checkpoint
+
+    ckpt, on_disk = tmp_path / "c.pt", []  # after each epoch: the epoch of the checkpoint on disk
+    spec = TrainSpec(epochs=7, eval_every=eval_every, checkpoint_every=every, lr=0.01)
+    train(_model_fn([]), _data(), spec, checkpoint=ckpt,
+          callback=lambda e: on_disk.append(load_checkpoint(ckpt)["epoch"] if ckpt.exists() else None))
+    assert on_disk == expected
 
 
 def test_seconds_add_up_the_epochs_and_stay_within_the_wall_time():
@@ -285,6 +308,7 @@ def test_seconds_add_up_the_epochs_and_stay_within_the_wall_time():
     record = train(make, _data(), TrainSpec(epochs=5, lr=0.01, eval_every=5))
     wall = time.perf_counter() - t0
     assert 5 * 0.02 <= record["seconds"] <= wall + 1e-3  # every epoch's time, and no more than elapsed
+    assert record["seconds"] == round(record["seconds"], 3)  # milliseconds, as documented
 
 
 def test_a_diverging_run_stops_and_says_so():
@@ -346,3 +370,38 @@ def test_sam_takes_two_forwards_per_minibatch_and_logs_reg_loss_without_noise():
     assert record["grad_evals"] == 2 * 6
     final = record["final"]  # reg_loss at σ = 0 for SAM: the loss on the trace points, no curvature term
     assert final["reg_loss"] == pytest.approx(final["train_loss"], rel=1e-12) and final["ggn_trace"] > 0
+
+
+def test_the_exact_trace_is_not_computed_when_no_logged_metric_needs_it(monkeypatch):
+    """On a smooth (tanh) net hessian_trace is Hutchinson's: logging it alone must not pay for the GGN trace."""
+    from noisereg.training import loop
+
+    calls = []
+    monkeypatch.setattr(loop, "ggn_trace", lambda *a, **kw: calls.append(1) or 1.0)
+    tanh = lambda: torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3)).double()  # noqa: E731
+    final = train(tanh, _data(), TrainSpec(epochs=1, lr=0.01, log=("hessian_trace",), trace_points=8))["final"]
+    assert calls == [] and "hessian_trace_se" in final
+    train(tanh, _data(), TrainSpec(epochs=1, lr=0.01, log=("ggn_trace",), trace_points=8))
+    assert calls  # and it is computed when logged
+
+
+@pytest.mark.parametrize("method", ["gd", "sam"])
+def test_a_non_finite_loss_in_any_minibatch_marks_the_run_diverged(method):
+    """A point whose cross-entropy overflows float32 (logits ±3e38: the loss is inf, its gradient
+    softmax − onehot is finite, so the weights stay finite and the other batches' losses too)."""
+    x = torch.zeros(10, 1)
+    x[0] = 1.0  # the overflowing point; the others see only the bias
+    y = torch.ones(10, dtype=torch.long)
+
+    def make():
+        m = torch.nn.Linear(1, 2)
+        with torch.no_grad():
+            m.weight.copy_(torch.tensor([[3e38], [-3e38]]))
+            m.bias.zero_()
+        return m
+
+    spec = TrainSpec(method=method, sigma=0.0 if method == "gd" else 1e-30, epochs=1, batch_size=1, lr=1e-30, seed=0)
+    order = torch.randperm(10, generator=torch.Generator().manual_seed(spec.seed + 7919))
+    assert order[-1] != 0  # the overflowing batch is not the epoch's last (a check of last-batch-only would miss it)
+    record = train(make, Split(x, y, x, y, name="overflow", seed=0), spec)
+    assert record["diverged"] is True
