@@ -356,3 +356,64 @@ def test_executor_ray_without_ray_names_the_extra(tmp_path, capsys, monkeypatch)
     assert capsys.readouterr().err.strip() == ('noisereg: error: --executor ray needs the "ray" package, which is not '
                                                'installed: pip install "noisereg[ray]"')
     assert not list(tmp_path.iterdir())
+
+
+class _Bar:
+    """Records what run_experiment asks of its tqdm bar."""
+    made = []
+
+    def __init__(self, total=None, initial=0, disable=False, **kw):
+        self.total, self.initial, self.n, self.disable = total, initial, initial, disable
+        _Bar.made.append(self)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def update(self, k=1):
+        self.n += k
+
+    def set_postfix_str(self, *a, **kw):
+        pass
+
+
+@pytest.mark.parametrize("jobs", [1, 2], ids=["sequential", "processes"])
+def test_the_progress_bar_counts_every_run_and_seconds_the_sweep(counting, tmp_path, monkeypatch, jobs):
+    """Sequential: one step per epoch of a Run, one per Job; processes: one per run, starting at
+    the runs already done. ``seconds``: the sweep's wall time, 0.1 s resolution. The environment
+    keeps torch/python/device beside the executor's fields."""
+    import time
+
+    import tqdm.auto
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", _Bar)
+    _Bar.made.clear()
+    t0 = time.perf_counter()
+    res = run_experiment(counting, "smoke", tmp_path / "a", jobs=jobs, overrides={"pause": 0.05})  # default: shown
+    wall = time.perf_counter() - t0
+    bar = _Bar.made[-1]
+    assert not bar.disable and bar.initial == 0 and bar.total == 3 and bar.n == 3
+    assert 0.6 / jobs - 0.05 <= res["seconds"] <= wall and res["seconds"] == round(res["seconds"], 1)  # 3 runs of 4 × 0.05 s
+    assert {"torch", "python", "device"} <= set(res["environment"])
+    if jobs > 1:
+        assert res["environment"]["executor"] == "processes" and res["environment"]["jobs"] == 2
+    # a resumed sweep with one run left: the bar starts at the runs done
+    results = json.loads((tmp_path / "a" / "results.json").read_text())
+    results["runs"] = results["runs"][:2]
+    (tmp_path / "a" / "results.json").write_text(json.dumps(results))
+    run_experiment(counting, "smoke", tmp_path / "a", jobs=jobs, overrides={"pause": 0.05}, resume=True,
+                   show_progress=False)
+    bar = _Bar.made[-1]
+    assert bar.disable and (bar.initial, bar.n, bar.total) == ((2, 3, 3) if jobs > 1 else (0, 1, 1))
+
+
+def test_the_sequential_bar_counts_epochs(tmp_path, monkeypatch):
+    import tqdm.auto
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", _Bar)
+    _Bar.made.clear()
+    run_experiment(EXPERIMENTS["fig3"], "smoke", tmp_path, overrides={"methods": ("gd", "layer"), "epochs": 3})
+    bar = _Bar.made[-1]
+    assert bar.total == 2 * 3 and bar.n == 6 and not bar.disable
