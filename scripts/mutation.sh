@@ -13,6 +13,13 @@
 # to some functions: the other lines of the copy get "# pragma: no mutate". String and f-string
 # mutations are off (they mutate messages and labels; the cost of running them is not worth it).
 # Prints, per module, killed/total and the surviving mutants as diffs; exits 0.
+#
+# Known quirks of mutmut 2.5.1 here: never run `mutmut show`/`results` on a module whose run is still
+# going (its checker then crashes: "Attribute Mutant.line is required"); and after its last mutant
+# mutmut sometimes hangs or vanishes before this script prints SCORE. Every result is in the cache
+# by then; with MUTATION_WORK=DIR set, read it with
+#   sqlite3 DIR/NAME/.mutmut-cache 'select status, count(*) from Mutant group by status'
+# (ok_killed and ok_suspicious count as killed) and list survivors with `mutmut show ID` from DIR/NAME.
 set -uo pipefail
 ROOT="${NOISEREG_ROOT:-$(cd "$(dirname "$0")/.." && pwd)}"  # the tree to copy
 source "$ROOT/scripts/env.sh" >/dev/null
