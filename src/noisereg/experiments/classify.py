@@ -18,7 +18,7 @@ from noisereg.constraints import Each, Interval, IsBool, OrNone, Satisfies
 from noisereg.data import DATASETS, Split, holdout, load
 from noisereg.errors import UserError
 from noisereg.experiments.base import Experiment, Run, data_note
-from noisereg.experiments.stats import arm, final_stats, fmt
+from noisereg.experiments.stats import RULE, arm, final_stats, fmt
 from noisereg.training.settings import METHOD, POSITIVE_INT, SEED, SIGMA, TrainSettings
 
 _SETTINGS = {f.name for f in dataclasses.fields(TrainSettings)}
@@ -135,7 +135,8 @@ class ClassifyExperiment(Experiment):
         if not any("val_acc" in r["final"] for r in results["runs"]):
             return []
         cfg = results["config"]
-        lines = [f"Selection: {cfg.get('n_val')} training points held out as validation data (seed "
+        lines = [f"Verdict rule: {RULE}", "",
+                 f"Selection: {cfg.get('n_val')} training points held out as validation data (seed "
                  f"{cfg.get('split_seed')}); each noisy method's σ (SAM's ρ) is the one with the best mean validation "
                  "accuracy over seeds (`results.json[\"selected\"]`). Compute: gradient evaluations (forward + "
                  "backward passes on a batch) per run; SAM takes two per step, `sam_half` is SAM with half the "

@@ -14,7 +14,7 @@ from pathlib import Path
 from noisereg.errors import UserError
 from noisereg.experiments import EXPERIMENTS
 from noisereg.experiments.base import data_note
-from noisereg.experiments.stats import RULE, arm, mean_se
+from noisereg.experiments.stats import arm, mean_se
 from noisereg.report.figures import draw
 from noisereg.training import METRICS, atomic_write_text
 
@@ -91,8 +91,8 @@ def section(results: dict, figures: str = "") -> str:
 
 _PREAMBLE = ["Each section: the command that made it, the figures, the paper's claims next to our",
              "numbers with a verdict (reproduced / not reproduced / inconclusive / measured / not run at",
-             "this scale), and the final metrics. Rebuild from results.json alone with `noisereg report DIR`.",
-             "", f"Verdict rule: {RULE}", ""]
+             "this scale; the rule under each claims table where the section has one), and the final",
+             "metrics. Rebuild from results.json alone with `noisereg report DIR`.", ""]
 
 
 def write_report(out: str | Path, results_list: list[dict], title: str = "noisereg report") -> Path:
@@ -128,8 +128,7 @@ def rebuild(directory: str | Path) -> Path:
         results_list.append(res)
     if len(files) == 1 and files[0].parent == directory:
         return write_report(directory, results_list)
-    body = ["# noisereg report", "", "One section per experiment; figures live in the sub-directories.", "",
-            f"Verdict rule: {RULE}", ""]
+    body = ["# noisereg report", "", "One section per experiment; figures live in the sub-directories.", ""]
     for f, res in zip(files, results_list):  # figures and a REPORT.md next to each results.json, one on top
         write_report(f.parent, [res])
         body.append(section(res, figures=f"{f.parent.relative_to(directory).as_posix()}/"))

@@ -77,9 +77,13 @@ def _draw_vs_sigma(ax, runs, metric):
         if any(math.isfinite(p[0]) for p in pts):
             ax.errorbar(sigmas, [p[0] for p in pts], yerr=[p[1] for p in pts], marker="o", capsize=3,
                         color=COLORS.get(method), label=LABELS.get(method, method))
-    xs = {r["sigma"] for r in runs if arm(r) != "gd"}
+    xs = sorted({r["sigma"] for r in runs if arm(r) != "gd"})
     if xs and min(xs) > 0:
+        from matplotlib.ticker import NullFormatter
+
         ax.set_xscale("log")
+        ax.set_xticks(xs, [f"{s:g}" for s in xs])  # the grid's values, not overlapping minor labels
+        ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("σ")
 
 
