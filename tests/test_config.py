@@ -93,7 +93,7 @@ def test_runs_carry_their_parameters():
     assert {r.params["width"] for r in fig2.runs(fig2.config("cpu"))} == {50, 300}
     fig4 = EXPERIMENTS["fig4"]
     runs = fig4.runs(fig4.config("cpu"))
-    assert {(r.params["width"], r.params["lr"], r.spec.lr) for r in runs} == {(128, 0.05, 0.05), (512, 0.02, 0.02)}
+    assert {(r.params["width"], r.params["lr"], r.spec.lr) for r in runs} == {(128, 0.02, 0.02), (512, 0.02, 0.02)}
     fig5 = EXPERIMENTS["fig5"]
     assert {r.params["net"] for r in fig5.runs(fig5.config("smoke"))} == {"toy", "wide"}
 
