@@ -27,7 +27,11 @@ def _results(runs, preset="smoke", **config):
 
 
 def _verdicts(name, results):
-    return [row["verdict"] for row in EXPERIMENTS[name].claims(results)]
+    from noisereg.experiments.stats import VERDICTS
+
+    verdicts = [row["verdict"] for row in EXPERIMENTS[name].claims(results)]
+    assert set(verdicts) <= set(VERDICTS)  # one vocabulary for every report
+    return verdicts
 
 
 def _acc_runs(accs, variant="", **final):

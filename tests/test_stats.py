@@ -112,3 +112,13 @@ def test_slope_by_hand():
     assert slope([1, 2, 4, 8], [1, 4, 0, None]) == pytest.approx(2.0)  # non-positive and None points dropped
     assert slope([1, 2, 4], [1, 2, 2]) == pytest.approx(0.5)  # log-points (0,0), (a,a), (2a,a): cov a², var 2a²
     assert math.isnan(slope([1, 2], [1, -1]))
+
+
+def test_the_rule_states_its_numbers_and_every_verdict_is_a_known_one():
+    from noisereg.experiments.stats import MIN_SEEDS, RULE, VERDICTS, Z
+
+    assert f"{Z:g} combined standard errors" in RULE and f"at least {MIN_SEEDS} seeds" in RULE
+    assert "validation" in RULE
+    outcomes = {decide(a, b, at_least=al) for a in [(0.9, 0.01, 3), (0.5, 0.01, 3), (0.9, 0.01, 1)]
+                for b in [(0.5, 0.01, 3), (0.9, 0.01, 3)] for al in (False, True)}
+    assert outcomes == {"reproduced", "not reproduced", "inconclusive"} and outcomes < set(VERDICTS)
