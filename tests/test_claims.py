@@ -143,6 +143,22 @@ def test_sam_rows_are_measured_at_equal_steps_and_equal_gradients():
     assert "equal gradient evaluations" in rows[3]["claim"]
 
 
+def test_sam_rows_per_variant_skip_diverged_references_and_name_the_variant():
+    runs = [*_cls_runs({("gd", 0): 0.80, ("layer", 0.05): 0.85}, variant="a"),  # no SAM in "a"
+            *_cls_runs({("gd", 0): 0.80, ("layer", 0.05): 0.82, ("sam", 0.05): 0.84}, variant="b")]
+    runs += [_run("full", 0.05, seed=k, variant="b", diverged=True, test_acc=math.nan, val_acc=0.99) for k in range(3)]
+    rows = [r for r in EXPERIMENTS["fig5"].claims(_results(runs)) if r["verdict"] == "measured"]
+    assert len(rows) == 1 and rows[0]["claim"].startswith("b: SAM vs")
+    assert "vs layer 82.00" in rows[0]["ours"]  # the diverged full arm is never the reference
+    plain = [r for r in EXPERIMENTS["fig3"].claims(_results(_cls_runs({("gd", 0): 0.8, ("sam", 0.05): 0.8})))
+             if r["verdict"] == "measured"]
+    assert plain and plain[0]["claim"].startswith("SAM vs")
+    gd_diverged = [_run("gd", 0, seed=k, diverged=True, test_acc=math.nan, val_acc=math.nan) for k in range(3)]
+    gd_diverged += _cls_runs({("layer", 0.05): 0.82, ("sam", 0.05): 0.84})
+    rows = [r for r in EXPERIMENTS["fig3"].claims(_results(gd_diverged)) if r["verdict"] == "measured"]
+    assert "vs layer 82.00" in rows[0]["ours"]  # a diverged GD is not the reference either
+
+
 @pytest.mark.parametrize("layer,expected", [(0.85, "reproduced"), (0.80, "reproduced"), (0.79, "reproduced"),
                                             (0.77, "not reproduced")], ids=["above", "equal", "in-band", "below"])
 def test_fig5_claims(layer, expected):

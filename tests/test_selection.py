@@ -74,3 +74,37 @@ def test_variants_get_one_selection_each():
             for v in ("width 8", "width 16") for m, s, a in (("gd", 0.0, 0.5), ("layer", 0.05, 0.6), ("layer", 0.1, 0.7))]
     runs[-1]["final"]["val_acc"] = 0.1
     assert exp.selected({"runs": runs}) == {"width 8": {"layer": 0.1}, "width 16": {"layer": 0.05}}
+
+
+def test_data_dir_is_refused_for_embedded_data_and_images_reshape_every_split(tmp_path):
+    exp = EXPERIMENTS["fig3"]
+    with pytest.raises(UserError, match="--data-dir holds the files of fashion_mnist or cifar10"):
+        exp.data(exp.config("smoke"), None, str(tmp_path))
+    img = EXPERIMENTS["fig5"]
+    split = img.data(img.config("smoke"), None, None)
+    assert [t.shape[1:] for t in (split.x_train, split.x_val, split.x_test)] == [(1, 8, 8)] * 3
+
+
+def test_sam_half_keeps_at_least_one_epoch_and_halves_odd_counts_down():
+    exp = EXPERIMENTS["fig3"]
+    for epochs, half in ((3, 1), (1, 1), (7, 3)):
+        runs = exp.runs(exp.config("smoke", {"methods": ("sam",), "rhos": (0.05,), "epochs": epochs}))
+        assert [r.spec.epochs for r in runs] == [epochs, half]
+
+
+def test_the_selection_table_lists_each_arms_gradient_evaluations_and_needs_no_gd():
+    exp = EXPERIMENTS["fig4"]
+
+    def run(v, method, sigma, evals, acc, arm=None):
+        return {"variant": v, "method": method, "sigma": sigma, "seed": 0, "grad_evals": evals,
+                "params": {"arm": arm} if arm else {}, "final": {"val_acc": acc, "test_acc": acc}}
+
+    runs = [run("w8", "gd", 0.0, 100, 0.5), run("w8", "layer", 0.05, 100, 0.6), run("w8", "sam", 0.05, 200, 0.7),
+            run("w8", "sam", 0.05, 100, 0.65, arm="sam_half"), run("w16", "layer", 0.05, 300, 0.6)]
+    rows = [line for line in exp.notes({"runs": runs, "config": {"n_val": 64, "split_seed": 0}})
+            if line.startswith("| w")]
+    cells = {tuple(c.strip() for c in line.split("|")[1:5]) for line in rows}
+    assert cells == {("w8", "gd", "–", "100"), ("w8", "layer", "0.05", "100"), ("w8", "sam", "0.05", "200"),
+                     ("w8", "sam_half", "0.05", "100"), ("w16", "layer", "0.05", "300")}
+    no_gd = [r for r in runs if r["method"] != "gd"]
+    assert not any("| gd |" in line for line in exp.notes({"runs": no_gd, "config": {}}))

@@ -145,7 +145,8 @@ class ClassifyExperiment(Experiment):
                  "|---|---|---|---|---|---|"]
         val, test = final_stats(results, "val_acc"), final_stats(results, "test_acc")
         for v in dict.fromkeys(r["variant"] for r in results["runs"]):
-            chosen = {"gd": 0.0, **select(results, v)} if any(arm(r) == "gd" for r in results["runs"]) else select(results, v)
+            has_gd = any(arm(r) == "gd" and r["variant"] == v for r in results["runs"])
+            chosen = {"gd": 0.0, **select(results, v)} if has_gd else select(results, v)
             for a, s in chosen.items():
                 evals = {r.get("grad_evals") for r in results["runs"]
                          if r["variant"] == v and arm(r) == a and float(r["sigma"]) == s}
