@@ -382,3 +382,13 @@ def test_is_piecewise_linear_checks_every_module_and_tied_weights():
     lin = nn.Linear(3, 3)
     assert nr.curvature.is_piecewise_linear(nn.Sequential(lin, nn.ReLU(), nn.Linear(3, 3)))
     assert not nr.curvature.is_piecewise_linear(nn.Sequential(lin, nn.ReLU(), lin))  # one weight used twice
+
+    class Squared(nn.Sequential):  # a Sequential subclass with its own (smooth) forward
+        def forward(self, x):
+            return super().forward(x) ** 2
+
+    class Plain(nn.Sequential):  # keeps Sequential's forward
+        pass
+
+    assert not nr.curvature.is_piecewise_linear(Squared(nn.Linear(3, 3)))
+    assert nr.curvature.is_piecewise_linear(Plain(nn.Linear(3, 3), nn.ReLU()))
