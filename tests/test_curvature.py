@@ -392,3 +392,26 @@ def test_is_piecewise_linear_checks_every_module_and_tied_weights():
 
     assert not nr.curvature.is_piecewise_linear(Squared(nn.Linear(3, 3)))
     assert nr.curvature.is_piecewise_linear(Plain(nn.Linear(3, 3), nn.ReLU()))
+
+
+@pytest.mark.parametrize("net", ["linear_3d", "conv"])
+def test_per_sample_chunks_of_one_sample_give_the_same_trace(monkeypatch, net):
+    """CHUNK_ELEMENTS bounds the temporaries of the Linear (inputs with positions) and conv formulas;
+    at its smallest every sample is its own chunk: the trace must not change (and must match the
+    general vmap(jacrev) path). Linear on (n, T, d) with T < n: a loop over T instead of n would
+    drop samples."""
+    from noisereg import _per_sample as per_sample
+
+    torch.manual_seed(0)
+    if net == "linear_3d":
+        model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Flatten(), nn.Linear(8, 2)).double()
+        x = torch.randn(6, 2, 3, dtype=torch.float64)
+    else:
+        model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 16, 2)).double()
+        x = torch.randn(6, 2, 4, 4, dtype=torch.float64)
+    y = torch.randint(0, 2, (6,))
+    reference = nr.ggn_trace(model, x, y, "cross_entropy", method="functorch")
+    whole = nr.ggn_trace(model, x, y, "cross_entropy")
+    monkeypatch.setattr(per_sample, "CHUNK_ELEMENTS", 1)
+    assert nr.ggn_trace(model, x, y, "cross_entropy") == pytest.approx(whole, rel=1e-12)
+    assert whole == pytest.approx(reference, rel=1e-10)
