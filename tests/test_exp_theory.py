@@ -46,15 +46,20 @@ def test_gradient_variance_of_full_noise_matches_a_loop():
     model = mean_field((3, 5, 1), 0, relu=True)
     x, y = torch.randn(8, 3, dtype=torch.float64), torch.randn(8, 1, dtype=torch.float64)
     v = gradient_variance(model, x, y, 0.2, "full", 4000, 0)
-    inj = nr.NoiseInjector(model, 0.2, mode="full", seed=7)
+    ref = _loop_variance(model, x, y, "full")
+    assert v == pytest.approx(ref, rel=0.1)  # two independent 4000-sample estimates of the same variance
+
+
+def _loop_variance(model, x, y, mode):
+    """The variance of 4000 noisy gradients (summed over parameters), drawn one by one with the injector."""
+    inj = nr.NoiseInjector(model, 0.2, mode=mode, seed=7)
     grads = []
     for _ in range(4000):
         model.zero_grad()
         with inj.perturb():
             nr.losses.loss_value("square", model(x), y).backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
-    ref = torch.stack(grads).var(0).sum().item()
-    assert v == pytest.approx(ref, rel=0.1)  # two independent 4000-sample estimates of the same variance
+    return torch.stack(grads).var(0).sum().item()
 
 
 def test_gradient_variance_of_layer_noise_matches_a_loop():
@@ -64,13 +69,6 @@ def test_gradient_variance_of_layer_noise_matches_a_loop():
     gen = torch.Generator().manual_seed(0)
     x, y = torch.randn(8, 3, generator=gen, dtype=torch.float64), torch.randn(8, 1, generator=gen, dtype=torch.float64)
     v = gradient_variance(model, x, y, 0.2, "layer", 4000, 0)
-    inj = nr.NoiseInjector(model, 0.2, mode="layer", seed=7)
-    grads = []
-    for _ in range(4000):
-        model.zero_grad()
-        with inj.perturb():
-            nr.losses.loss_value("square", model(x), y).backward()
-        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
-    ref = torch.stack(grads).var(0).sum().item()
+    ref = _loop_variance(model, x, y, "layer")
     assert v == pytest.approx(ref, rel=0.06)
     assert gradient_variance(model, x, y, 0.2, "full", 4000, 0) != pytest.approx(ref, rel=0.06)

@@ -120,7 +120,7 @@ class ClassifyExperiment(Experiment):
         return {v: select(results, v) for v in variants}
 
     def claims(self, results: dict) -> list[dict[str, str]]:
-        if not any("val_acc" in r["final"] for r in results["runs"]):
+        if not _has_validation(results):
             return [{"claim": "every claim of this section", "paper": "", "verdict": "inconclusive",
                      "ours": "not judged: these results hold no validation split, so σ could only be chosen on "
                              "the test data; rerun them with this version"}]
@@ -132,7 +132,7 @@ class ClassifyExperiment(Experiment):
 
     def notes(self, results: dict) -> list[str]:
         """The report's lines on σ selection and compute: one row per arm and variant."""
-        if not any("val_acc" in r["final"] for r in results["runs"]):
+        if not _has_validation(results):
             return []
         cfg = results["config"]
         lines = [f"Verdict rule: {RULE}", "",
@@ -154,6 +154,11 @@ class ClassifyExperiment(Experiment):
                              f"{', '.join(str(e) for e in sorted(evals, key=str))} | {fmt(val[(v, a, s)])} | "
                              f"{fmt(test[(v, a, s)])} |")
         return lines
+
+
+def _has_validation(results: dict) -> bool:
+    """Whether the runs logged validation metrics (results written before the split have none)."""
+    return any("val_acc" in r["final"] for r in results["runs"])
 
 
 def select(results: dict, variant: str, metric: str = "val_acc") -> dict[str, float]:

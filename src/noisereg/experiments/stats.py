@@ -60,8 +60,10 @@ def final_stats(results: dict, metric: str) -> dict[tuple[str, str, float], Stat
     return {k: mean_se(v) for k, v in groups.items()}
 
 
-def decide(a: Stat, b: Stat, *, at_least: bool = False, z: float = Z, min_seeds: int = MIN_SEEDS) -> str:
+def decide(a: Stat, b: Stat, *, at_least: bool = False, lower_is_better: bool = False, z: float = Z,
+           min_seeds: int = MIN_SEEDS) -> str:
     """The verdict on "A beats B" (``at_least``: "A at least matches B") from their (mean, se, n), by :data:`RULE`.
+    ``lower_is_better``: A beats B by a smaller mean (a Hessian trace, say).
 
     Example:
         >>> decide((0.95, 0.002, 3), (0.94, 0.002, 3))
@@ -72,6 +74,8 @@ def decide(a: Stat, b: Stat, *, at_least: bool = False, z: float = Z, min_seeds:
         'inconclusive'
     """
     (ma, sa, na), (mb, sb, nb) = a, b
+    if lower_is_better:
+        ma, mb = -ma, -mb
     if min(na, nb) < min_seeds or not all(math.isfinite(x) for x in (ma, sa, mb, sb)):
         return "inconclusive"
     band = z * math.hypot(sa, sb)
