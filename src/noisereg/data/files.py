@@ -1,7 +1,10 @@
 """Data sets read from files: any ``.npz``, Fashion-MNIST's IDX files, CIFAR-10's python batches.
 
 Nothing is downloaded (runs have no internet): copy the files into a directory and pass it as
-``data_dir``. Images become float32 in [0, 1] (``uint8 / 255``) in (n, C, H, W) and labels int64;
+``data_dir``, or let :func:`find_data_dir` look in ``$NOISEREG_DATA_DIR`` and, for Fashion-MNIST,
+where Debian's package ``dataset-fashion-mnist`` installs it (:data:`DEBIAN_FASHION_DIR`). The
+Fashion-MNIST files are checked against the SHA-256 of the official files' decompressed bytes
+(:data:`FASHION_SHA256`). Images become float32 in [0, 1] (``uint8 / 255``) in (n, C, H, W) and labels int64;
 no standardisation (per-channel mean/std) is applied. Files that hold no randomness get
 ``seed = 0``; :func:`subset` draws a seeded subset of the training points and :func:`holdout` a seeded
 validation split out of them, each recorded in the name.
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import hashlib
 import math
 import os
 import pickle
@@ -23,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from noisereg.data.embedded import Split, load_digits_split
+from noisereg.data.embedded import Split, load_digits_split, load_fashion_mnist_subset
 from noisereg.data.synthetic import check_int, sparse_regression
 from noisereg.errors import UserError
 
@@ -33,11 +37,31 @@ PathLike = str | os.PathLike
 class DataFileNotFound(UserError, FileNotFoundError):
     """A data file that is not there: a user error (one line on the command line) and a FileNotFoundError."""
 
-DATASETS = ("digits", "fashion_mnist", "cifar10", "synthetic", "standin:fashion_mnist", "standin:cifar10")
+DATASETS = ("digits", "fashion_mnist", "fashion_mnist_subset", "cifar10", "synthetic", "standin:fashion_mnist",
+            "standin:cifar10")
 _NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 IDX_IMAGES, IDX_LABELS = 0x00000803, 0x00000801  # uint8 (0x08), 3 resp. 1 dimensions
 _FASHION_DIRS = (".", "FashionMNIST/raw", "fashion-mnist")
 _CIFAR_DIRS = (".", "cifar-10-batches-py")
+DATA_DIR_ENV = "NOISEREG_DATA_DIR"
+DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+"""Where Debian's (and Ubuntu's) package ``dataset-fashion-mnist`` installs the four official files."""
+FASHION_SHA256 = {
+    "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+}
+"""SHA-256 of each official Fashion-MNIST file's *decompressed* bytes (computed from Debian's package
+``dataset-fashion-mnist`` 0.0~git20200523.55506a9-1). Debian's ``.gz`` files carry other gzip headers than
+the official downloads, whose md5s are train-images 8d4fb7e6c68d591d4c3dfef9ec88bf0d, train-labels
+25c81989df183df01b3e8a0aad5dffbe, t10k-images bef4ecab320f06d8554ea6380940ec79, t10k-labels
+bb300cfdad3c16e7a12a480ee83cd310; the deflate streams, hence the decompressed bytes, are the same."""
+FASHION_COUNTS = {"train": 60000, "t10k": 10000}
+FASHION_HELP = ("install Debian's package dataset-fashion-mnist (apt-get install dataset-fashion-mnist, or "
+                "apt-get download it and dpkg-deb -x it), or copy the four official files from "
+                "https://github.com/zalandoresearch/fashion-mnist into a directory and pass --data-dir DIR "
+                f"or set {DATA_DIR_ENV}=DIR")
 _TORCHVISION = {"FashionMNIST": ("fashion_mnist", "load_fashion_mnist"),
                 "CIFAR10": ("cifar10", "load_cifar10")}
 
@@ -140,47 +164,112 @@ def read_idx(path: PathLike, magic: int) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
 
 
-def _find(data_dir: PathLike, name: str, subdirs: tuple[str, ...], suffixes: tuple[str, ...]) -> Path:
+def _find(data_dir: PathLike, name: str, subdirs: tuple[str, ...], suffixes: tuple[str, ...],
+          how: str = "copy the file into one of these") -> Path:
     searched = [Path(data_dir) / sub / (name + s) for sub in subdirs for s in suffixes]
     for p in searched:
         if p.is_file():
             return p
     raise DataFileNotFound(f"{name}: not found; searched {', '.join(map(str, searched))} "
-                            "(nothing is downloaded: copy the file into one of these)")
+                            f"(nothing is downloaded: {how})")
 
 
-def load_fashion_mnist(data_dir: PathLike) -> Split:
+def idx_sha256(array: np.ndarray, magic: int) -> str:
+    """SHA-256 (hex) of the IDX file that holds ``array``: the bytes :func:`read_idx` read, decompressed.
+
+    The header is the big-endian ``magic`` and dimensions, so a file read without error hashes to
+    the same value as the file itself.
+    """
+    header = magic.to_bytes(4, "big") + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    return hashlib.sha256(header + np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+def fashion_mnist_dirs(data_dir: PathLike | None = None) -> list[Path]:
+    """The directories :func:`load_fashion_mnist` searches, in order (each with its subfolders
+    ``FashionMNIST/raw`` and ``fashion-mnist``).
+
+    An explicit ``data_dir`` is searched alone. Without one: ``$NOISEREG_DATA_DIR`` (when set),
+    then Debian's :data:`DEBIAN_FASHION_DIR`.
+    """
+    if data_dir is not None:
+        return [Path(data_dir)]
+    env = os.environ.get(DATA_DIR_ENV)
+    return ([Path(env)] if env else []) + [DEBIAN_FASHION_DIR]
+
+
+def _fashion_files(data_dir: Path) -> dict[str, Path] | None:
+    """The four files under ``data_dir`` (or its subfolders), or None if one is missing."""
+    found = {}
+    for name in FASHION_SHA256:
+        paths = [data_dir / sub / (name + s) for sub in _FASHION_DIRS for s in ("", ".gz")]
+        found[name] = next((p for p in paths if p.is_file()), None)
+    return None if None in found.values() else found
+
+
+def load_fashion_mnist(data_dir: PathLike | None = None, verify: bool | None = None) -> Split:
     """Fashion-MNIST (60,000 training, 10,000 test images of 28x28) from its four IDX files.
 
     Reads ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``
-    and ``t10k-labels-idx1-ubyte``, each plain or gzipped (``.gz``), from ``data_dir``,
-    ``data_dir/FashionMNIST/raw`` (torchvision's layout) or ``data_dir/fashion-mnist``. MNIST's
-    files have the same names and format and load the same way. The image size is taken from the
-    header. Pixels are scaled to [0, 1]; nothing is standardised.
+    and ``t10k-labels-idx1-ubyte``, each plain or gzipped (``.gz``), from a directory or its
+    subfolders ``FashionMNIST/raw`` (torchvision's layout) and ``fashion-mnist``. The directory is
+    ``data_dir``; without one, the first of :func:`fashion_mnist_dirs` that holds all four files
+    (``$NOISEREG_DATA_DIR``, then Debian's ``/usr/share/datasets/fashion-mnist``). The image size is
+    taken from the header. Pixels are scaled to [0, 1]; nothing is standardised.
+
+    Each file is checked against :data:`FASHION_SHA256` (the official files' decompressed bytes):
+    always with ``verify=True``, never with ``verify=False`` (MNIST's files have the same names and
+    format and load that way), and with ``verify=None`` (default) when the file holds the official
+    number of items (60,000 or 10,000), so a full-size file is the official one and smaller files
+    (tests, excerpts) load unchecked.
 
     Args:
-        data_dir: the directory to search.
+        data_dir: the directory to search alone (default: search, see above).
+        verify: True, False or None (default), see above.
 
     Returns:
-        A :class:`Split` named ``fashion_mnist`` with ``seed = 0``: ``x_*`` float32 (n, 1, H, W),
-        ``y_*`` int64 (n,).
+        A :class:`Split` with ``seed = 0``, named ``fashion_mnist`` (with an explicit ``data_dir``) or
+        ``fashion_mnist(<directory>)`` (found by searching): ``x_*`` float32 (n, 1, H, W), ``y_*``
+        int64 (n,).
 
     Raises:
-        DataFileNotFound (a FileNotFoundError): a file is in none of the places searched (the message lists them).
-        UserError: a file is malformed (see :func:`read_idx`), or an image file and its label
-            file hold different numbers of items.
+        DataFileNotFound (a FileNotFoundError): a file is in none of the places searched (one line
+            listing them and how to get the files).
+        UserError: a file is malformed (see :func:`read_idx`), fails its checksum, or an image file
+            and its label file hold different numbers of items.
     """
+    if verify not in (None, True, False):
+        raise TypeError(f"verify must be True, False or None, got {verify!r}")
+    if data_dir is not None:
+        files = {name: _find(data_dir, name, _FASHION_DIRS, ("", ".gz"), f"to get the files, {FASHION_HELP}")
+                 for name in FASHION_SHA256}
+        name = "fashion_mnist"
+    else:
+        dirs = fashion_mnist_dirs()
+        found = next(((d, f) for d in dirs if (f := _fashion_files(d)) is not None), None)
+        if found is None:
+            env = os.environ.get(DATA_DIR_ENV)
+            where = ([f"{DATA_DIR_ENV}={env} (and its fashion-mnist/ and FashionMNIST/raw/)"] if env
+                     else [f"{DATA_DIR_ENV} (not set)"]) + [str(DEBIAN_FASHION_DIR)]
+            raise DataFileNotFound(f"fashion_mnist: its four files (train-images-idx3-ubyte[.gz], ...) are not in "
+                                   f"{' or '.join(where)}; to get them, {FASHION_HELP}")
+        name, files = f"fashion_mnist({found[0]})", found[1]
     parts = []
     for prefix in ("train", "t10k"):
-        img_path = _find(data_dir, f"{prefix}-images-idx3-ubyte", _FASHION_DIRS, ("", ".gz"))
-        lab_path = _find(data_dir, f"{prefix}-labels-idx1-ubyte", _FASHION_DIRS, ("", ".gz"))
+        img_path, lab_path = files[f"{prefix}-images-idx3-ubyte"], files[f"{prefix}-labels-idx1-ubyte"]
         images, labels = read_idx(img_path, IDX_IMAGES), read_idx(lab_path, IDX_LABELS)
         if len(images) != len(labels):
             raise UserError(f"{img_path} has {len(images)} images but {lab_path} has "
                              f"{len(labels)} labels")
+        for path, array, magic in ((img_path, images, IDX_IMAGES), (lab_path, labels, IDX_LABELS)):
+            if verify or (verify is None and len(array) == FASHION_COUNTS[prefix]):
+                want = FASHION_SHA256[path.name.removesuffix(".gz")]
+                if (got := idx_sha256(array, magic)) != want:
+                    raise UserError(f"{path}: not the official Fashion-MNIST file (SHA-256 of its decompressed "
+                                    f"bytes {got}, expected {want}); MNIST or other IDX files load with "
+                                    "noisereg.data.load_fashion_mnist(dir, verify=False)")
         parts += [torch.from_numpy(images[:, None].astype(np.float32) / 255),
                   torch.from_numpy(labels.astype(np.int64))]
-    return Split(*parts, name="fashion_mnist", seed=0)
+    return Split(*parts, name=name, seed=0)
 
 
 def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -378,18 +467,20 @@ def load(spec: PathLike, data_dir: PathLike | None = None, n_train: int | None =
     ==========================  ==============================================================
     ``"digits"``                :func:`load_digits_split` (``n_train`` default 1024, ``seed``)
     ``"synthetic"``             :func:`sparse_regression` (``n = n_train``, seed ``seed``)
-    ``"fashion_mnist"``         :func:`load_fashion_mnist` from ``data_dir``
+    ``"fashion_mnist"``         :func:`load_fashion_mnist` from ``data_dir`` (None: searched)
+    ``"fashion_mnist_subset"``  :func:`load_fashion_mnist_subset`: real images in the package
     ``"cifar10"``               :func:`load_cifar10` from ``data_dir``
     a path ending in ``.npz``   :func:`load_npz`
     ``"standin:NAME"``          random data of the shapes of NAME (:func:`standin`), to time
                                 paper presets where the real files are absent
     ==========================  ==============================================================
 
-    For the last three, ``n_train`` (if given) takes a :func:`subset` with ``seed``.
+    For the last five, ``n_train`` (if given) takes a :func:`subset` with ``seed``.
 
     Args:
         spec: a name above or a path ending in ``.npz``.
-        data_dir: the directory of Fashion-MNIST's or CIFAR-10's files.
+        data_dir: the directory of Fashion-MNIST's or CIFAR-10's files (for Fashion-MNIST, None
+            searches ``$NOISEREG_DATA_DIR`` and Debian's location, see :func:`load_fashion_mnist`).
         n_train: training points (None: all, or the loader's default).
         seed: integer >= 0 (default 0).
 
@@ -418,11 +509,15 @@ def load(spec: PathLike, data_dir: PathLike | None = None, n_train: int | None =
         split = load_npz(spec)
     elif spec.startswith("standin:") and spec[8:] in ("fashion_mnist", "cifar10"):
         return standin(spec[8:], seed=seed, n_train=n_train)
-    elif spec in ("fashion_mnist", "cifar10"):
+    elif spec == "fashion_mnist_subset":
+        split = load_fashion_mnist_subset()
+    elif spec == "fashion_mnist":
+        split = load_fashion_mnist(data_dir)
+    elif spec == "cifar10":
         if data_dir is None:
             raise UserError(f"data_dir is required for {spec!r}: the directory holding its files "
                              "(nothing is downloaded)")
-        split = (load_fashion_mnist if spec == "fashion_mnist" else load_cifar10)(data_dir)
+        split = load_cifar10(data_dir)
     else:
         raise UserError(f"spec must be one of {list(DATASETS)} or a path ending in .npz, got {spec!r}")
     return split if n_train is None else subset(split, n_train, seed)

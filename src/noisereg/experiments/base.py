@@ -197,13 +197,18 @@ def default_device() -> str:
 
 # ------------------------------------------------------------------------------------- runner
 def data_note(results: dict) -> str:
-    """The data a run used, in words: the ``--data`` file's name, the ``--data-dir`` directory, or
-    the embedded digits (else the loaded split's own name)."""
+    """The data a run used, in words: the ``--data`` file's name, the ``--data-dir`` directory (or
+    the one found by searching), the embedded Fashion-MNIST subset or digits (else the loaded split's
+    own name)."""
     cfg, name = results.get("config", {}), str(results.get("data", "?"))
     if cfg.get("data"):
         return f"data file {Path(cfg['data']).name}"
     if cfg.get("data_dir"):
         return f"{name.split('[')[0]} files in {cfg['data_dir']}"
+    if name.startswith("fashion_mnist_subset"):
+        return "real Fashion-MNIST images embedded in the package"
+    if name.startswith("fashion_mnist("):
+        return f"fashion_mnist files in {name[len('fashion_mnist('):name.index(')')]}"
     if name.startswith("digits"):
         return "embedded 8x8 digits"
     return name
