@@ -24,6 +24,9 @@ from noisereg.training.settings import METHOD, POSITIVE_INT, SEED, SIGMA, TrainS
 _SETTINGS = {f.name for f in dataclasses.fields(TrainSettings)}
 _DIR_DATASETS = ("fashion_mnist", "cifar10")  # the data sets read from --data-dir
 NOISY = ("full", "layer")  # the arms the paper's claims are about (SAM is the baseline added here)
+OFFICIAL_NOISE = dict(convention="official", layers="tensor", order="cyclic")
+"""The noise of the code that drew Figs. 3-6, for their paper presets: every parameter tensor is a layer, visited
+in turn, std σ on it (layer-wise) or σ/√T on every entry (full noise, T tensors); docs/THEORY.md §3."""
 
 
 @dataclass(frozen=True)
@@ -135,7 +138,7 @@ class ClassifyExperiment(Experiment):
         if not _has_validation(results):
             return []
         cfg = results["config"]
-        lines = [f"Verdict rule: {RULE}", "",
+        lines = [f"Verdict rule: {RULE}", "", noise_note(cfg), "",
                  f"Selection: {cfg.get('n_val')} training points held out as validation data (seed "
                  f"{cfg.get('split_seed')}); each noisy method's σ (SAM's ρ) is the one with the best mean validation "
                  "accuracy over seeds (`results.json[\"selected\"]`). Compute: gradient evaluations (forward + "
@@ -154,6 +157,20 @@ class ClassifyExperiment(Experiment):
                              f"{', '.join(str(e) for e in sorted(evals, key=str))} | {fmt(val[(v, a, s)])} | "
                              f"{fmt(test[(v, a, s)])} |")
         return lines
+
+
+def noise_note(cfg: dict) -> str:
+    """One line on the noise convention of the runs (docs/THEORY.md §3), for the report."""
+    conv, layers, order = cfg.get("convention", "paper"), cfg.get("layers", "module"), cfg.get("order", "random")
+    unit = "parameter tensors" if layers == "tensor" else "modules" if layers == "module" else f"layers ({layers})"
+    if conv == "official":
+        std = f"full noise std σ/√T per entry, layer-wise std σ on one of the T {unit}"
+        tail = "the convention of the code that drew the paper's figures, so σ is the figures' σ"
+    else:
+        std = f"full noise std σ per entry, layer-wise std σ·√M on one of the M {unit}"
+        tail = "the paper's text; the same noise as the official convention at σ·√T (T parameter tensors)"
+    return (f"Noise: convention `{conv}` ({std}, chosen {'in turn' if order == 'cyclic' else 'at random'}): "
+            f"{tail} (docs/THEORY.md §3).")
 
 
 def _has_validation(results: dict) -> bool:

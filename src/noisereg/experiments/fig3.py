@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from noisereg.constraints import Each
-from noisereg.experiments.classify import ClassifyConfig, ClassifyExperiment, compare, scale_note
+from noisereg.experiments.classify import OFFICIAL_NOISE, ClassifyConfig, ClassifyExperiment, compare, scale_note
 from noisereg.experiments.stats import decide, fmt
 from noisereg.models import MLP
 from noisereg.training.settings import POSITIVE_INT
@@ -31,7 +31,7 @@ class Fig3Config(ClassifyConfig):
     CONSTRAINTS = {"hidden": Each(POSITIVE_INT)}
 
 
-CPU = dict(hidden=(512, 512), epochs=1000, lr=0.05, eval_every=100, sigmas=(0.02, 0.05, 0.1, 0.2), seeds=(0, 1, 2),
+CPU = dict(dataset="fashion_mnist_subset", hidden=(512, 512), epochs=1000, lr=0.05, eval_every=100, sigmas=(0.01, 0.02, 0.035, 0.05, 0.07, 0.1), seeds=(0, 1, 2),
            methods=("gd", "full", "layer", "sam"), rhos=(0.02, 0.05, 0.1))
 
 
@@ -44,7 +44,8 @@ class Fig3(ClassifyExperiment):
         "smoke": dict(hidden=(32, 32), n_train=128, epochs=6, eval_every=3, sigmas=(0.1,), checkpoint_every=2),
         "cpu": CPU,
         "demo": {**CPU, "methods": ("gd", "full", "layer"), "sigmas": (0.1, 0.2), "seeds": (0,), "epochs": 800},
-        "paper": dict(dataset="fashion_mnist", hidden=(5000, 5000), epochs=10000, lr=0.005, eval_every=500, n_val=5000,
+        "paper": dict(**OFFICIAL_NOISE,
+                      dataset="fashion_mnist", hidden=(5000, 5000), epochs=10000, lr=0.005, eval_every=500, n_val=5000,
                       sigmas=(0.01, 0.02, 0.05, 0.1, 0.2), seeds=(0, 1, 2), checkpoint_every=1000),
     }
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from noisereg.constraints import Each, Interval, Rule
-from noisereg.experiments.classify import NOISY, ClassifyConfig, ClassifyExperiment, compare, scale_note
+from noisereg.experiments.classify import OFFICIAL_NOISE, NOISY, ClassifyConfig, ClassifyExperiment, compare, scale_note
 from noisereg.experiments.stats import decide, decide_all, fmt
 from noisereg.models import MLP
 from noisereg.training.settings import POSITIVE_INT
@@ -39,9 +39,10 @@ class Fig4(ClassifyExperiment):
     PRESETS = {
         "smoke": dict(widths=(16, 48), lrs=(0.05, 0.05), n_train=128, epochs=6, eval_every=3,
                       log=("hessian_trace",), trace_points=64, checkpoint_every=2),
-        "cpu": dict(widths=(128, 512), lrs=(0.02, 0.02), epochs=1200, eval_every=100, log=("hessian_trace",),
+        "cpu": dict(dataset="fashion_mnist_subset", widths=(128, 512), lrs=(0.02, 0.02), epochs=1200, eval_every=100, log=("hessian_trace",),
                     trace_points=256, seeds=(0, 1, 2)),
-        "paper": dict(dataset="fashion_mnist", widths=(1000, 5000), lrs=(0.005, 0.001), epochs=10000, n_val=5000,
+        "paper": dict(**OFFICIAL_NOISE,
+                      dataset="fashion_mnist", widths=(1000, 5000), lrs=(0.005, 0.001), epochs=10000, n_val=5000,
                       eval_every=500, log=("hessian_trace",), checkpoint_every=1000),
     }
 

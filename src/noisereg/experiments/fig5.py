@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from noisereg.experiments.classify import ClassifyConfig, ClassifyExperiment, compare, scale_note
+from noisereg.experiments.classify import OFFICIAL_NOISE, ClassifyConfig, ClassifyExperiment, compare, scale_note
 from noisereg.experiments.stats import decide, fmt
 from noisereg.models import ToyCNN, WideConvNet
 from noisereg.training.settings import POSITIVE_INT
@@ -42,7 +42,8 @@ class Fig5(ClassifyExperiment):
                       trace_points=32, checkpoint_every=1),
         "cpu": dict(wide_channels=32, epochs=100, batch_size=128, eval_every=10, log=("hessian_trace",),
                     trace_points=256, sigmas=(0.02, 0.05, 0.1), seeds=(0, 1, 2)),
-        "paper": dict(dataset="cifar10", n_train=None, n_val=5000, wide_channels=128, epochs=100, batch_size=1024,
+        "paper": dict(**OFFICIAL_NOISE,
+                      dataset="cifar10", n_train=None, n_val=5000, wide_channels=128, epochs=100, batch_size=1024,
                       eval_every=5, log=("hessian_trace",), checkpoint_every=5),
     }
 

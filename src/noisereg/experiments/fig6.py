@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from noisereg.experiments.classify import ClassifyConfig, ClassifyExperiment, compare, scale_note
+from noisereg.experiments.classify import OFFICIAL_NOISE, ClassifyConfig, ClassifyExperiment, compare, scale_note
 from noisereg.experiments.stats import decide, decide_all, fmt
 from noisereg.models import ResNet18
 from noisereg.training.settings import POSITIVE_INT
@@ -40,7 +40,8 @@ class Fig6(ClassifyExperiment):
         "cpu": dict(resnet_width=16, epochs=40, batch_size=128, lr=0.05, weight_decay=5e-4, schedule="cosine",
                     sigmas=(0.01, 0.02, 0.05, 0.1, 0.2), noise_stop_epoch=36, augment=True, eval_every=10,
                     seeds=(0, 1, 2), log=("hessian_trace",), trace_points=256),
-        "paper": dict(dataset="cifar10", n_train=None, n_val=5000, resnet_width=64, epochs=150, batch_size=128, lr=0.01,
+        "paper": dict(**OFFICIAL_NOISE,
+                      dataset="cifar10", n_train=None, n_val=5000, resnet_width=64, epochs=150, batch_size=128, lr=0.01,
                       weight_decay=5e-4, schedule="cosine", sigmas=(0.01, 0.02, 0.05, 0.1, 0.2),
                       noise_stop_epoch=135, augment=True, eval_every=10, seeds=(0, 1, 2), log=("hessian_trace",),
                       checkpoint_every=5),
