@@ -80,21 +80,27 @@ def test_fig2_tail_mean_by_hand():
 
 
 # ------------------------------------------------------------------ fig3, fig4, fig5, fig6
-# Classification claims: σ chosen on val_acc, judged on test_acc by stats.decide (2 combined SE,
-# >= 3 seeds). Runs have three seeds at mean ± 0.01 (se 0.01/√3 ≈ 0.0058, band ≈ 0.016).
+# Classification claims: σ chosen on val_acc, judged on test_acc by the seed-paired rule (stats.paired:
+# t_{0.95,2} = 2.92, >= 3 pairs). Each arm's three seeds sit at its mean + one rotation of (−0.01, 0, +0.01), a
+# different rotation per arm, so any two arms' paired differences have SE 0.01 and the rule's half-width
+# t·SE ≈ 0.029: a 0.05 gap decides, a 0.01 gap does not.
+_OFFSETS = (-0.01, 0.0, 0.01)
+_ROTATION = {"gd": 0, "layer": 1, "full": 2, "sam": 1, "sam_half": 2}
 
 
 def _cls_runs(accs, variant="", val=None, final=None):
-    """``accs``: {(arm, sigma): mean test accuracy} -> 3 seeds at mean − 0.01, mean, mean + 0.01;
+    """``accs``: {(arm, sigma): mean test accuracy} -> 3 seeds at mean + the arm's rotation of _OFFSETS;
     val_acc equals test_acc unless ``val`` gives {(arm, sigma): mean}; ``final``: {(arm, sigma):
     {metric: mean}} more metrics, spread the same way."""
     runs = []
     for (a, s), m in accs.items():
         v = (val or {}).get((a, s), m)
         method, params = ("sam", {"arm": "sam_half"}) if a == "sam_half" else (a, None)
+        rot = _ROTATION[a]
+        offsets = _OFFSETS[rot:] + _OFFSETS[:rot]
         runs += [_run(method, s, seed=k, variant=variant, params=params, test_acc=m + d, val_acc=v + d,
                       **{key: x + d for key, x in (final or {}).get((a, s), {}).items()})
-                 for k, d in enumerate((-0.01, 0.0, 0.01))]
+                 for k, d in enumerate(offsets)]
     return runs
 
 
@@ -159,8 +165,9 @@ def test_sam_rows_per_variant_skip_diverged_references_and_name_the_variant():
     assert "vs layer 82.00" in rows[0]["ours"]  # a diverged GD is not the reference either
 
 
-@pytest.mark.parametrize("layer,expected", [(0.85, "reproduced"), (0.80, "reproduced"), (0.79, "reproduced"),
-                                            (0.77, "not reproduced")], ids=["above", "equal", "in-band", "below"])
+@pytest.mark.parametrize("layer,expected", [(0.85, "reproduced"), (0.80, "inconclusive"), (0.79, "inconclusive"),
+                                            (0.77, "inconclusive"), (0.74, "not reproduced")],
+                         ids=["above", "equal", "in-band", "below-in-spread", "below"])
 def test_fig5_claims(layer, expected):
     runs = [*_cls_runs({("gd", 0): 0.80, ("layer", 0.05): layer}, variant="a"),
             *_cls_runs({("gd", 0): 0.80, ("layer", 0.05): 0.9}, variant="b"),
@@ -171,14 +178,14 @@ def test_fig5_claims(layer, expected):
 @pytest.mark.parametrize("trace,expected", [(4.0, "reproduced"), (4.99, "inconclusive"), (6.0, "not reproduced")])
 def test_fig5_wide_net_trace_claim(trace, expected):
     traces = {("gd", 0): {"hessian_trace": 5.0}, ("layer", 0.05): {"hessian_trace": trace}}
-    runs = _cls_runs({("gd", 0): 0.80, ("layer", 0.05): 0.80}, variant="wide conv", final=traces)
+    runs = _cls_runs({("gd", 0): 0.80, ("layer", 0.05): 0.85}, variant="wide conv", final=traces)
     for r in runs:
         r["params"] = {"net": "wide"}
     assert _verdicts("fig5", _results(runs)) == ["reproduced", expected]
 
 
 @pytest.mark.parametrize("preset,accs,expected", [
-    ("paper", {("gd", 0): 0.944, ("full", 0.05): 0.95, ("full", 0.2): 0.90, ("layer", 0.05): 0.97},
+    ("paper", {("gd", 0): 0.944, ("full", 0.05): 0.95, ("full", 0.2): 0.90, ("layer", 0.05): 0.99},
      ["reproduced", "reproduced", "reproduced"]),
     ("paper", {("gd", 0): 0.95, ("full", 0.05): 0.95, ("full", 0.2): 0.98, ("layer", 0.05): 0.92},
      ["not reproduced", "not reproduced", "not reproduced"]),
@@ -188,7 +195,22 @@ def test_fig5_wide_net_trace_claim(trace, expected):
      ["not run at this scale", "not run at this scale", "reproduced"]),
 ], ids=["paper-yes", "paper-no", "paper-borders", "smoke"])
 def test_fig6_claims(preset, accs, expected):
-    assert _verdicts("fig6", _results(_cls_runs(accs), preset=preset)) == expected
+    cfg = {k: EXPERIMENTS["fig6"].config(preset).__dict__[k] for k in ("dataset", "resnet_width", "convention",
+                                                                          "layers", "order")}
+    assert _verdicts("fig6", _results(_cls_runs(accs), preset=preset, **cfg)) == expected
+
+
+def test_fig6_sigma_threshold_is_judged_only_at_the_papers_scale():
+    """'σ > 0.1 degrades' names a σ of the official convention on ResNet-18/CIFAR-10: another model, data set or
+    convention makes it another noise level, so the claim is not run at this scale there."""
+    accs = {("gd", 0): 0.944, ("full", 0.05): 0.95, ("full", 0.2): 0.90, ("layer", 0.05): 0.99}
+    paper = {k: EXPERIMENTS["fig6"].config("paper").__dict__[k] for k in ("dataset", "resnet_width", "convention",
+                                                                            "layers", "order")}
+    assert _verdicts("fig6", _results(_cls_runs(accs), preset="paper", **paper))[1] == "reproduced"
+    for change in ({"convention": "paper"}, {"resnet_width": 16}, {"dataset": "digits"}):
+        assert _verdicts("fig6", _results(_cls_runs(accs), preset="paper", **{**paper, **change}))[1] == \
+            "not run at this scale", change
+    assert _verdicts("fig6", _results(_cls_runs(accs), preset="cpu", **paper))[1] == "not run at this scale"
 
 
 def _fig4(rows):

@@ -175,11 +175,11 @@ def test_docs_preset_tables_agree_with_the_presets():
 
 @pytest.mark.parametrize("name", ["fig3", "fig4", "fig5", "fig6"])
 def test_cpu_presets_have_the_seeds_a_verdict_needs(name):
-    """The rule (experiments.stats) decides nothing below MIN_SEEDS seeds per arm; the cpu presets
+    """The rule (experiments.stats) decides nothing below MIN_PAIRS seed pairs; the cpu presets
     must be able to decide their claims. (That their GD reaches >= 98 % training accuracy is
     measured by running them: docs/results.)"""
-    from noisereg.experiments.stats import MIN_SEEDS
+    from noisereg.experiments.stats import MIN_PAIRS
 
     cfg = EXPERIMENTS[name].config("cpu")
-    assert len(cfg.seeds) >= MIN_SEEDS and cfg.n_val >= 64
+    assert len(cfg.seeds) >= MIN_PAIRS and cfg.n_val >= 64
     assert "gd" in cfg.methods and "layer" in cfg.methods

@@ -84,3 +84,21 @@ def test_figures_and_claims_take_a_method_they_do_not_know(kind, tmp_path):
     assert path.stat().st_size > 5000
     _, best, _ = compare(results, "")
     assert best["sam"][1] == 0.05 and best["layer"][1] == 0.1
+
+
+def test_results_record_provenance_and_split_sizes(tmp_path, monkeypatch):
+    import re
+    import sys as _sys
+
+    from noisereg.experiments import EXPERIMENTS, run_experiment
+
+    monkeypatch.setattr(_sys, "argv", ["/x/bin/noisereg", "run", "fig3", "--set", "sigmas=0.1"])
+    res = run_experiment(EXPERIMENTS["fig3"], "smoke", tmp_path, overrides={"n_val": 32}, show_progress=False)
+    env = res["environment"]
+    assert re.fullmatch(r"[0-9a-f]{4,}(\+dirty)?|noisereg \S+", env["git"]), env["git"]
+    assert env["command"] == "noisereg run fig3 --set sigmas=0.1"
+    assert res["sizes"] == {"train": 128, "val": 32, "test": 1797 - 160}
+    from noisereg.report import rebuild
+
+    report = rebuild(tmp_path).read_text()
+    assert env["git"] in report and "noisereg run fig3 --set sigmas=0.1" in report

@@ -61,7 +61,7 @@ def test_a_sweep_selects_sigma_on_validation_data_and_reports_it(tmp_path):
     evals = {r["id"]: r["grad_evals"] for r in res["runs"]}
     assert evals["sam-rho0.02-s0"] == 2 * evals["gd-s0"] and evals["sam_half-rho0.02-s0"] == evals["gd-s0"]
     report = rebuild(tmp_path).read_text()
-    assert "Verdict rule:" in report and "2 combined standard errors" in report
+    assert "Verdict rule:" in report and "seed-paired differences" in report
     assert "| variant | method | selected σ / ρ | gradient evaluations per run | val acc | test acc |" in report
     layer_row = next(line for line in report.splitlines() if line.startswith("| – | layer |"))
     assert f"| {saved['selected']['layer']:g} |" in layer_row

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from noisereg.experiments.classify import compare, select
-from noisereg.experiments.stats import arm, decide, decide_all, final_stats, fmt, mean_se
+from noisereg.experiments.stats import MARGIN, Sample, arm, decide, decide_all, final_stats, fmt, mean_se, paired, resolution
 from noisereg.experiments.variance import slope
 
 
@@ -36,22 +36,23 @@ def test_final_stats_groups_by_variant_arm_sigma():
     st = final_stats(RESULTS, "test_acc")
     assert set(st) == {("a", "gd", 0.0), ("a", "layer", 0.05), ("a", "layer", 0.1), ("a", "full", 0.05),
                        ("a", "full", 0.1), ("b", "layer", 0.05), ("b", "sam", 0.05), ("b", "sam_half", 0.05)}
-    assert st[("a", "gd", 0.0)] == pytest.approx((0.82, 0.02, 2))
-    assert st[("a", "layer", 0.05)] == pytest.approx((0.80, 0.10, 2))
-    assert st[("a", "layer", 0.1)] == pytest.approx((0.85, 0.0, 1))  # the diverged seed does not count
+    assert st[("a", "gd", 0.0)].stat == pytest.approx((0.82, 0.02, 2))
+    assert st[("a", "layer", 0.05)].stat == pytest.approx((0.80, 0.10, 2))
+    assert st[("a", "layer", 0.1)].stat == pytest.approx((0.85, 0.0, 1))  # the diverged seed does not count
     assert st[("a", "full", 0.1)][2] == 0
-    assert st[("b", "sam", 0.05)] == (0.5, 0.0, 1) and st[("b", "sam_half", 0.05)] == (0.7, 0.0, 1)
+    assert st[("b", "sam", 0.05)].stat == (0.5, 0.0, 1) and st[("b", "sam_half", 0.05)].stat == (0.7, 0.0, 1)
+    assert st[("a", "layer", 0.1)].diverged and not st[("a", "layer", 0.05)].diverged
     assert [arm(r) for r in RESULTS["runs"][-2:]] == ["sam", "sam_half"]
     assert arm({"method": "layer"}) == "layer"  # records written before params existed
 
 
 def test_compare_takes_each_noisy_method_at_its_validation_sigma():
     gd, best, stats = compare(RESULTS, "a")
-    assert gd == pytest.approx((0.82, 0.02, 2))
+    assert gd.stat == pytest.approx((0.82, 0.02, 2))
     assert set(best) == {"layer", "full"}  # sam has runs in variant b only
     (m, se, n), s = best["layer"]
     assert (m, se, n, s) == (pytest.approx(0.85), 0.0, 1, 0.1)  # 0.85 at σ=0.1 beats 0.80 at σ=0.05
-    assert best["full"] == ((pytest.approx(0.82), 0.0, 1), 0.05)  # the all-nan σ=0.1 is skipped
+    assert (best["full"][0].stat, best["full"][1]) == ((pytest.approx(0.82), 0.0, 1), 0.05)  # the all-nan σ=0.1 is skipped
     assert stats == final_stats(RESULTS, "test_acc")
     gd_b, best_b, _ = compare(RESULTS, "b")
     assert math.isnan(gd_b[0]) and gd_b[2] == 0 and set(best_b) == {"layer", "sam", "sam_half"}
@@ -64,33 +65,100 @@ def test_select_uses_validation_accuracy_never_test_accuracy():
     runs += [_run("", "sam", 0.05, acc=0.9, diverged=True)]                          # every ρ diverged
     assert select({"runs": runs}, "") == {"full": 0.05, "layer": 0.1}
     _, best, _ = compare({"runs": runs}, "")
-    assert best["layer"] == ((pytest.approx(0.85), 0.0, 3), 0.1)  # the test accuracy at the selected σ
+    assert (best["layer"][0].stat, best["layer"][1]) == ((pytest.approx(0.85), 0.0, 3), 0.1)  # the test accuracy at the selected σ
 
 
-@pytest.mark.parametrize("a,b,kw,expected", [
-    ((0.90, 0.01, 3), (0.85, 0.01, 3), {}, "reproduced"),           # gap 0.05 > 2·√2·0.01 = 0.028
-    ((0.85, 0.01, 3), (0.90, 0.01, 3), {}, "not reproduced"),
-    ((0.87, 0.01, 3), (0.85, 0.01, 3), {}, "inconclusive"),         # gap 0.02 < 0.028
-    ((0.90, 0.01, 2), (0.85, 0.01, 3), {}, "inconclusive"),         # two seeds
-    ((0.90, 0.01, 3), (0.85, 0.01, 2), {}, "inconclusive"),
-    ((0.90, 0.0, 3), (0.85, 0.0, 3), {"min_seeds": 1}, "reproduced"),
-    ((0.85, 0.0, 3), (0.85, 0.0, 3), {}, "inconclusive"),            # a tie is no win
-    ((math.nan, math.nan, 0), (0.85, 0.0, 3), {}, "inconclusive"),  # diverged arm
-    ((0.85, 0.01, 3), (0.87, 0.01, 3), {"at_least": True}, "reproduced"),     # within the band: matches
-    ((0.85, 0.01, 3), (0.90, 0.01, 3), {"at_least": True}, "not reproduced"),
-    ((0.85, 0.01, 2), (0.84, 0.01, 3), {"at_least": True}, "inconclusive"),
-    ((0.90, 0.01, 3), (0.85, 0.01, 3), {"z": 4.0}, "inconclusive"),  # gap 0.05 < 4·√2·0.01
-])
-def test_decide_by_hand(a, b, kw, expected):
-    assert decide(a, b, **kw) == expected
+def S(*values, start=0):
+    """A Sample with seeds start, start+1, ... (None: a diverged run)."""
+    return Sample({start + i: (math.nan if v is None else v) for i, v in enumerate(values)})
 
 
-def test_decide_band_is_two_combined_standard_errors():
-    se1, se2 = 0.03, 0.04  # combined 0.05, band 0.1
-    assert decide((0.5 + 0.101, se1, 3), (0.5, se2, 3)) == "reproduced"
-    assert decide((0.5 + 0.099, se1, 3), (0.5, se2, 3)) == "inconclusive"
-    assert decide((0.5 - 0.101, se1, 3), (0.5, se2, 3)) == "not reproduced"
-    assert decide((0.5 - 0.099, se1, 3), (0.5, se2, 3)) == "inconclusive"
+def test_paired_by_hand():
+    # d = (0.03, 0.01, 0.02): mean 0.02, sd 0.01, SE 0.01/√3, t_{0.95,2} = 2.919986
+    p = paired(S(0.93, 0.91, 0.92), S(0.90, 0.90, 0.90))
+    se, t = 0.01 / math.sqrt(3), 2.919986
+    assert (p.n, p.mean, p.se, p.t) == (3, pytest.approx(0.02), pytest.approx(se), pytest.approx(t, abs=1e-6))
+    assert (p.low, p.high) == (pytest.approx(0.02 - t * se), pytest.approx(0.02 + t * se))
+    assert p.verdict == "reproduced" and p.delta is None  # L = 0.0031 > r = 0
+    assert paired(S(0.93, 0.91, 0.92), S(0.90, 0.90, 0.90), r=0.004).verdict == "inconclusive"  # L < r
+    q = paired(S(0.90, 0.90, 0.90), S(0.93, 0.91, 0.92))
+    assert q.verdict == "not reproduced" and q.high == pytest.approx(-p.low)
+
+
+def test_pairing_beats_the_unpaired_band():
+    # The issue's example: +0.84 points on every seed with seed-to-seed spread of a point: the old unpaired band
+    # (2 combined SE) called it a coin toss; the paired rule sees the same difference on every seed.
+    gd = S(0.960, 0.975, 0.985)
+    layer = S(0.9684, 0.9834, 0.9940)  # +0.84, +0.84, +0.90
+    assert paired(layer, gd, r=1e-4).verdict == "reproduced"
+    m_a, se_a, _ = layer
+    m_b, se_b, _ = gd
+    assert m_a - m_b < 2 * math.hypot(se_a, se_b)  # what the old rule called inconclusive
+
+
+def test_resolution_one_example_is_not_decisive_two_are():
+    n_test = 5000
+    r = 1 / n_test
+    gd = S(0.8000, 0.8010, 0.7990)
+    assert paired(S(0.8002, 0.8012, 0.7992), gd, r=r).verdict == "inconclusive"  # +1 example per seed, SE = 0
+    assert paired(S(0.8004, 0.8014, 0.7994), gd, r=r).verdict == "reproduced"    # +2 examples per seed
+    assert paired(S(0.7996, 0.8006, 0.7986), gd, r=r).verdict == "not reproduced"
+    assert paired(S(0.7998, 0.8008, 0.7988), gd, r=r).verdict == "inconclusive"
+
+
+def test_at_least_matches_has_a_margin():
+    gd = S(0.9710, 0.9705, 0.9715)
+    below = S(0.9691, 0.9686, 0.9696)  # layer 0.19 points below GD on every seed: within δ = 0.5 points
+    p = paired(below, gd, at_least=True, r=1e-4)
+    assert p.verdict == "reproduced" and p.delta == MARGIN == 0.005
+    far = S(0.9600, 0.9595, 0.9605)  # 1.1 points below on every seed
+    assert paired(far, gd, at_least=True).verdict == "not reproduced"
+    noisy = S(0.9610, 0.9800, 0.9690)  # straddles −δ
+    assert paired(noisy, gd, at_least=True).verdict == "inconclusive"
+    # "beats" on the same numbers: below GD is not reproduced
+    assert paired(below, gd, r=1e-4).verdict == "not reproduced"
+
+
+def test_lower_is_better():
+    tr_gd, tr_layer = S(10.0, 12.0, 11.0), S(8.0, 10.5, 9.0)
+    assert paired(tr_layer, tr_gd, lower_is_better=True).verdict == "reproduced"
+    assert paired(tr_gd, tr_layer, lower_is_better=True).verdict == "not reproduced"
+
+
+@pytest.mark.parametrize("a, b, why", [
+    (S(0.95, 0.96), S(0.90, 0.91), "two pairs"),
+    (S(0.95, 0.96, None), S(0.90, 0.91, 0.92), "a diverged run in A"),
+    (S(0.95, 0.96, 0.97), S(0.90, None, 0.92), "a diverged run in B"),
+    (S(0.95, 0.96, 0.97), S(0.90, 0.91, 0.92, start=2), "one seed in both"),
+    (S(0.95, 0.95, 0.95), S(0.95, 0.95, 0.95), "a tie is no win"),
+    (Sample({}), S(0.9, 0.9, 0.9), "no runs"),
+], ids=lambda x: x if isinstance(x, str) else "")
+def test_inconclusive_cases(a, b, why):
+    assert paired(a, b).verdict == "inconclusive", why
+
+
+def test_unpaired_and_duplicate_seeds_are_judged_on_the_pairs_they_have():
+    runs = [_run("", "gd", 0, 0.80 + 0.01 * k, seed=k) for k in range(4)]
+    runs += [_run("", "layer", 0.05, 0.83 + 0.01 * k + 0.001 * (k % 2), seed=k) for k in (1, 2, 3, 5)]  # 5: no GD
+    runs += [_run("", "layer", 0.05, 0.99, seed=1)]                                                   # 1 twice
+    st = final_stats({"runs": runs}, "test_acc")
+    layer, gd = st[("", "layer", 0.05)], st[("", "gd", 0.0)]
+    assert layer.duplicates == {1} and set(layer.values) == {2, 3, 5}
+    p = paired(layer, gd)
+    assert p.n == 2 and p.verdict == "inconclusive"  # seeds 2 and 3 only: fewer than 3 pairs
+    runs += [_run("", "layer", 0.05, 0.80, seed=0)]
+    assert paired(final_stats({"runs": runs}, "test_acc")[("", "layer", 0.05)], gd).n == 3
+
+
+def test_paired_needs_samples():
+    with pytest.raises(TypeError, match="paired needs two Samples"):
+        paired((0.9, 0.01, 3), (0.8, 0.01, 3))
+
+
+def test_resolution_from_results_sizes():
+    res = {"sizes": {"train": 1024, "val": 1024, "test": 5000}}
+    assert resolution(res, "test_acc") == 1 / 5000 and resolution(res, "val_acc") == 1 / 1024
+    assert resolution(res, "hessian_trace") == 0.0 and resolution({}, "test_acc") == 0.0
 
 
 def test_decide_all():
@@ -115,10 +183,14 @@ def test_slope_by_hand():
 
 
 def test_the_rule_states_its_numbers_and_every_verdict_is_a_known_one():
-    from noisereg.experiments.stats import MIN_SEEDS, RULE, VERDICTS, Z
+    from noisereg.experiments.stats import ALPHA, MIN_PAIRS, RULE, VERDICTS
 
-    assert f"{Z:g} combined standard errors" in RULE and f"at least {MIN_SEEDS} seeds" in RULE
-    assert "validation" in RULE
-    outcomes = {decide(a, b, at_least=al) for a in [(0.9, 0.01, 3), (0.5, 0.01, 3), (0.9, 0.01, 1)]
-                for b in [(0.5, 0.01, 3), (0.9, 0.01, 3)] for al in (False, True)}
+    assert ALPHA == 0.05 and MIN_PAIRS == 3 and MARGIN == 0.005
+    for text in ("seed-paired", "0.95 quantile of Student's t with n − 1", "L > r", "U < −r", "δ = 0.5 accuracy points",
+                 "fewer than 3 pairs", "validation"):
+        assert text in RULE, text
+    outcomes = {decide(a, b, at_least=al) for a in [S(0.9, 0.91, 0.92), S(0.5, 0.5, 0.51), S(0.9)]
+                for b in [S(0.5, 0.52, 0.51), S(0.9, 0.91, 0.92)] for al in (False, True)}
     assert outcomes == {"reproduced", "not reproduced", "inconclusive"} and outcomes < set(VERDICTS)
+    text = paired(S(0.93, 0.91, 0.92), S(0.90, 0.90, 0.90), r=0.0002).text()
+    assert text == "paired d̄ = +2.00 pts, [L, U] = [+0.31, +3.69] (n=3, t=2.92, α=0.05, r=0.02)"

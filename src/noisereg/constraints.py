@@ -94,16 +94,20 @@ class OrNone(Constraint):
 
 
 class Each(Constraint):
-    """A tuple (or list) whose items all satisfy ``inner``; non-empty unless ``empty=True``."""
+    """A tuple (or list) whose items all satisfy ``inner``; non-empty unless ``empty=True``; without
+    repeated items with ``unique=True``."""
 
-    def __init__(self, inner: Constraint, *, empty: bool = False) -> None:
-        self.inner, self.empty = inner, empty
-        self.rule = f"a {'' if empty else 'non-empty '}list, each item {inner.rule}"
+    def __init__(self, inner: Constraint, *, empty: bool = False, unique: bool = False) -> None:
+        self.inner, self.empty, self.unique = inner, empty, unique
+        self.rule = (f"a {'' if empty else 'non-empty '}list{' of distinct items' if unique else ''}, "
+                     f"each item {inner.rule}")
 
     def problem(self, value):
         if not isinstance(value, (tuple, list)):
             return TypeError
         if not value and not self.empty:
+            return UserError
+        if self.unique and len(set(value)) != len(value):
             return UserError
         for item in value:
             p = self.inner.problem(item)

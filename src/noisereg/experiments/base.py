@@ -183,12 +183,32 @@ def parse_overrides(config_cls: type, items: list[str]) -> dict[str, Any]:
     return out
 
 
-def _git_hash() -> str | None:
+def _git_hash() -> str:
+    """The source's short commit, ``+dirty`` when the work tree has changes; for an installed package outside a
+    git checkout, its version (``noisereg X.Y.Z``)."""
+    from noisereg._version import __version__
+
+    here = Path(__file__).parent
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, timeout=5).stdout.strip() or None
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True, cwd=here,
+                             timeout=5).stdout.strip()
+        if not top or not (Path(top) / "src" / "noisereg").is_dir() or not here.is_relative_to(Path(top)):
+            return f"noisereg {__version__}"
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=here,
+                                timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, cwd=here, timeout=5).stdout.strip()
+        return f"{commit}{'+dirty' if dirty else ''}" if commit else f"noisereg {__version__}"
     except (OSError, subprocess.SubprocessError):
-        return None
+        return f"noisereg {__version__}"
+
+
+def _command() -> str:
+    """How this process was started, as a shell line (``noisereg run fig3 ...``)."""
+    import shlex
+
+    argv = [Path(sys.argv[0]).name if sys.argv and sys.argv[0].endswith("noisereg") else (sys.argv[0] if sys.argv else "")]
+    return shlex.join([*argv, *sys.argv[1:]])
 
 
 def default_device() -> str:
@@ -278,8 +298,9 @@ def run_experiment(exp: Experiment, preset: str, out: str | Path, *, overrides: 
     with pool:
         results = {"experiment": exp.name, "preset": preset, "config": config,
                    "data": getattr(split, "name", str(split)),
+                   **({"sizes": {name: len(x) for name, x, _ in split.splits()}} if hasattr(split, "splits") else {}),
                    "environment": {"torch": torch.__version__, "python": platform.python_version(),
-                                   "device": pool.device, "git": _git_hash()},
+                                   "device": pool.device, "git": _git_hash(), "command": _command()},
                    "runs": [done[r.id] for r in runs if r.id in done]}
         if pool.name != "sequential":
             results["environment"] |= {"executor": pool.name, "jobs": jobs, "threads_per_run": pool.threads}

@@ -23,7 +23,7 @@ from noisereg.constraints import Each, Interval, Rule
 from noisereg.data import sparse_regression
 from noisereg.experiments.base import Experiment, Run
 from noisereg.models import DeepLinearNet
-from noisereg.training.settings import POSITIVE_INT, SEED, SIGMA, TrainSettings
+from noisereg.training.settings import POSITIVE_INT, SEEDS, SIGMA, TrainSettings
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class Fig2Config(TrainSettings):
     seeds: tuple[int, ...] = (0,)
 
     CONSTRAINTS = {"n": POSITIVE_INT, "d": POSITIVE_INT, "sparsity": POSITIVE_INT, "noise": Interval(0),
-                   "widths": Each(POSITIVE_INT), "sigma": SIGMA, "seeds": Each(SEED)}
+                   "widths": Each(POSITIVE_INT), "sigma": SIGMA, "seeds": SEEDS}
     RULES = (Rule(("sparsity", "d"), "sparsity must be <= d", lambda c: c.sparsity <= c.d),)
 
 

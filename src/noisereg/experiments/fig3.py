@@ -18,8 +18,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from noisereg.constraints import Each
-from noisereg.experiments.classify import OFFICIAL_NOISE, ClassifyConfig, ClassifyExperiment, compare, scale_note
-from noisereg.experiments.stats import decide, fmt
+from noisereg.experiments.classify import (
+    OFFICIAL_NOISE,
+    ClassifyConfig,
+    ClassifyExperiment,
+    compare,
+    judge_pair,
+    scale_note,
+)
+from noisereg.experiments.stats import fmt
 from noisereg.models import MLP
 from noisereg.training.settings import POSITIVE_INT
 
@@ -31,8 +38,9 @@ class Fig3Config(ClassifyConfig):
     CONSTRAINTS = {"hidden": Each(POSITIVE_INT)}
 
 
-CPU = dict(dataset="fashion_mnist_subset", hidden=(512, 512), epochs=1000, lr=0.05, eval_every=100, sigmas=(0.01, 0.02, 0.035, 0.05, 0.07, 0.1), seeds=(0, 1, 2),
-           methods=("gd", "full", "layer", "sam"), rhos=(0.02, 0.05, 0.1))
+CPU = dict(dataset="fashion_mnist_subset", n_val=1024, hidden=(512, 512), epochs=1000, lr=0.05, eval_every=100,
+           sigmas=(0.01, 0.02, 0.035, 0.05, 0.07, 0.1), seeds=(0, 1, 2), methods=("gd", "full", "layer", "sam"),
+           rhos=(0.02, 0.05, 0.1))
 
 
 class Fig3(ClassifyExperiment):
@@ -61,12 +69,14 @@ class Fig3(ClassifyExperiment):
         rows = []
         if "layer" in best:
             layer, s = best["layer"]
+            p = judge_pair(results, layer, gd)
             rows.append({"claim": "layer-wise noise raises test accuracy over GD" + scale_note(results),
-                         "paper": "yes (Fig. 3)", "ours": f"GD {fmt(gd)}; layer {fmt(layer)} at σ={s:g}",
-                         "verdict": decide(layer, gd)})
+                         "paper": "yes (Fig. 3)", "ours": f"GD {fmt(gd)}; layer {fmt(layer)} at σ={s:g}; {p.text()}",
+                         "verdict": p.verdict})
             if "full" in best:
                 full, sf = best["full"]
+                p = judge_pair(results, layer, full)
                 rows.append({"claim": "standard noise helps less than layer-wise noise" + scale_note(results),
-                             "paper": "yes (Fig. 3)", "ours": f"full {fmt(full)} at σ={sf:g}; layer {fmt(layer)} at σ={s:g}",
-                             "verdict": decide(layer, full)})
+                             "paper": "yes (Fig. 3)", "ours": f"full {fmt(full)} at σ={sf:g}; layer {fmt(layer)} at "
+                             f"σ={s:g}; {p.text()}", "verdict": p.verdict})
         return rows

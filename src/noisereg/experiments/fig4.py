@@ -15,8 +15,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from noisereg.constraints import Each, Interval, Rule
-from noisereg.experiments.classify import OFFICIAL_NOISE, NOISY, ClassifyConfig, ClassifyExperiment, compare, scale_note
-from noisereg.experiments.stats import decide, decide_all, fmt
+from noisereg.experiments.classify import (
+    NOISY,
+    OFFICIAL_NOISE,
+    ClassifyConfig,
+    ClassifyExperiment,
+    compare,
+    judge_pair,
+    scale_note,
+)
+from noisereg.experiments.stats import decide_all, fmt
 from noisereg.models import MLP
 from noisereg.training.settings import POSITIVE_INT
 
@@ -31,6 +39,10 @@ class Fig4Config(ClassifyConfig):
     RULES = (Rule(("widths", "lrs"), "lrs needs one learning rate per width", lambda c: len(c.lrs) == len(c.widths)),)
 
 
+CPU = dict(dataset="fashion_mnist_subset", n_val=1024, widths=(128, 512), lrs=(0.02, 0.02), epochs=1200,
+           eval_every=100, sigmas=(0.01, 0.03), log=("hessian_trace",), trace_points=256, seeds=(0, 1, 2))
+
+
 class Fig4(ClassifyExperiment):
     name = "fig4"
     description = "deep MLPs (5 hidden layers), narrow vs wide: accuracy and Hessian trace (Fig. 4)"
@@ -39,8 +51,7 @@ class Fig4(ClassifyExperiment):
     PRESETS = {
         "smoke": dict(widths=(16, 48), lrs=(0.05, 0.05), n_train=128, epochs=6, eval_every=3,
                       log=("hessian_trace",), trace_points=64, checkpoint_every=2),
-        "cpu": dict(dataset="fashion_mnist_subset", widths=(128, 512), lrs=(0.02, 0.02), epochs=1200, eval_every=100, log=("hessian_trace",),
-                    trace_points=256, seeds=(0, 1, 2)),
+        "cpu": CPU,
         "paper": dict(**OFFICIAL_NOISE,
                       dataset="fashion_mnist", widths=(1000, 5000), lrs=(0.005, 0.001), epochs=10000, n_val=5000,
                       eval_every=500, log=("hessian_trace",), checkpoint_every=1000),
@@ -64,16 +75,18 @@ class Fig4(ClassifyExperiment):
             acc = {"gd": gd, **{a: b[0] for a, b in best.items() if a in NOISY}}
             trace = {"gd": tgd, **{a: b[0] for a, b in tbest.items() if a in NOISY}}
             if "layer" in acc:
+                ps = {a: judge_pair(results, acc["layer"], t) for a, t in acc.items() if a != "layer"}
                 rows.append({"claim": f"{v}: layer-wise noise gives the best test accuracy" + scale_note(results),
-                             "paper": "yes (Fig. 4)", "ours": "; ".join(f"{a} {fmt(t)}" for a, t in acc.items()),
-                             "verdict": decide_all([decide(acc["layer"], t) for a, t in acc.items() if a != "layer"])})
+                             "paper": "yes (Fig. 4)", "ours": "; ".join(f"{a} {fmt(t)}" for a, t in acc.items())
+                             + "".join(f"; layer − {a}: {p.text()}" for a, p in ps.items()),
+                             "verdict": decide_all([p.verdict for p in ps.values()])})
             # the best method: one that beats every other by the rule; then its trace must be the smallest
-            winner = next((a for a in acc if decide_all([decide(acc[a], t) for b, t in acc.items() if b != a])
-                           == "reproduced"), None)
+            winner = next((a for a in acc if decide_all([judge_pair(results, acc[a], t).verdict
+                                                         for b, t in acc.items() if b != a]) == "reproduced"), None)
             rows.append({"claim": f"{v}: the best method has the smallest Hessian trace",
                          "paper": "yes (Fig. 4)", "ours": f"best: {winner or 'none by the rule'}; traces "
                          + "; ".join(f"{a} {fmt(t, 1, '')}" for a, t in trace.items()),
                          "verdict": "inconclusive" if winner is None else
-                         decide_all([decide(trace[winner], t, lower_is_better=True)
+                         decide_all([judge_pair(results, trace[winner], t, "hessian_trace", lower_is_better=True).verdict
                                      for a, t in trace.items() if a != winner])})
         return rows

@@ -11,11 +11,17 @@ the cpu preset, which sweeps σ ∈ {0.02, 0.05, 0.1} with 3 seeds and minibatch
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-from noisereg.experiments.classify import OFFICIAL_NOISE, ClassifyConfig, ClassifyExperiment, compare, scale_note
-from noisereg.experiments.stats import decide, fmt
+from noisereg.experiments.classify import (
+    OFFICIAL_NOISE,
+    ClassifyConfig,
+    ClassifyExperiment,
+    compare,
+    judge_pair,
+    scale_note,
+)
+from noisereg.experiments.stats import EMPTY, fmt
 from noisereg.models import ToyCNN, WideConvNet
 from noisereg.training.settings import POSITIVE_INT
 
@@ -64,14 +70,15 @@ class Fig5(ClassifyExperiment):
             if "layer" not in best:
                 continue
             layer, s = best["layer"]
+            p = judge_pair(results, layer, gd, at_least=True)
             rows.append({"claim": f"{v}: layer-wise noise at least matches GD (effect less pronounced than for MLPs)"
                          + scale_note(results), "paper": "yes (Fig. 5)",
-                         "ours": f"GD {fmt(gd)}; layer {fmt(layer)} at σ={s:g}",
-                         "verdict": decide(layer, gd, at_least=True)})
+                         "ours": f"GD {fmt(gd)}; layer {fmt(layer)} at σ={s:g}; {p.text()}", "verdict": p.verdict})
             if any(r["variant"] == v and r.get("params", {}).get("net") == "wide" for r in results["runs"]):
                 tgd, tbest, _ = compare(results, v, "hessian_trace")
-                tlay = tbest["layer"][0] if "layer" in tbest else (math.nan, math.nan, 0)
+                tlay = tbest["layer"][0] if "layer" in tbest else EMPTY
+                p = judge_pair(results, tlay, tgd, "hessian_trace", lower_is_better=True)
                 rows.append({"claim": f"{v}: layer-wise noise slightly reduces the Hessian trace" + scale_note(results),
-                             "paper": "yes (Fig. 5)", "ours": f"GD {fmt(tgd, 1, '')}; layer {fmt(tlay, 1, '')} at σ={s:g}",
-                             "verdict": decide(tlay, tgd, lower_is_better=True)})
+                             "paper": "yes (Fig. 5)", "ours": f"GD {fmt(tgd, 1, '')}; layer {fmt(tlay, 1, '')} at "
+                             f"σ={s:g}; {p.text(1, '')}", "verdict": p.verdict})
         return rows

@@ -15,8 +15,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from noisereg.experiments.classify import OFFICIAL_NOISE, ClassifyConfig, ClassifyExperiment, compare, scale_note
-from noisereg.experiments.stats import decide, decide_all, fmt
+from noisereg.experiments.classify import (
+    OFFICIAL_NOISE,
+    ClassifyConfig,
+    ClassifyExperiment,
+    compare,
+    judge_pair,
+    scale_note,
+)
+from noisereg.experiments.stats import decide_all, fmt
 from noisereg.models import ResNet18
 from noisereg.training.settings import POSITIVE_INT
 
@@ -26,6 +33,14 @@ class Fig6Config(ClassifyConfig):
     resnet_width: int = 64            # channels of the first stage (ResNet-18: 64)
 
     CONSTRAINTS = {"resnet_width": POSITIVE_INT}
+
+
+def paper_scale(results: dict) -> bool:
+    """Whether the runs used the paper preset's model, data and noise convention (the claim "σ > 0.1 degrades"
+    names a σ of the official convention on ResNet-18 and CIFAR-10; elsewhere it means another noise level)."""
+    cfg, paper = results["config"], Fig6.PRESETS["paper"]
+    keys = ("dataset", "resnet_width", "convention", "layers", "order")
+    return results["preset"] == "paper" and all(cfg.get(k) == paper.get(k) for k in keys) and not cfg.get("data")
 
 
 class Fig6(ClassifyExperiment):
@@ -62,13 +77,16 @@ class Fig6(ClassifyExperiment):
                  if paper else "not run at this scale"}]
         full = sorted((s, st) for (var, a, s), st in stats.items() if a == "full")  # every σ: no selection here
         big = [(s, st) for s, st in full if s > 0.1]
+        worse = [(s, judge_pair(results, gd, st)) for s, st in big]  # GD beats full noise at each σ > 0.1
         rows.append({"claim": "all-parameter noise degrades accuracy for σ > 0.1" + scale_note(results), "paper": "yes",
-                     "ours": f"GD {fmt(gd)}; " + ("; ".join(f"σ={s:g}: {fmt(st)}" for s, st in full) or "n/a"),
-                     "verdict": decide_all([decide(gd, st) for _, st in big]) if big else "not run at this scale"})
+                     "ours": f"GD {fmt(gd)}; " + ("; ".join(f"σ={s:g}: {fmt(st)}" for s, st in full) or "n/a")
+                     + "".join(f"; GD − full(σ={s:g}): {p.text()}" for s, p in worse),
+                     # the threshold 0.1 is in the figure's convention, on its model and data: judged there only
+                     "verdict": decide_all([p.verdict for _, p in worse]) if big and paper_scale(results)
+                     else "not run at this scale"})
         if "layer" in best:
             layer, s = best["layer"]
-            gain = 100 * (layer[0] - gd[0])
+            p = judge_pair(results, layer, gd)
             rows.append({"claim": "layer-wise noise adds ≈ +0.3 %" + scale_note(results), "paper": "+0.3 %",
-                         "ours": f"{gain:+.2f} % (layer {fmt(layer)} at σ={s:g}; GD {fmt(gd)})",
-                         "verdict": decide(layer, gd)})
+                         "ours": f"layer {fmt(layer)} at σ={s:g}; GD {fmt(gd)}; {p.text()}", "verdict": p.verdict})
         return rows

@@ -34,7 +34,7 @@ from noisereg.experiments.base import Experiment, Job
 from noisereg.experiments.stats import mean_se
 from noisereg.injection import NoiseInjector
 from noisereg.training.noisy_gd import FRACTION, NONNEG, POSITIVE, every, run_noisy_gd
-from noisereg.training.settings import POSITIVE_INT, SEED, SIGMA
+from noisereg.training.settings import POSITIVE_INT, SEED, SEEDS, SIGMA
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class GroupLassoConfig(Checked):
     eval_every: int = 500
 
     CONSTRAINTS = {"n": POSITIVE_INT, "groups": POSITIVE_INT, "group_size": POSITIVE_INT, "scales": Each(NONNEG),
-                   "noise": NONNEG, "data_seed": SEED, "sigmas": Each(SIGMA), "seeds": Each(SEED),
+                   "noise": NONNEG, "data_seed": SEED, "sigmas": Each(SIGMA), "seeds": SEEDS,
                    "steps": POSITIVE_INT, "lr": POSITIVE, "lr_final": POSITIVE, "average_from": FRACTION,
                    "init": POSITIVE, "zero_tol": FRACTION, "target": POSITIVE, "eval_every": POSITIVE_INT}
     RULES = (Rule(("scales", "groups"), "len(scales) must be <= groups", lambda c: len(c.scales) <= c.groups),

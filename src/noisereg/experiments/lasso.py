@@ -40,7 +40,7 @@ from noisereg.experiments.stats import mean_se
 from noisereg.injection import NoiseInjector
 from noisereg.models import DiagonalNet
 from noisereg.training.noisy_gd import FRACTION, NONNEG, POSITIVE, every, run_noisy_gd
-from noisereg.training.settings import POSITIVE_INT, SEED
+from noisereg.training.settings import POSITIVE_INT, SEED, SEEDS
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ class LassoConfig(Checked):
     eval_every: int = 500
 
     CONSTRAINTS = {"n": POSITIVE_INT, "d": POSITIVE_INT, "sparsity": POSITIVE_INT, "noise": NONNEG,
-                   "data_seed": SEED, "sigmas": Each(POSITIVE), "seeds": Each(SEED), "steps": POSITIVE_INT,
+                   "data_seed": SEED, "sigmas": Each(POSITIVE), "seeds": SEEDS, "steps": POSITIVE_INT,
                    "lr": POSITIVE, "lr_final": POSITIVE, "average_from": FRACTION, "init": POSITIVE,
                    "support_tol": NONNEG, "target": POSITIVE, "eval_every": POSITIVE_INT}
     RULES = (Rule(("sparsity", "d"), "sparsity must be <= d", lambda c: c.sparsity <= c.d),)

@@ -44,7 +44,7 @@ from noisereg.experiments.stats import mean_se
 from noisereg.injection import NoiseInjector
 from noisereg.models import DiagonalNet
 from noisereg.training.noisy_gd import POSITIVE, run_noisy_gd
-from noisereg.training.settings import POSITIVE_INT, SEED, SIGMA
+from noisereg.training.settings import POSITIVE_INT, SEED, SEEDS, SIGMA
 
 REFS = {"cos_weighted_l1": "weighted-ℓ1 (conjecture)", "cos_l1": "ℓ1", "cos_l2": "ℓ2 (SVM)"}
 
@@ -67,7 +67,7 @@ class LogisticConfig(Checked):
     n_evals: int = 60                   # evaluations, log-spaced over the steps
 
     CONSTRAINTS = {"n": POSITIVE_INT, "d": POSITIVE_INT, "sparsity": POSITIVE_INT, "col_scale": Interval(1),
-                   "data_seed": SEED, "sigmas": Each(SIGMA), "seeds": Each(SEED), "steps": POSITIVE_INT,
+                   "data_seed": SEED, "sigmas": Each(SIGMA), "seeds": SEEDS, "steps": POSITIVE_INT,
                    "lr": POSITIVE, "init": POSITIVE, "threshold": Interval(-1, 1), "n_evals": Interval(2, integer=True)}
     RULES = (Rule(("sparsity", "d"), "sparsity must be <= d", lambda c: c.sparsity <= c.d),)
 

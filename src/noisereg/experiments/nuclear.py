@@ -36,7 +36,7 @@ from noisereg.experiments.plotting import figure, save
 from noisereg.injection import NoiseInjector
 from noisereg.models import DeepLinearNet
 from noisereg.training.noisy_gd import POSITIVE, every, run_noisy_gd
-from noisereg.training.settings import POSITIVE_INT, SEED
+from noisereg.training.settings import POSITIVE_INT, SEED, SEEDS
 
 METHODS = ("gd", "full", "layer")
 
@@ -63,7 +63,7 @@ class NuclearConfig(Checked):
     CONSTRAINTS = {"n": POSITIVE_INT, "d0": POSITIVE_INT, "d1": POSITIVE_INT, "d2": POSITIVE_INT,
                    "signal": Each(POSITIVE), "noise": Interval(0), "sigmas": Each(POSITIVE), "lr": POSITIVE,
                    "steps": POSITIVE_INT, "lr_ratio": Interval(1), "avg_frac": Interval(0, 1, low_open=True),
-                   "seeds": Each(SEED), "data_seed": SEED, "eval_every": POSITIVE_INT}
+                   "seeds": SEEDS, "data_seed": SEED, "eval_every": POSITIVE_INT}
     RULES = (Rule(("n", "d0"), "n must be >= d0 (X of full column rank)", lambda c: c.n >= c.d0),
              Rule(("signal", "d0", "d2"), "len(signal) must be <= min(d0, d2)",
                   lambda c: len(c.signal) <= min(c.d0, c.d2)))

@@ -36,7 +36,7 @@ from noisereg.experiments.plotting import figure, save
 from noisereg.injection import NoiseInjector, check_sigma
 from noisereg.models import PSDFactorization
 from noisereg.training.noisy_gd import POSITIVE, every, run_noisy_gd
-from noisereg.training.settings import POSITIVE_INT, SEED, SIGMA
+from noisereg.training.settings import POSITIVE_INT, SEED, SEEDS, SIGMA
 
 
 def psd_objective(Y: torch.Tensor, Phi: torch.Tensor, c: float) -> torch.Tensor:
@@ -63,7 +63,7 @@ class PSDConfig(Checked):
 
     CONSTRAINTS = {"d": POSITIVE_INT, "r": POSITIVE_INT, "eigs": Each(Interval()), "noise": Interval(0),
                    "sigmas": Each(SIGMA), "lr": POSITIVE, "steps": POSITIVE_INT, "lr_ratio": Interval(1),
-                   "avg_frac": Interval(0, 1, low_open=True), "seeds": Each(SEED), "data_seed": SEED,
+                   "avg_frac": Interval(0, 1, low_open=True), "seeds": SEEDS, "data_seed": SEED,
                    "eval_every": POSITIVE_INT}
     RULES = (Rule(("r", "d"), "r must be >= d (every PSD matrix is some wwᵀ)", lambda c: c.r >= c.d),
              Rule(("eigs", "d"), "len(eigs) must equal d", lambda c: len(c.eigs) == c.d))

@@ -4,31 +4,44 @@ Used by the experiments' claims and by the report. A run's *arm* is what a compa
 its method, or ``params["arm"]`` where one method is run two ways (``"sam_half"``: SAM with half
 the steps, the equal-compute comparison).
 
-The verdict rule (:data:`RULE`, stated in every report): a claim that arm A beats arm B is
-``reproduced`` when mean(A) − mean(B) exceeds ``Z = 2`` combined standard errors
-``√(se_A² + se_B²)`` (each the standard error of the mean over seeds) with at least
-``MIN_SEEDS = 3`` seeds in each arm; ``not reproduced`` when the difference exceeds that in the
-other direction; ``inconclusive`` otherwise, and whenever an arm has fewer seeds or diverged. A
-claim that A *at least matches* B is ``not reproduced`` only when B beats A by more than the
-band, else ``reproduced`` (with the seeds). Experiments add ``measured`` (no claim, a number)
-and ``not run at this scale``.
+The verdict rule (:data:`RULE`, stated in every report; :func:`paired`). A seed fixes the
+initialisation and the data order for every method, so a claim "A beats B" on a metric is judged
+on the seed-paired differences: over the seeds present in both arms, d_s = A_s − B_s (B_s − A_s
+where lower is better), their mean d̄ and standard error SE = sd(d)/√n, and the interval
+[L, U] = d̄ ∓ t·SE with t the 95 % quantile of Student's t with n − 1 degrees of freedom (a
+one-sided test at α = 5 % in each direction). With r the metric's resolution (one example of the
+split it is measured on, 1/N, for an accuracy; 0 for continuous metrics such as traces and losses):
+
+* "A beats B": **reproduced** when L > r, **not reproduced** when U < −r, else **inconclusive**;
+* "A at least matches B" (non-inferiority, margin δ = :data:`MARGIN` = 0.5 accuracy points):
+  **reproduced** when L > −δ, **not reproduced** when U < −δ, else **inconclusive**;
+* fewer than :data:`MIN_PAIRS` = 3 pairs, or a diverged run in either arm: **inconclusive**.
+
+A seed that appears twice in one arm cannot be paired and is left out. Experiments add
+``measured`` (no claim, a number) and ``not run at this scale``.
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
+from dataclasses import dataclass
 
 import numpy as np
 
-Z = 2.0
-MIN_SEEDS = 3
-RULE = (f"a difference in the claimed direction larger than {Z:g} combined standard errors "
-        f"(√(se₁² + se₂²), standard errors of the mean over seeds) with at least {MIN_SEEDS} seeds per arm is "
-        "**reproduced**; larger than that in the other direction, **not reproduced**; anything else "
-        "(or fewer seeds, or a diverged arm) **inconclusive**. \"At least matches\" claims are not reproduced "
-        "only when the other arm wins by more than the band. σ (and SAM's ρ) of each noisy method is chosen "
-        "by mean validation accuracy over seeds; claims are judged on test metrics at that σ.")
+ALPHA = 0.05
+MIN_PAIRS = 3
+MARGIN = 0.005
+EPS = 1e-9  # float tolerance of the comparisons with r and δ (accuracies are fractions of a split)
+RULE = (f"claims are judged on seed-paired differences d = A − B (a seed fixes initialisation and data order for "
+        f"every method): their mean d̄, standard error SE = sd(d)/√n and the interval [L, U] = d̄ ∓ t·SE, t the "
+        f"{1 - ALPHA:g} quantile of Student's t with n − 1 degrees of freedom (one-sided α = {ALPHA:g} in each "
+        f"direction). \"A beats B\" is **reproduced** when L > r and **not reproduced** when U < −r, r the metric's "
+        "resolution (one example of the split it is measured on, 1/N, for an accuracy; 0 for traces and losses); "
+        f"\"A at least matches B\" is reproduced when L > −δ and not reproduced when U < −δ, δ = "
+        f"{100 * MARGIN:g} accuracy points; anything else, fewer than {MIN_PAIRS} pairs, or a diverged run in "
+        "either arm is **inconclusive**. σ (and SAM's ρ) of each noisy method is chosen by mean validation accuracy "
+        "over seeds; claims are judged on test metrics at that σ.")
 VERDICTS = ("reproduced", "not reproduced", "inconclusive", "measured", "not run at this scale")
 
 Stat = tuple[float, float, int]  # (mean, standard error, seeds)
@@ -48,42 +61,143 @@ def arm(run: dict) -> str:
     return (run.get("params") or {}).get("arm", run["method"])
 
 
-def final_stats(results: dict, metric: str) -> dict[tuple[str, str, float], Stat]:
-    """``{(variant, arm, sigma): (mean, se, n)}`` of the final ``metric`` over seeds.
+@dataclass(frozen=True)
+class Sample:
+    """A metric's final values in one arm, by seed: ``values[seed]`` (nan: the run diverged or lacks the
+    metric), and ``duplicates``, seeds seen more than once (left out: they cannot be paired).
 
-    A diverged run, or one without ``metric``, counts as nan (so a group with a diverged seed has
-    ``n`` below its number of seeds)."""
-    groups = defaultdict(list)
+    Iterates (and indexes) as ``(mean, se, n)`` over the finite values, like :func:`mean_se`."""
+
+    values: dict[int, float]
+    duplicates: frozenset[int] = frozenset()
+
+    @property
+    def stat(self) -> Stat:
+        return mean_se(list(self.values.values()))
+
+    @property
+    def diverged(self) -> bool:
+        """Whether a run of this arm has no finite value (diverged, or the metric is missing)."""
+        return any(not math.isfinite(v) for v in self.values.values())
+
+    def __iter__(self):
+        return iter(self.stat)
+
+    def __getitem__(self, i):
+        return self.stat[i]
+
+
+EMPTY = Sample({})
+
+
+def final_stats(results: dict, metric: str) -> dict[tuple[str, str, float], Sample]:
+    """``{(variant, arm, sigma): Sample}`` of the final ``metric``, by seed.
+
+    A diverged run, or one without ``metric``, counts as nan (so its arm's ``(mean, se, n)`` has
+    ``n`` below its number of seeds, and the rule calls any claim on it inconclusive)."""
+    groups: dict[tuple, dict[int, float]] = defaultdict(dict)
+    dup: dict[tuple, set[int]] = defaultdict(set)
     for r in results["runs"]:
-        groups[(r["variant"], arm(r), float(r["sigma"]))].append(
-            math.nan if r.get("diverged") else r["final"].get(metric))
-    return {k: mean_se(v) for k, v in groups.items()}
+        key, seed = (r["variant"], arm(r), float(r["sigma"])), int(r["seed"])
+        v = r["final"].get(metric)
+        v = math.nan if r.get("diverged") or v is None else float(v)
+        if seed in groups[key]:
+            dup[key].add(seed)
+        groups[key][seed] = v
+    return {k: Sample({s: v for s, v in g.items() if s not in dup[k]}, frozenset(dup[k])) for k, g in groups.items()}
 
 
-def decide(a: Stat, b: Stat, *, at_least: bool = False, lower_is_better: bool = False, z: float = Z,
-           min_seeds: int = MIN_SEEDS) -> str:
-    """The verdict on "A beats B" (``at_least``: "A at least matches B") from their (mean, se, n), by :data:`RULE`.
-    ``lower_is_better``: A beats B by a smaller mean (a Hessian trace, say).
+def resolution(results: dict, metric: str) -> float:
+    """r of the rule: one example of the split an accuracy is measured on (``1/N`` from
+    ``results["sizes"]``), 0 for continuous metrics; 0 as well for results that record no sizes."""
+    split = metric.removesuffix("_acc") if metric.endswith("_acc") else None
+    n = (results.get("sizes") or {}).get(split) if split else None
+    return 1.0 / n if n else 0.0
+
+
+@dataclass(frozen=True)
+class Paired:
+    """The rule's numbers for one claim (see the module docstring): pairs ``n``, mean difference ``mean``
+    (positive: A better), ``se``, the quantile ``t``, the interval ``[low, high]``, the resolution
+    ``r``, the margin ``delta`` (None for "beats"), ``diverged``, and the ``verdict``."""
+
+    n: int
+    mean: float
+    se: float
+    t: float
+    low: float
+    high: float
+    r: float
+    delta: float | None
+    diverged: bool
+    verdict: str
+
+    def text(self, scale: float = 100.0, unit: str = " pts") -> str:
+        """``"paired d̄ = +0.84 pts, [L, U] = [+0.66, +1.02] (n=3, t=2.92, α=0.05, r=0.02, δ=0.5)"``."""
+        if self.diverged:
+            return "paired: a run diverged"
+        if self.n == 0:
+            return "paired: no seed in both arms"
+        f = (lambda x: f"{scale * x:+.2f}") if unit == " pts" else (lambda x: f"{scale * x:+.4g}")
+        extra = "" if self.delta is None else f", δ={scale * self.delta:g}"
+        return (f"paired d̄ = {f(self.mean)}{unit}, [L, U] = [{f(self.low)}, {f(self.high)}] (n={self.n}, t={self.t:.2f}, "
+                f"α={ALPHA:g}, r={scale * self.r:.3g}{extra})")
+
+
+def paired(a: Sample, b: Sample, *, at_least: bool = False, lower_is_better: bool = False, r: float = 0.0,
+           delta: float = MARGIN, min_pairs: int = MIN_PAIRS) -> Paired:
+    """The rule on "A beats B" (``at_least``: "A at least matches B" within ``delta``), paired by seed.
+
+    Args:
+        a, b: the arms' :class:`Sample` s (from :func:`final_stats`).
+        at_least: non-inferiority instead of superiority.
+        lower_is_better: A is better with a smaller value (a Hessian trace, say): d_s = B_s − A_s.
+        r: the metric's resolution (:func:`resolution`), r >= 0.
+        delta: the non-inferiority margin (default :data:`MARGIN`).
+        min_pairs: pairs needed for a decision (default :data:`MIN_PAIRS`).
 
     Example:
-        >>> decide((0.95, 0.002, 3), (0.94, 0.002, 3))
+        >>> a, b = Sample({0: 0.95, 1: 0.96, 2: 0.97}), Sample({0: 0.94, 1: 0.95, 2: 0.96})
+        >>> paired(a, b).verdict, paired(a, b, r=0.01).verdict  # +1 point on every seed: SE = 0
+        ('reproduced', 'inconclusive')
+    """
+    if not isinstance(a, Sample) or not isinstance(b, Sample):
+        raise TypeError(f"paired needs two Samples (from final_stats), got {type(a).__name__} and {type(b).__name__}")
+    seeds = sorted(set(a.values) & set(b.values))
+    d = np.array([(b.values[s] - a.values[s]) if lower_is_better else (a.values[s] - b.values[s]) for s in seeds])
+    diverged = a.diverged or b.diverged
+    n = len(d) if not diverged else int(np.isfinite(d).sum())
+    if diverged or n < 2:
+        mean = float(d.mean()) if n and not diverged else math.nan
+        return Paired(n, mean, math.nan, math.nan, math.nan, math.nan, r, delta if at_least else None, diverged,
+                      "inconclusive")
+    from scipy.stats import t as student_t
+
+    mean, se = float(d.mean()), float(d.std(ddof=1) / math.sqrt(n))
+    t = float(student_t.ppf(1 - ALPHA, n - 1))
+    low, high = mean - t * se, mean + t * se
+    bar = -delta if at_least else r  # compared with a tolerance EPS: one example's difference is r up to rounding
+    if n < min_pairs:
+        verdict = "inconclusive"
+    elif low > bar + EPS:
+        verdict = "reproduced"
+    elif high < -(delta if at_least else r) - EPS:
+        verdict = "not reproduced"
+    else:
+        verdict = "inconclusive"
+    return Paired(n, mean, se, t, low, high, r, delta if at_least else None, diverged, verdict)
+
+
+def decide(a: Sample, b: Sample, **kwargs) -> str:
+    """The verdict of :func:`paired` (same arguments).
+
+    Example:
+        >>> decide(Sample({0: 0.95, 1: 0.97, 2: 0.96}), Sample({0: 0.94, 1: 0.95, 2: 0.94}))
         'reproduced'
-        >>> decide((0.95, 0.01, 3), (0.94, 0.01, 3))
-        'inconclusive'
-        >>> decide((0.95, 0.002, 2), (0.90, 0.002, 2))
+        >>> decide(Sample({0: 0.95, 1: 0.97}), Sample({0: 0.90, 1: 0.91}))  # two pairs
         'inconclusive'
     """
-    (ma, sa, na), (mb, sb, nb) = a, b
-    if lower_is_better:
-        ma, mb = -ma, -mb
-    if min(na, nb) < min_seeds or not all(math.isfinite(x) for x in (ma, sa, mb, sb)):
-        return "inconclusive"
-    band = z * math.hypot(sa, sb)
-    if mb - ma > band:
-        return "not reproduced"
-    if at_least or ma - mb > band:
-        return "reproduced"
-    return "inconclusive"
+    return paired(a, b, **kwargs).verdict
 
 
 def decide_all(verdicts: list[str]) -> str:

@@ -16,7 +16,7 @@ from noisereg.experiments import EXPERIMENTS
 from noisereg.experiments.base import data_note
 from noisereg.experiments.stats import arm, mean_se
 from noisereg.report.figures import draw
-from noisereg.training import METRICS, atomic_write_text
+from noisereg.records import METRICS, atomic_write_text
 
 SHOWN = tuple(m for m in METRICS if m != "ggn_trace")  # ggn_trace duplicates hessian_trace in our nets
 

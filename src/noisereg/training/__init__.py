@@ -6,7 +6,8 @@ from noisereg.training.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from noisereg.training.loop import METRICS, TrainSpec, build_model, evaluate, train
+from noisereg.records import METRICS
+from noisereg.training.loop import TrainSpec, build_model, evaluate, train
 from noisereg.training.noisy_gd import SCHEDULES, run_noisy_gd
 
 __all__ = ["METRICS", "SCHEDULES", "TrainSpec", "atomic_write_json", "atomic_write_text", "build_model", "evaluate",

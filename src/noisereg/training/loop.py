@@ -32,8 +32,6 @@ from noisereg.smoothing import effective_risk
 from noisereg.training.checkpoint import load_checkpoint, save_checkpoint
 from noisereg.training.settings import GRAD_EVALS, SIGMA_SCHEDULES, TrainSpec
 
-METRICS = ("train_loss", "val_loss", "test_loss", "train_acc", "val_acc", "test_acc", "reg_loss", "hessian_trace", "hessian_trace_se",
-           "ggn_trace", "ggn_trace_se", "reg_loss_se")
 
 
 def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

@@ -40,6 +40,7 @@ TRAIN_LOSSES = ("cross_entropy", "square")
 METHOD = OneOf(*METHODS)
 SIGMA = Interval(0)
 SEED = Interval(0, integer=True)
+SEEDS = Each(SEED, unique=True)  # a sweep's seeds: a repeated seed would pair a run with itself
 POSITIVE_INT = Interval(1, integer=True)
 
 
