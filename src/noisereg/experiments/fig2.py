@@ -9,8 +9,9 @@ minimises the regularized loss (the full scheme's σ⁴·d1·d2 variance term gr
 Settings the paper does not give, chosen here: n = 40 training points (d1 = 300 gives 3300
 weights), a 3-sparse β*, label noise 0.1; mean-field initialisation (entries of W_j ~
 N(0, 1/(d_j d_{j-1})), Sec. 3.1); σ = 0.1; full-batch GD with lr 0.05 (stable for both widths);
-2000 iterations. The paper preset uses the same (the experiment is small) with 3 seeds; the
-demo runs the cpu preset.
+2000 iterations; 3 seeds (initialisation and noise; the data are fixed). The paper, cpu and demo presets
+are the same (the experiment is small). The claims are judged against R_eff*, the smallest R_eff any
+factorization reaches (the nuclear-norm regression of Eq. (10), computed exactly), by the seed-paired rule.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 from noisereg.constraints import Each, Interval, Rule
 from noisereg.data import sparse_regression
 from noisereg.experiments.base import Experiment, Run
+from noisereg.experiments.stats import decide_all, fmt
 from noisereg.models import DeepLinearNet
 from noisereg.training.settings import POSITIVE_INT, SEEDS, SIGMA, TrainSettings
 
@@ -57,8 +59,8 @@ class Fig2(Experiment):
     Config = Fig2Config
     PRESETS = {
         "smoke": dict(n=20, widths=(8, 40), epochs=30, eval_every=10, checkpoint_every=10),
-        "cpu": dict(),
-        "demo": dict(),
+        "cpu": dict(seeds=(0, 1, 2)),
+        "demo": dict(seeds=(0, 1, 2)),
         "paper": dict(seeds=(0, 1, 2)),
     }
 
@@ -81,30 +83,55 @@ class Fig2(Experiment):
                  "log": ("train_loss", "reg_loss"), "title": "Fig. 2: original loss R and regularized loss R_eff"}]
 
     def claims(self, results):
-        rows = []
-        widths = results["config"]["widths"]
-        for w in (min(widths), max(widths)):
-            r = {m: tail_mean(results, w, m, "reg_loss") for m in ("gd", "full", "layer")}
-            ours = ", ".join(f"{m} {v:.4g}" for m, v in r.items())
-            if w == max(widths):
-                ok = r["layer"] < r["gd"] and r["layer"] < 0.9 * r["full"]
-                claim = f"width {w}: only layer-wise noise minimises R_eff (final R_eff, mean of last quarter)"
-            else:
-                ok = max(r["full"], r["layer"]) < r["gd"] and abs(r["full"] - r["layer"]) < 0.2 * r["layer"]
-                claim = f"width {w}: both noisy schemes minimise R_eff alike (final R_eff)"
-            rows.append({"claim": claim, "paper": "yes (Fig. 2)", "ours": ours,
-                         "verdict": "reproduced" if ok else "not reproduced"})
+        """Judged against the smallest R_eff any width can reach, R_eff* (:func:`reff_minimum`): per seed, the
+        gap of each method's R_eff (mean of the last quarter of its evaluations) to R_eff*, lower is better,
+        by the seed-paired rule (r = 0). With n > d, GD (no penalty) converges to the same least-squares fit at
+        both widths, so its gap is the same at both."""
+        from noisereg.experiments.stats import Sample, paired
+
+        cfg, rows = results["config"], []
+        best = reff_minimum(cfg)
+        widths = cfg["widths"]
+        gaps = {(w, m): Sample({s: v - best for s, v in tail_by_seed(results, w, m, "reg_loss").items()})
+                for w in widths for m in ("gd", "full", "layer")}
+
+        def gap_text(w):
+            return ", ".join(f"{m} {fmt(gaps[(w, m)], 1, '')}" for m in ("gd", "full", "layer"))
+
+        wide, narrow = max(widths), min(widths)
+        ps = {m: paired(gaps[(wide, "layer")], gaps[(wide, m)], lower_is_better=True) for m in ("gd", "full")}
+        rows.append({"claim": f"width {wide}: only layer-wise noise minimises R_eff (its gap to R_eff* is smaller "
+                     "than GD's and full noise's)", "paper": "yes (Fig. 2)",
+                     "ours": f"R_eff* = {best:.5g}; gaps {gap_text(wide)}; "
+                     + "; ".join(f"layer vs {m}: {p.text(1, '')}" for m, p in ps.items()),
+                     "verdict": decide_all([p.verdict for p in ps.values()])})
+        ps = {m: paired(gaps[(narrow, m)], gaps[(narrow, "gd")], lower_is_better=True) for m in ("full", "layer")}
+        rows.append({"claim": f"width {narrow}: both noisy schemes minimise R_eff (each closer to R_eff* than GD)",
+                     "paper": "yes (Fig. 2)", "ours": f"gaps {gap_text(narrow)}; "
+                     + "; ".join(f"{m} vs gd: {p.text(1, '')}" for m, p in ps.items()),
+                     "verdict": decide_all([p.verdict for p in ps.values()])})
         return rows
 
 
-def tail_mean(results: dict, width: int, method: str, metric: str, frac: float = 0.25) -> float:
-    """Mean of ``metric`` over the last ``frac`` of the evaluations of the runs of ``width`` and
-    ``method``, averaged over seeds (nan if none)."""
-    vals = []
+def reff_minimum(cfg: dict) -> float:
+    """The smallest effective risk R_eff = R + σ²/2·tr(GGN) a two-layer linear net of any width >= min(d, n)
+    reaches on Fig. 2's training data: the minimum of the nuclear-norm regression objective, Eq. (10)
+    (:func:`noisereg.closed_form.nuclear_norm_regression`), in float64. The data are regenerated from the
+    config (seed 0), so results.json alone decides the claims."""
+    from noisereg.closed_form import nuclear_norm_objective, nuclear_norm_regression
+
+    data = sparse_regression(n=cfg["n"], d=cfg["d"], k=cfg["sparsity"], noise=cfg["noise"], n_test=1000, seed=0)
+    X, Y = data.x_train.double(), data.y_train.double().reshape(len(data.x_train), -1)
+    return float(nuclear_norm_objective(X, Y, nuclear_norm_regression(X, Y, cfg["sigma"]), cfg["sigma"]))
+
+
+def tail_by_seed(results: dict, width: int, method: str, metric: str, frac: float = 0.25) -> dict[int, float]:
+    """``{seed: mean of metric over the last frac of the evaluations}`` of the runs of ``width`` and ``method``
+    (nan for a diverged run)."""
+    out = {}
     for r in results["runs"]:
         if r["params"]["width"] == width and r["method"] == method:
             h = [x[metric] for x in r["history"] if x.get(metric) is not None]
-            if h and not r.get("diverged"):
-                k = max(1, int(len(h) * frac))
-                vals.append(sum(h[-k:]) / k)
-    return sum(vals) / len(vals) if vals else float("nan")
+            k = max(1, int(len(h) * frac))
+            out[int(r["seed"])] = sum(h[-k:]) / k if h and not r.get("diverged") else float("nan")
+    return out

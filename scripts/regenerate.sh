@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Rerun every experiment's documented preset (the cpu presets) into docs/results at one commit, then rebuild
+# docs/results/REPORT.md. About 2 hours on 2 cores with the default --jobs 2 (each run at one thread).
+# Refuses a dirty work tree, so every results.json records the same clean commit.
+# Usage: bash scripts/regenerate.sh [--jobs N] [EXPERIMENT ...]     (default: every experiment)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+jobs=2
+if [ "${1:-}" = "--jobs" ]; then jobs="$2"; shift 2; fi
+if [ -n "$(git status --porcelain --untracked-files=no)" ]; then
+  echo "regenerate.sh: the work tree has changes; commit them first (results record the commit)" >&2
+  exit 2
+fi
+names=("$@")
+[ ${#names[@]} -gt 0 ] || names=(fig2 fig3 fig4 fig5 fig6 variance taylor lasso grouplasso nuclear psd logistic)
+for name in "${names[@]}"; do
+  rm -rf "docs/results/$name"
+  echo "== $name (cpu preset, --jobs $jobs)"
+  OMP_NUM_THREADS=1 noisereg run "$name" --preset cpu --jobs "$jobs" --out "docs/results/$name" --quiet
+done
+noisereg report docs/results
