@@ -112,6 +112,11 @@ def load_npz(path: PathLike) -> Split:
 
 def _read_npz(path: Path) -> tuple[list[str], dict[str, np.ndarray]]:
     """The archive's keys, and its arrays among ``_NPZ_KEYS`` (others are not read)."""
+    if not zipfile.is_zipfile(path):
+        head = path.read_bytes()[:6]
+        what = "a single .npy array" if head.startswith(b"\x93NUMPY") else "not a zip archive"
+        raise UserError(f"{path}: not a readable .npz archive of numeric arrays ({what}; write one with "
+                        "numpy.savez(path, x_train=..., y_train=..., x_test=..., y_test=...))")
     try:
         loaded = np.load(path, allow_pickle=False)
         if not isinstance(loaded, np.lib.npyio.NpzFile):

@@ -16,6 +16,7 @@ from typing import Any
 
 from noisereg.constraints import Each, Interval, IsBool, OrNone, Satisfies
 from noisereg.data import DATASETS, Split, holdout, load
+from noisereg.data.validate import check_classification
 from noisereg.errors import UserError
 from noisereg.experiments.base import Experiment, Run, data_note
 from noisereg.experiments.stats import EMPTY, RULE, Paired, Sample, arm, final_stats, fmt, paired, resolution
@@ -85,10 +86,13 @@ class ClassifyExperiment(Experiment):
             if self.image_input and split.x_train.dim() == 2 and split.x_train.shape[1] == 64:
                 split = dataclasses.replace(split, x_train=split.x_train.reshape(-1, 1, 8, 8),
                                             x_test=split.x_test.reshape(-1, 1, 8, 8))
-            return holdout(split, cfg.n_val, seed=cfg.split_seed)
+            split = holdout(split, cfg.n_val, seed=cfg.split_seed)
         except UserError as e:
+            if "n_train" not in str(e) and "n_val" not in str(e):
+                raise
             raise UserError(f"{e} (n_train={cfg.n_train} training points plus n_val={cfg.n_val} validation "
                             "points are drawn from the training data)") from None
+        return check_classification(split, image=self.image_input)
 
     def runs(self, cfg):
         out = []

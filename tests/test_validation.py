@@ -1,0 +1,104 @@
+"""Bad data is refused before any run starts: one line naming the array, the rule and the value, exit 2, and
+nothing written (no results.json, no checkpoint)."""
+
+import numpy as np
+import pytest
+import torch
+
+from noisereg.cli import main
+from noisereg.data import Split
+from noisereg.data.validate import check_classification
+from noisereg.errors import UserError
+
+
+def _npz(path, n=40, n_test=20, d=6, **change):
+    rng = np.random.default_rng(0)
+    arrays = {"x_train": rng.random((n, d)).astype(np.float32), "y_train": np.arange(n) % 10,
+              "x_test": rng.random((n_test, d)).astype(np.float32), "y_test": np.arange(n_test) % 10}
+    arrays.update({k: (v(arrays[k]) if callable(v) else v) for k, v in change.items()})
+    np.savez(path, **arrays)
+    return path
+
+
+def _run_cli(tmp_path, data, name="fig3", *extra):
+    out = tmp_path / "out"
+    code = main(["run", name, "--preset", "smoke", "--data", str(data), "--out", str(out), "--quiet",
+                 "--set", "n_train=none", "--set", "n_val=10", *extra])
+    return code, out
+
+
+def _with_gap(y):
+    y = y.copy()
+    y[y == 9] = 12
+    return y
+
+
+def _nan_at_3(x):
+    x = x.copy()
+    x[3, 1] = np.nan
+    return x
+
+
+@pytest.mark.parametrize("change, msg", [
+    ({"y_train": _with_gap}, "y_train must use the classes 0..C-1 with every class in the training split, but classes "
+                             "9, 10, 11 of 0..12 have no training example"),
+    ({"y_train": lambda y: y + 1000, "y_test": lambda y: y + 1000}, "classes 0, 1, 2, 3, 4 and 995 more of 0..1009"),
+    ({"y_train": lambda y: y - 1}, "y_train must hold class labels 0..C-1, got -1 at index"),
+    ({"y_train": lambda y: y + 0.5}, "y_train must hold integer class labels, got "),
+    ({"y_test": lambda y: np.where(y == 3, 10, y)}, "y_test holds label 10 at index 3, but the training labels are "
+                                                   "the classes 0..9"),
+    ({"y_train": lambda y: np.stack([y, y], 1)}, "y_train must hold one class label per example, shape (n,) or "
+                                                 "(n, 1), got shape (30, 2)"),
+    ({"x_train": _nan_at_3}, "x_train must hold finite numbers, got 1 NaN or infinite value(s)"),
+    ({"x_test": lambda x: np.full_like(x, np.inf)}, "x_test must hold finite numbers, got 120 NaN or infinite"),
+    ({"x_train": lambda x: x[:, :0], "x_test": lambda x: x[:, :0]}, "x_train must have at least one feature"),
+], ids=["gap", "plus-1000", "negative", "non-integer", "test-out-of-range", "two-columns", "nan", "inf", "no-feature"])
+def test_bad_data_is_one_line_exit_2_and_nothing_written(tmp_path, capsys, change, msg):
+    code, out = _run_cli(tmp_path, _npz(tmp_path / "d.npz", **change))
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert msg in err and "n_train=" not in err
+    assert not (out / "results.json").exists() and not (out / "checkpoints").exists()
+
+
+def test_n_by_1_labels_are_squeezed_and_train(tmp_path):
+    code, out = _run_cli(tmp_path, _npz(tmp_path / "d.npz", y_train=lambda y: y[:, None], y_test=lambda y: y[:, None]))
+    assert code == 0 and (out / "results.json").exists()
+
+
+def test_cnn_experiments_refuse_flat_features(tmp_path, capsys):
+    code, out = _run_cli(tmp_path, _npz(tmp_path / "d.npz", d=784), "fig5")
+    err = capsys.readouterr().err
+    assert code == 2 and "x_train must be images of shape (n, C, H, W)" in err and "(30, 784)" in err
+    assert not (out / "results.json").exists()
+
+
+def test_a_text_file_named_npz_says_what_it_is(tmp_path, capsys):
+    (tmp_path / "d.npz").write_text("x_train,y_train\n1,2\n")
+    code, _ = _run_cli(tmp_path, tmp_path / "d.npz")
+    err = capsys.readouterr().err
+    assert code == 2 and "not a readable .npz archive of numeric arrays (not a zip archive" in err
+    assert "pickled" not in err and "n_train=" not in err
+    np.save(tmp_path / "one.npy", np.zeros(3))
+    (tmp_path / "one.npy").rename(tmp_path / "e.npz")
+    code, _ = _run_cli(tmp_path, tmp_path / "e.npz")
+    assert code == 2 and "(a single .npy array;" in capsys.readouterr().err
+
+
+def test_a_missing_file_does_not_talk_about_n_train(tmp_path, capsys):
+    code, _ = _run_cli(tmp_path, tmp_path / "nope.npz")
+    err = capsys.readouterr().err
+    assert code == 2 and "no such file" in err and "n_train=" not in err
+
+
+def test_check_classification_returns_int64_vectors_and_accepts_valid_data():
+    s = Split(torch.rand(4, 2), torch.tensor([[0.0], [1.0], [2.0], [1.0]]), torch.rand(2, 2),
+              torch.tensor([True, False]), "x", 0)
+    got = check_classification(s)
+    assert got.y_train.tolist() == [0, 1, 2, 1] and got.y_train.dtype == torch.int64 and got.y_test.tolist() == [1, 0]
+    with pytest.raises(UserError, match=r"x_val is empty"):
+        check_classification(Split(torch.rand(2, 2), torch.tensor([0, 1]), torch.rand(1, 2), torch.tensor([0]), "x", 0,
+                                   x_val=torch.rand(0, 2), y_val=torch.zeros(0, dtype=torch.long)))
+    with pytest.raises(UserError, match=r"x_train must hold floating-point numbers, got torch.int64"):
+        check_classification(Split(torch.ones(2, 2, dtype=torch.long), torch.tensor([0, 1]), torch.rand(1, 2),
+                                   torch.tensor([0]), "x", 0))
