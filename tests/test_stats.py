@@ -62,8 +62,8 @@ def test_select_uses_validation_accuracy_never_test_accuracy():
     runs = [_run("", "layer", 0.05, acc=0.95, val=0.80, seed=k) for k in range(3)]  # best on test
     runs += [_run("", "layer", 0.1, acc=0.85, val=0.90, seed=k) for k in range(3)]  # best on validation
     runs += [_run("", "full", s, acc=0.9, val=0.9, seed=0) for s in (0.2, 0.05, 0.1)]  # a tie: the smaller σ
-    runs += [_run("", "sam", 0.05, acc=0.9, diverged=True)]                          # every ρ diverged
-    assert select({"runs": runs}, "") == {"full": 0.05, "layer": 0.1}
+    runs += [_run("", "sam", 0.1, acc=0.9, diverged=True), _run("", "sam", 0.05, acc=0.9, diverged=True)]
+    assert select({"runs": runs}, "") == {"full": 0.05, "layer": 0.1, "sam": 0.05}  # all diverged: the smallest ρ
     _, best, _ = compare({"runs": runs}, "")
     assert (best["layer"][0].stat, best["layer"][1]) == ((pytest.approx(0.85), 0.0, 3), 0.1)  # the test accuracy at the selected σ
 

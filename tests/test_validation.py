@@ -102,3 +102,43 @@ def test_check_classification_returns_int64_vectors_and_accepts_valid_data():
     with pytest.raises(UserError, match=r"x_train must hold floating-point numbers, got torch.int64"):
         check_classification(Split(torch.ones(2, 2, dtype=torch.long), torch.tensor([0, 1]), torch.rand(1, 2),
                                    torch.tensor([0]), "x", 0))
+
+
+# --------------------------------------------------------------------------------------------- resume
+def _smoke(tmp_path, *extra, resume=False):
+    return main(["run", "fig3", "--preset", "smoke", "--out", str(tmp_path / "o"), "--quiet", "--set", "n_val=32",
+                 *extra, *(["--resume"] if resume else [])])
+
+
+def test_resume_on_a_corrupt_results_json_is_one_line(tmp_path, capsys):
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "results.json").write_text('{"runs": [')
+    assert _smoke(tmp_path, resume=True) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is not a readable results.json (JSONDecodeError" in err
+
+
+def test_resume_mismatch_names_the_settings_that_differ(tmp_path, capsys):
+    import json
+
+    assert _smoke(tmp_path) == 0
+    seconds = json.loads((tmp_path / "o" / "results.json").read_text())["seconds"]
+    assert _smoke(tmp_path, "--set", "lr=0.1", "--set", "epochs=4", resume=True) == 2
+    err = capsys.readouterr().err
+    assert "(epochs: 6 -> 4; lr: 0.05 -> 0.1)" in err
+    assert _smoke(tmp_path, resume=True) == 0  # finished: nothing to run, its seconds are kept
+    assert json.loads((tmp_path / "o" / "results.json").read_text())["seconds"] >= seconds > 0
+
+
+def test_every_noisy_run_diverged_still_gives_the_rules_verdict():
+    from noisereg.experiments import EXPERIMENTS
+
+    def run(method, sigma, seed, acc, diverged=False):
+        return {"variant": "", "method": method, "sigma": sigma, "seed": seed, "diverged": diverged, "params": {},
+                "final": {"test_acc": acc, "val_acc": acc}}
+
+    runs = [run("gd", 0.0, k, 0.8) for k in range(3)]
+    runs += [run(m, s, k, float("nan"), True) for m in ("full", "layer") for s in (0.1, 0.2) for k in range(3)]
+    rows = EXPERIMENTS["fig3"].claims({"preset": "cpu", "config": {}, "data": "x", "runs": runs})
+    assert len(rows) == 2 and all(r["verdict"] == "inconclusive" for r in rows)
+    assert all("a run diverged" in r["ours"] for r in rows)

@@ -183,6 +183,16 @@ def parse_overrides(config_cls: type, items: list[str]) -> dict[str, Any]:
     return out
 
 
+def _differences(previous: dict, preset: str, config: dict) -> str:
+    """``"preset: cpu -> smoke; lr: 0.05 -> 0.1"``: what differs between an earlier results.json and this run."""
+    now, before = json.loads(json.dumps(config)), previous.get("config") or {}
+    diffs = [] if previous.get("preset") == preset else [f"preset: {previous.get('preset')} -> {preset}"]
+    for key in sorted(set(now) | set(before)):
+        if now.get(key) != before.get(key):
+            diffs.append(f"{key}: {before.get(key, '(absent)')} -> {now.get(key, '(absent)')}")
+    return "; ".join(diffs) or "the same settings"
+
+
 def _git_hash() -> str:
     """The source's short commit, ``+dirty`` when the work tree has changes; for an installed package outside a
     git checkout, its version (``noisereg X.Y.Z``)."""
@@ -278,13 +288,19 @@ def run_experiment(exp: Experiment, preset: str, out: str | Path, *, overrides: 
     out = Path(out)
     path = out / "results.json"
     config = {**dataclasses.asdict(cfg), "data": data, "data_dir": data_dir}
+    previous: dict = {}
     if path.exists():
-        previous = json.loads(path.read_text())
         if not resume:
             raise UserError(f"{path} exists: pass --resume to continue that run, or choose another --out")
+        try:
+            previous = json.loads(path.read_text())
+            done = {r["id"]: r for r in previous["runs"]}
+        except (ValueError, KeyError, TypeError) as e:
+            raise UserError(f"{path} is not a readable results.json ({type(e).__name__}: {e}); move it away or "
+                            "choose another --out") from None
         if previous.get("config") != json.loads(json.dumps(config)) or previous.get("preset") != preset:
-            raise UserError(f"{path} was written with other settings; --resume needs the same preset, --set and data")
-        done = {r["id"]: r for r in previous["runs"]}
+            raise UserError(f"{path} was written with other settings ({_differences(previous, preset, config)}); "
+                            "--resume needs the same preset, --set and data")
     else:
         done = {}
     todo = [r for r in runs if r.id not in done]
@@ -331,7 +347,8 @@ def run_experiment(exp: Experiment, preset: str, out: str | Path, *, overrides: 
                     record(run_id, outcome)
                     bar.set_postfix_str(f"{len(failed)} failed" if failed else run_id)
                     bar.update(1)
-    results["seconds"] = round(time.perf_counter() - t0, 1)
+    # a resumed sweep adds this session's time to what the earlier sessions recorded (a finished one keeps its own)
+    results["seconds"] = round(float(previous.get("seconds") or 0.0) + time.perf_counter() - t0, 1)
     if results["runs"] and (chosen := exp.selected(results)) is not None:
         results["selected"] = chosen
     atomic_write_json(path, results)

@@ -185,10 +185,14 @@ def _has_validation(results: dict) -> bool:
 def select(results: dict, variant: str, metric: str = "val_acc") -> dict[str, float]:
     """Each noisy arm's σ with the highest mean ``metric`` over seeds, in a variant (ties: the smaller σ).
 
-    An arm whose every σ diverged has no entry. GD (no σ) has none either."""
+    An arm whose every σ diverged gets its smallest σ, so its claims are still judged (the rule calls a
+    diverged arm inconclusive) instead of vanishing from the report. GD (no σ) has no entry."""
     best: dict[str, tuple[float, float]] = {}
     for (var, a, s), (m, _, _) in sorted(final_stats(results, metric).items(), key=lambda kv: kv[0][2]):
-        if var == variant and a != "gd" and math.isfinite(m) and (a not in best or m > best[a][0]):
+        if var != variant or a == "gd":
+            continue
+        m = m if math.isfinite(m) else -math.inf
+        if a not in best or m > best[a][0]:
             best[a] = (m, s)
     return {a: s for a, (_, s) in sorted(best.items())}
 
