@@ -377,10 +377,14 @@ def test_step_inside_the_block_is_refused_and_backward_outside_fails():
     before = snapshot(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     inj = nr.NoiseInjector(model, 0.1, mode="full", seed=0)
-    with pytest.raises(RuntimeError, match="modified in place inside perturb"):
+    with pytest.raises(RuntimeError, match=r"SGD.step\(\) was called inside perturb"):
         with inj.perturb():
             model(torch.randn(2, 5, dtype=torch.float64)).sum().backward()
             opt.step()
+    assert all(torch.equal(p.detach(), q) for p, q in zip(model.parameters(), before))
+    with pytest.raises(RuntimeError, match="modified in place inside perturb"):  # any other in-place change
+        with inj.perturb(), torch.no_grad():
+            next(model.parameters()).add_(1.0)
     assert all(torch.equal(p.detach(), q) for p, q in zip(model.parameters(), before))
     with inj.perturb():
         loss = model(torch.randn(2, 5, dtype=torch.float64)).pow(2).sum()

@@ -1,6 +1,8 @@
 """Bad data is refused before any run starts: one line naming the array, the rule and the value, exit 2, and
 nothing written (no results.json, no checkpoint)."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -142,3 +144,75 @@ def test_every_noisy_run_diverged_still_gives_the_rules_verdict():
     rows = EXPERIMENTS["fig3"].claims({"preset": "cpu", "config": {}, "data": "x", "runs": runs})
     assert len(rows) == 2 and all(r["verdict"] == "inconclusive" for r in rows)
     assert all("a run diverged" in r["ours"] for r in rows)
+
+
+# ------------------------------------------------------------------------------------ library misuse
+def _net():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+
+
+@pytest.mark.parametrize("mode", ["layer", "full"])
+def test_optimizer_step_inside_perturb_is_refused_before_anything_changes(mode):
+    from noisereg import NoiseInjector
+
+    model = _net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
+    inj = NoiseInjector(model, 0.1, mode=mode, seed=0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(RuntimeError, match=r"SGD.step\(\) was called inside perturb\(\).*nothing was changed"):
+        with inj.perturb():
+            model(torch.randn(5, 4)).sum().backward()
+            opt.step()
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # not half-stepped
+    assert opt.state == {} or all(not s for s in opt.state.values())
+    other = torch.optim.SGD([torch.nn.Parameter(torch.ones(2))], lr=0.1)  # an optimizer of other parameters
+    with inj.perturb():
+        other.param_groups[0]["params"][0].grad = torch.ones(2)
+        other.step()
+    opt.step()  # after the block: allowed
+
+
+def test_a_parameter_frozen_after_construction_is_refused():
+    from noisereg import NoiseInjector
+
+    model = _net()
+    inj = NoiseInjector(model, 0.1, mode="full", seed=0)
+    model[0].weight.requires_grad_(False)
+    before = model[2].weight.clone()
+    with pytest.raises(RuntimeError, match=r"shape \(8, 4\) was frozen .* build a new injector"):
+        with inj.perturb():
+            pass
+    assert torch.equal(model[2].weight, before) and not inj._active
+
+
+@pytest.mark.parametrize("change, msg", [
+    ({"mode": "full"}, "state_dict is for mode='layer', this injector has mode='full'"),
+    ({"order": "cyclic"}, "state_dict is for order='random', this injector has order='cyclic'"),
+    ({"convention": "official"}, "state_dict is for convention='paper', this injector has convention='official'"),
+    ({"layers": "tensor"}, "state_dict is for 2 layers, this injector has 4"),
+])
+def test_load_state_dict_refuses_another_law_and_restores_sigma_and_seed(change, msg):
+    from noisereg import NoiseInjector
+
+    saved = NoiseInjector(_net(), 0.1, seed=7)
+    with saved.perturb():
+        pass
+    sd = saved.state_dict()
+    with pytest.raises(ValueError, match=re.escape(msg)):
+        NoiseInjector(_net(), 0.1, seed=7, **change).load_state_dict(sd)
+    fresh = NoiseInjector(_net(), 0.3, seed=1)
+    fresh.load_state_dict(sd)
+    assert (fresh.sigma, fresh.seed, fresh.step) == (0.1, 7, 1)
+
+
+def test_load_state_dict_refuses_other_layer_names():
+    from noisereg import NoiseInjector
+
+    a = _net()
+    b = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+    b.add_module("extra", torch.nn.Identity())
+    sd = NoiseInjector(a, 0.1, seed=0, layers=[("first", [a[0].weight, a[0].bias]), ("last", [a[2].weight])]).state_dict()
+    other = NoiseInjector(b, 0.1, seed=0, layers=[("first", [b[0].weight, b[0].bias]), ("head", [b[2].weight])])
+    with pytest.raises(ValueError, match="state_dict's layer 1 is 'last', this injector's is 'head'"):
+        other.load_state_dict(sd)

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from noisereg.layers import Layer
 from noisereg.noise import CONVENTIONS, MODES, ORDERS, NoiseLaw, check_sigma, noisy_copies
@@ -283,6 +284,8 @@ class NoiseInjector:
                 "the injector checks before each perturbation that the module holds its sharded "
                 "parameters (an unsharded module would not see the noise)"
             )
+        self._params = list(params)  # every perturbable parameter (a frozen one is refused at perturb())
+        self._param_ids = frozenset(id(p) for p in self._params)
         self.step = 0  # number of perturbations done (sigma > 0), drives the cyclic order
         self.last_layer: int | None = None  # index into self.layers of the last perturbed layer
         self._active = False
@@ -328,9 +331,12 @@ class NoiseInjector:
 
         Raises:
             RuntimeError: if already inside ``perturb()`` of this injector, if a perturbed
-                parameter was modified in place inside the block (the change would be lost), or
-                if a parameter is no longer the model's (replaced after the injector was built, or
-                an FSDP2 module holding its unsharded parameters).
+                parameter was modified in place inside the block (the change would be lost), if
+                a parameter is no longer the model's (replaced after the injector was built, or
+                an FSDP2 module holding its unsharded parameters), if a parameter was frozen
+                (``requires_grad=False``) after the injector was built, or if ``optimizer.step()``
+                of an optimizer holding these parameters is called inside the block (refused
+                before it changes anything, so the model stays as it was).
         """
         if self._active:
             raise RuntimeError(
@@ -338,6 +344,7 @@ class NoiseInjector:
                 "twice. Exit the outer block first (use one block per gradient evaluation)"
             )
         self._active = True
+        guard = None  # the hook that refuses optimizer.step() inside the block
         swapped: list[tuple[torch.Tensor, torch.Tensor]] = []  # (parameter, its original data)
         copied: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # DTensor: (param, shard, saved copy)
         try:
@@ -347,9 +354,16 @@ class NoiseInjector:
                 return
             if self._owner_checks:
                 self._check_owners()
+            frozen = next((p for p in self._params if not p.requires_grad), None)
+            if frozen is not None:
+                raise RuntimeError(
+                    f"a parameter of shape {tuple(frozen.shape)} was frozen (requires_grad=False) after the "
+                    "NoiseInjector was built; its layers are fixed at construction: build a new injector"
+                )
             self.last_layer = law.choose(self.step, self._selection_gen)
             params = law.perturbed_params(self.last_layer)
             self.step += 1
+            guard = register_optimizer_step_pre_hook(self._refuse_step)
             with torch.no_grad():
                 if self._dtensors:
                     params = self._perturb_shards(params, copied)  # in place; leaves the plain ones
@@ -372,6 +386,8 @@ class NoiseInjector:
                     "is discarded by the restore. Call optimizer.step() after the with-block"
                 )
         finally:
+            if guard is not None:
+                guard.remove()
             with torch.no_grad():
                 for p, original in swapped:
                     p.data = original
@@ -405,6 +421,16 @@ class NoiseInjector:
                 copied.append((p, t, t.clone()))
                 t.copy_(new)
         return plain
+
+    def _refuse_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        """Optimizer step pre-hook, active inside ``perturb()``: a step there would update the perturbed
+        weights, and the restore would then discard part of it. Raise before anything changes."""
+        if any(id(p) in self._param_ids for group in optimizer.param_groups for p in group["params"]):
+            raise RuntimeError(
+                f"{type(optimizer).__name__}.step() was called inside perturb(); the restore would discard "
+                "the update of the perturbed weights. Call optimizer.step() after the with-block (or use "
+                "NoisyOptimizer.step(closure)); nothing was changed"
+            )
 
     def _check_owners(self) -> None:
         """Raise unless every parameter is still registered on its module (the model reads it).
@@ -441,6 +467,11 @@ class NoiseInjector:
         """The noise stream and counters, as plain data (``torch.save``-able, ``weights_only``-safe)."""
         return {
             "sigma": self.sigma,
+            "seed": self.seed,
+            "mode": self.mode,
+            "order": self.order,
+            "convention": self.convention,
+            "layer_names": [name for name, _ in self.layers],
             "step": self.step,
             "last_layer": self.last_layer,
             "num_layers": len(self.layers),
@@ -452,13 +483,20 @@ class NoiseInjector:
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` output: the next perturbations repeat the saved run's noise.
 
+        σ and the seed are restored too. States saved before these keys existed load as before.
+
         Raises:
-            ValueError: the state belongs to an injector with other layers or devices.
+            ValueError: the state belongs to an injector with another mode, order, convention,
+                other layers (count or names) or devices; the message names what differs.
         """
         sd = dict(state_dict)
         missing = {"step", "selection_rng", "noise_rng"} - set(sd)
         if missing:
             raise ValueError(f"state_dict lacks keys {sorted(missing)}; is it a NoiseInjector state?")
+        for key in ("mode", "order", "convention"):
+            if sd.setdefault(key, getattr(self, key)) != getattr(self, key):
+                raise ValueError(f"state_dict is for {key}={sd[key]!r}, this injector has {key}="
+                                 f"{getattr(self, key)!r}: build the injector as the saved one was")
         if sd.setdefault("num_layers", len(self.layers)) != len(self.layers):
             raise ValueError(
                 f"state_dict is for {sd['num_layers']} layers, this injector has {len(self.layers)}"
@@ -473,7 +511,13 @@ class NoiseInjector:
                 f"state_dict has {len(sd['shard_rng'])} shard noise generators, this injector has "
                 f"{len(self._shard_gens)}: under FSDP2 load each rank's own state, at the same world size"
             )
+        names = [name for name, _ in self.layers]
+        if sd.setdefault("layer_names", names) != names:
+            diff = next(i for i, (a, b) in enumerate(zip(sd["layer_names"], names)) if a != b)
+            raise ValueError(f"state_dict's layer {diff} is {sd['layer_names'][diff]!r}, this injector's is "
+                             f"{names[diff]!r}: the layers (and their order) must match")
         self.sigma = sd.setdefault("sigma", self.sigma)
+        self.seed = sd.setdefault("seed", self.seed)
         self.step = int(sd["step"])
         self.last_layer = sd.setdefault("last_layer", None)
         self._selection_gen.set_state(sd["selection_rng"])
