@@ -216,3 +216,25 @@ def test_load_state_dict_refuses_other_layer_names():
     other = NoiseInjector(b, 0.1, seed=0, layers=[("first", [b[0].weight, b[0].bias]), ("head", [b[2].weight])])
     with pytest.raises(ValueError, match="state_dict's layer 1 is 'last', this injector's is 'head'"):
         other.load_state_dict(sd)
+
+
+@pytest.mark.parametrize("module", [torch.nn.Dropout(0.5), torch.nn.BatchNorm1d(8)], ids=["dropout", "batchnorm"])
+def test_smoothed_risk_says_call_eval_first(module):
+    from noisereg import smoothed_risk
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), module, torch.nn.Linear(8, 1)).train()
+    x, y = torch.randn(6, 4), torch.randn(6, 1)
+    with pytest.raises(ValueError, match=r"call model.eval\(\) first|Call model.eval\(\) first"):
+        smoothed_risk(model, x, y, sigma=0.1, num_samples=8)
+    smoothed_risk(model.eval(), x, y, sigma=0.1, num_samples=8)
+
+
+def test_class_labels_under_square_loss_say_which_loss_to_pass():
+    from noisereg import ggn_trace, smoothed_risk
+
+    model, x, y = _net(), torch.randn(5, 4), torch.tensor([0, 1, 1, 0, 1])
+    for fn in (lambda: ggn_trace(model, x, y), lambda: smoothed_risk(model, x, y, sigma=0.1, num_samples=8)):
+        with pytest.raises(ValueError, match=r"y holds integer class labels of shape \(5,\), but loss='square' needs "
+                                             r"targets shaped like model\(x\), \(5, 2\): pass loss='cross_entropy'"):
+            fn()
+    assert ggn_trace(model, x, y, loss="cross_entropy") > 0

@@ -56,6 +56,9 @@ def check_targets(loss: str, f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if len(y) and (int(y.min()) < 0 or int(y.max()) >= k):
             raise ValueError(f"class labels must lie in [0, {k - 1}] for {k} outputs, got [{int(y.min())}, {int(y.max())}]")
         return y.long()
+    if y.dim() == 1 and k > 1 and not y.dtype.is_floating_point:
+        raise ValueError(f"y holds integer class labels of shape {tuple(y.shape)}, but loss={loss!r} needs targets "
+                         f"shaped like model(x), ({n}, {k}): pass loss='cross_entropy' for class labels")
     y = y.reshape(n, -1).to(f.dtype)
     if y.shape[1] != k:
         raise ValueError(f"y must have {k} columns like model(x), got shape {tuple(y.shape)}")

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from noisereg.curvature import ggn_trace
+from noisereg.curvature import check_eval_mode, ggn_trace
 from noisereg.noise import NoiseLaw
 from noisereg.losses import as_predictions, check_loss, check_targets, loss_value, per_sample_loss
 
@@ -89,6 +89,11 @@ def smoothed_risk(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str 
     Returns:
         ``(estimate, standard error)``.
 
+    Raises:
+        ValueError: an unknown loss, a model in training mode with Dropout or batch-statistics BatchNorm
+            ("call model.eval() first"), targets that do not fit the loss, or a ``num_samples`` that gives
+            no even number >= 2 of samples per stratum.
+
     Example:
         >>> lin = torch.nn.Linear(3, 1, bias=False)
         >>> torch.nn.init.zeros_(lin.weight)  # doctest: +ELLIPSIS
@@ -98,6 +103,7 @@ def smoothed_risk(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str 
         True
     """
     check_loss(loss)
+    check_eval_mode(model)
     law = NoiseLaw(model, sigma, mode=mode, layers=layers, convention=convention)
     strata = [law.perturbed_params(j) for j in range(law.num_layers)] if mode == "layer" else [law.params]
     per_stratum = num_samples // len(strata)
