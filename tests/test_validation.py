@@ -238,3 +238,18 @@ def test_class_labels_under_square_loss_say_which_loss_to_pass():
                                              r"targets shaped like model\(x\), \(5, 2\): pass loss='cross_entropy'"):
             fn()
     assert ggn_trace(model, x, y, loss="cross_entropy") > 0
+
+
+def test_a_model_too_large_for_memory_is_refused_before_allocating(tmp_path, capsys):
+    from noisereg.experiments.memory import footprint
+
+    code = main(["run", "fig3", "--preset", "smoke", "--out", str(tmp_path / "o"), "--quiet",
+                 "--set", "hidden=100000000,100000000"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "fig3 gd-s0: the model has 10,000,007,600,000,010 parameters and needs about" in err and "GiB are free" in err
+    assert not (tmp_path / "o").exists()
+    mlp = lambda: torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3))  # noqa: E731
+    params, need = footprint(mlp, (10, 2, 3))
+    acts = 10 * (6 + 5 + 5 + 3)  # the leaves' outputs: flatten, linear, relu, linear
+    assert params == 6 * 5 + 5 + 5 * 3 + 3 and need == (4 * params + 3 * acts) * 4

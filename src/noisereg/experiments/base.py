@@ -32,6 +32,7 @@ from torch import nn
 
 from noisereg.data import Split
 from noisereg.errors import UserError
+from noisereg.experiments.memory import check_memory
 from noisereg.training import atomic_write_json
 from noisereg.training.settings import TrainSpec
 
@@ -306,6 +307,15 @@ def run_experiment(exp: Experiment, preset: str, out: str | Path, *, overrides: 
     todo = [r for r in runs if r.id not in done]
     pool = executors.make_executor(executor, jobs, device, ray_address)  # Ray missing: raises here
     split = exp.data(cfg, data, data_dir)
+    x_train = getattr(split, "x_train", None)
+    first: dict[str, Run] = {}  # the memory check: one model per variant
+    for r in todo:
+        if isinstance(r, Run):
+            first.setdefault(r.variant, r)
+    for run in first.values() if x_train is not None else ():
+        batch = min(run.spec.batch_size or len(x_train), len(x_train))
+        check_memory(lambda run=run: exp.model(cfg, run, split), (batch, *x_train.shape[1:]), pool.device,
+                     f"{exp.name} {run.variant or run.id}")
     if not resume:  # every run resumes from its checkpoint (a lost worker's retry too): none may be stale
         for run in todo:
             (out / "checkpoints" / f"{run.id}.pt").unlink(missing_ok=True)
