@@ -170,7 +170,8 @@ def test_decide_all():
 
 def test_fmt():
     assert fmt((0.97123, 0.0031, 3)) == "97.12 ± 0.31% (3 seeds)"
-    assert fmt((12.345, 0.5, 1), 1, "") == "12.35 ± 0.5 (1 seed)"
+    assert fmt((12.345, 0.5, 2), 1, "") == "12.35 ± 0.5 (2 seeds)"
+    assert fmt((12.345, 0.0, 1), 1, "") == "12.35 ± n/a (1 seed)" and fmt((0.5, 0.0, 1)) == "50.00 ± n/a% (1 seed)"
     assert fmt((math.nan, math.nan, 0)) == "diverged"
 
 

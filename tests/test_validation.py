@@ -253,3 +253,25 @@ def test_a_model_too_large_for_memory_is_refused_before_allocating(tmp_path, cap
     params, need = footprint(mlp, (10, 2, 3))
     acts = 10 * (6 + 5 + 5 + 3)  # the leaves' outputs: flatten, linear, relu, linear
     assert params == 6 * 5 + 5 + 5 * 3 + 3 and need == (4 * params + 3 * acts) * 4
+
+
+# ------------------------------------------------------------------------------------------------ show
+def test_show_lists_settings_runs_and_data_without_running(tmp_path, capsys):
+    assert main(["show", "fig3", "--preset", "smoke", "--set", "methods=gd,layer,sam", "--set", "seeds=0,1",
+                 "--data", str(_npz(tmp_path / "d.npz"))]) == 0
+    out = capsys.readouterr().out
+    assert "  hidden = (32, 32)" in out and "  seeds = (0, 1)" in out
+    assert "  layer-sigma0.1-s1: method layer, σ 0.1, seed 1, 6 gradient evaluations" in out
+    assert "  sam-rho0.05-s0: method sam, σ 0.05, seed 0, 12 gradient evaluations" in out
+    assert "  sam_half-rho0.05-s0: method sam, σ 0.05, seed 0, 6 gradient evaluations" in out
+    assert "  x_train: shape (40, 6), float32" in out and "  y_test: shape (20,), int64" in out
+    assert not list(tmp_path.glob("**/results.json")) and not (tmp_path / "runs").exists()
+    assert main(["show", "fig3", "--set", "sigmas=-1"]) == 2 and "sigmas must be" in capsys.readouterr().err
+    assert main(["show", "fig3", "--preset", "smoke"]) == 0 and "test: x (" in capsys.readouterr().out
+
+
+def test_run_help_lists_every_preset(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    out = capsys.readouterr().out
+    assert all(p in out for p in ("smoke", "cpu", "demo", "paper"))

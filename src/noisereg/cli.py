@@ -1,4 +1,4 @@
-"""Command line: ``noisereg list | run NAME | report DIR | demo | --version``.
+"""Command line: ``noisereg list | run NAME | show NAME | report DIR | demo | --version``.
 
 ``run`` trains every run of an experiment at a preset (``smoke``: seconds; ``cpu``: minutes on a
 laptop CPU with embedded data; ``paper``: the paper's settings, GPU and real data), writes
@@ -68,6 +68,15 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_show(args) -> int:
+    from noisereg.experiments import parse_overrides
+    from noisereg.experiments.show import show
+
+    exp = _experiment(args.name)
+    print(show(exp, args.preset, parse_overrides(exp.Config, args.set), args.data, args.data_dir))
+    return 0
+
+
 def cmd_report(args) -> int:
     from noisereg.report import rebuild
 
@@ -108,7 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="list experiments").set_defaults(func=cmd_list)
     r = sub.add_parser("run", help="run one experiment")
     r.add_argument("name", help="experiment name (see `noisereg list`)")
-    r.add_argument("--preset", default="cpu", help="smoke | cpu | paper (default: cpu)")
+    r.add_argument("--preset", default="cpu", help="smoke (seconds) | cpu (minutes, embedded data; default) | demo "
+                   "(what `noisereg demo` runs, where an experiment has it) | paper (the paper's settings) | "
+                   "ones an experiment adds: `noisereg list` shows each experiment's")
     src = r.add_mutually_exclusive_group()
     src.add_argument("--data", help="a .npz file with x_train, y_train, x_test, y_test")
     src.add_argument("--data-dir", help="directory with Fashion-MNIST IDX files or CIFAR-10 python batches")
@@ -125,6 +136,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--ray-address", metavar="ADDR",
                    help="a running Ray cluster (`ray start --head` prints it); default: a local Ray instance")
     r.set_defaults(func=cmd_run)
+    sh = sub.add_parser("show", help="what `run` would do: resolved settings, runs, data; runs nothing")
+    sh.add_argument("name", help="experiment name (see `noisereg list`)")
+    sh.add_argument("--preset", default="cpu", help="as for run (default: cpu)")
+    shsrc = sh.add_mutually_exclusive_group()
+    shsrc.add_argument("--data", help="a .npz file (described from its headers)")
+    shsrc.add_argument("--data-dir", help="directory with Fashion-MNIST IDX files or CIFAR-10 python batches")
+    sh.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    sh.set_defaults(func=cmd_show)
     rep = sub.add_parser("report", help="rebuild figures and REPORT.md from DIR/results.json (or DIR/*/results.json)")
     rep.add_argument("dir")
     rep.set_defaults(func=cmd_report)

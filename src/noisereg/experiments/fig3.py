@@ -5,12 +5,20 @@ lr 0.005 (official code: momentum 0.9, 10,000 iterations), test accuracy against
 schemes against GD. Claim: in this wide model layer-wise noise is an effective regularizer that
 raises test accuracy, unlike standard (all-parameter) noise injection.
 
-The σ grid is not given in the paper; we sweep 0.01-0.2 (paper preset) and 0.02-0.2 (cpu preset).
-σ is chosen on a validation split held out of the training data (256 points at the cpu preset, 5000
-at the paper preset, besides the 1024 training points). We follow the official code's momentum 0.9.
-The cpu preset adds SAM as a baseline (ρ ∈ {0.02, 0.05, 0.1}, and SAM with half the steps for
-equal compute), 3 seeds. The demo runs the cpu preset without SAM at σ ∈ {0.1, 0.2}, one seed,
-800 iterations (too few seeds for a verdict: its claims are inconclusive by the rule).
+The σ grid is not given in the paper. The paper preset sweeps the figure's σ values 0.01-0.2 in the
+convention of the official code that drew it (``convention="official"``: every parameter tensor is a
+layer, visited in turn, std σ on it; full noise σ/√T per entry), on the official Fashion-MNIST files,
+with 5000 validation images held out besides the 1024 training points.
+
+The cpu preset trains on real Fashion-MNIST images embedded in the package (``fashion_mnist_subset``):
+1024 training points as in the paper, 1024 held out for validation, 5000 test images; an MLP 2×512
+(the paper's 2×5000 cut tenfold for two CPU cores), full-batch GD with momentum 0.9 (the official
+code's) at lr 0.05 for 1000 iterations (GD reaches 100 % training accuracy on every seed by
+iteration 300); σ ∈ {0.01, 0.02, 0.035, 0.05, 0.07, 0.1} in the paper's convention (σ = 0.1 already
+collapses full noise to ~62 % and layer-wise noise to ~71 %), SAM as a baseline (ρ ∈ {0.02, 0.05, 0.1},
+and SAM with half the steps for equal compute), 3 seeds. It took 944 s with ``--jobs 2`` on 2 cores
+(2026-12-06). The demo runs the cpu preset without SAM at σ = 0.01, the σ the cpu sweep selected for
+layer-wise noise on validation data, with the same 3 seeds.
 """
 
 from __future__ import annotations
@@ -51,7 +59,7 @@ class Fig3(ClassifyExperiment):
     PRESETS = {
         "smoke": dict(hidden=(32, 32), n_train=128, epochs=6, eval_every=3, sigmas=(0.1,), checkpoint_every=2),
         "cpu": CPU,
-        "demo": {**CPU, "methods": ("gd", "full", "layer"), "sigmas": (0.1, 0.2), "seeds": (0,), "epochs": 800},
+        "demo": {**CPU, "methods": ("gd", "full", "layer"), "sigmas": (0.01,)},
         "paper": dict(**OFFICIAL_NOISE,
                       dataset="fashion_mnist", hidden=(5000, 5000), epochs=10000, lr=0.005, eval_every=500, n_val=5000,
                       sigmas=(0.01, 0.02, 0.05, 0.1, 0.2), seeds=(0, 1, 2), checkpoint_every=1000),

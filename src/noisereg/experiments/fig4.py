@@ -5,9 +5,16 @@ full-batch GD vs the two schemes with σ = 0.05. Claims: layer-wise perturbation
 test accuracy, and the regularizer (Hessian trace) is smallest for the best-performing method.
 The Hessian trace is computed exactly as the GGN trace (the nets are piecewise linear in each
 weight, see noisereg.curvature) on 512 training points (256 at the cpu preset).
-The cpu preset (widths 128 and 512 on 8x8 digits, 3 seeds) uses lr 0.02 for both widths and
-1200 iterations: at lr 0.05 one of three GD runs of width 128 collapsed after 100 steps and
-reached 68.7 % training accuracy in 800 (2026-11-29), so GD did not train its model.
+The paper preset runs σ in the official code's convention (``convention="official"``, tensor layers
+in turn): the figure's σ = 0.05 is that σ.
+
+The cpu preset trains on the real Fashion-MNIST images embedded in the package (1024 training, 1024
+validation, 5000 test images) with widths 256 and 512 (the paper's 1000 and 5000 cut for two CPU
+cores), lr 0.02 for both, momentum 0.9, 1200 iterations, σ ∈ {0.01, 0.03} in the paper's convention,
+3 seeds. Width 128 was tried first (2026-12-06): its GD runs at lr 0.02 oscillated and one ended at
+97.3 % training accuracy (lr 0.01 and 0.005, no momentum, or a cosine schedule did not fix it within
+the budget), while width 256 reaches 100 % on every seed. The demo runs width 256 alone at σ = 0.01 (the
+σ the cpu sweep selected) with the same 3 seeds.
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ class Fig4Config(ClassifyConfig):
     RULES = (Rule(("widths", "lrs"), "lrs needs one learning rate per width", lambda c: len(c.lrs) == len(c.widths)),)
 
 
-CPU = dict(dataset="fashion_mnist_subset", n_val=1024, widths=(128, 512), lrs=(0.02, 0.02), epochs=1200,
+CPU = dict(dataset="fashion_mnist_subset", n_val=1024, widths=(256, 512), lrs=(0.02, 0.02), epochs=1200,
            eval_every=100, sigmas=(0.01, 0.03), log=("hessian_trace",), trace_points=256, seeds=(0, 1, 2))
 
 
@@ -52,6 +59,7 @@ class Fig4(ClassifyExperiment):
         "smoke": dict(widths=(16, 48), lrs=(0.05, 0.05), n_train=128, epochs=6, eval_every=3,
                       log=("hessian_trace",), trace_points=64, checkpoint_every=2),
         "cpu": CPU,
+        "demo": {**CPU, "widths": (256,), "lrs": (0.02,), "sigmas": (0.01,), "eval_every": 300},
         "paper": dict(**OFFICIAL_NOISE,
                       dataset="fashion_mnist", widths=(1000, 5000), lrs=(0.005, 0.001), epochs=10000, n_val=5000,
                       eval_every=500, log=("hessian_trace",), checkpoint_every=1000),

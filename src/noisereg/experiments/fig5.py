@@ -6,7 +6,9 @@ Hessian trace over training. Claims: the pattern of Figs. 3-4 (layer-wise noise 
 but less pronounced, and noise slightly reduces the Hessian trace of the wide net.
 Not given in the paper, chosen here: σ = 0.05, lr 0.05 with momentum 0.9, 100 epochs; σ is
 chosen on a validation split (5000 of the 50k training images at the paper preset, 256 digits at
-the cpu preset, which sweeps σ ∈ {0.02, 0.05, 0.1} with 3 seeds and minibatches of 128).
+the cpu preset, which sweeps σ ∈ {0.02, 0.05, 0.1} with 3 seeds and minibatches of 128). The cpu
+preset keeps scikit-learn's 8x8 digits: the paper's CIFAR-10 cannot ship in the package and is not on
+our CPU machines, so no real-data stand-in of its kind is available there.
 """
 
 from __future__ import annotations

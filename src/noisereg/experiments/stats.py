@@ -209,11 +209,12 @@ def decide_all(verdicts: list[str]) -> str:
 
 
 def fmt(stat: Stat, scale: float = 100.0, unit: str = "%") -> str:
-    """``"97.12 ± 0.31% (3 seeds)"`` for accuracies; with ``unit=""`` 4 significant digits (nan: ``"diverged"``)."""
+    """``"97.12 ± 0.31% (3 seeds)"`` for accuracies; with ``unit=""`` 4 significant digits (nan: ``"diverged"``;
+    one seed has no error bar: ``"97.12 ± n/a% (1 seed)"``)."""
     m, se, n = stat
     if not math.isfinite(m):
         return "diverged"
     seeds = f" ({n} seed{'s' if n != 1 else ''})"
     if unit == "%":
-        return f"{scale * m:.2f} ± {scale * se:.2f}%{seeds}"
-    return f"{scale * m:.4g} ± {scale * se:.2g}{unit}{seeds}"
+        return f"{scale * m:.2f} ± {'n/a' if n < 2 else f'{scale * se:.2f}'}%{seeds}"
+    return f"{scale * m:.4g} ± {'n/a' if n < 2 else f'{scale * se:.2g}'}{unit}{seeds}"
