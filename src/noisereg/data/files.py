@@ -105,8 +105,9 @@ def load_npz(path: PathLike) -> Split:
         raise UserError(f"{path}: x_train has feature shape {a['x_train'].shape[1:]} but x_test "
                          f"has {a['x_test'].shape[1:]}")
     y_int = all(_integer_valued(a[k]) for k in ("y_train", "y_test"))
-    x = [torch.from_numpy(a[k].astype(np.float32)) for k in ("x_train", "x_test")]
-    y = [torch.from_numpy(a[k].astype(np.int64 if y_int else np.float32)) for k in ("y_train", "y_test")]
+    with np.errstate(over="ignore", invalid="ignore"):  # out-of-range values become inf: refused as non-finite later
+        x = [torch.from_numpy(a[k].astype(np.float32)) for k in ("x_train", "x_test")]
+        y = [torch.from_numpy(a[k].astype(np.int64 if y_int else np.float32)) for k in ("y_train", "y_test")]
     return Split(x[0], y[0], x[1], y[1], name=f"npz({path})", seed=0)
 
 
@@ -128,7 +129,11 @@ def _read_npz(path: Path) -> tuple[list[str], dict[str, np.ndarray]]:
 
 
 def _integer_valued(y: np.ndarray) -> bool:
-    return y.dtype.kind in "biu" or bool(np.all(np.isfinite(y)) and np.all(y == np.round(y)))
+    """Integers, or floats that are all whole numbers within int64's range."""
+    if y.dtype.kind in "bi" or (y.dtype.kind == "u" and (y.size == 0 or int(y.max()) < 2**63)):
+        return True
+    return y.dtype.kind == "f" and bool(np.all(np.isfinite(y)) and np.all(y == np.round(y))
+                                        and np.all(np.abs(y) < 2.0**62))
 
 
 def read_idx(path: PathLike, magic: int) -> np.ndarray:

@@ -83,6 +83,9 @@ def check_classification(split: Split, image: bool = False) -> Split:
         fixed[f"y_{name}"] = _labels(name, y)
     y_train = fixed["y_train"]
     classes = int(y_train.max()) + 1
+    if classes > len(y_train):  # more classes than examples: some class has none (checked without a huge array)
+        raise UserError(f"y_train must use the classes 0..C-1 with every class in the training split, but its largest "
+                        f"label is {classes - 1} with only {len(y_train)} training examples")
     present = torch.zeros(classes, dtype=torch.bool)
     present[y_train] = True
     if not present.all():
