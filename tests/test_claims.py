@@ -450,3 +450,28 @@ def test_logistic_claims(noisy, gd, expected):
     rows = EXPERIMENTS["logistic"].claims(_results(runs, **cfg))
     assert [r["verdict"] for r in rows] == ["measured"]  # a trend at a finite horizon, not a limit
     assert f"criterion {expected} at this horizon" in rows[0]["ours"]
+
+
+def test_taylor_relu_is_called_pre_asymptotic_above_the_kink_margin():
+    """Theorem 1 via App. A holds below σ* (the smallest pre-activation margin): a slope below 3 measured only at
+    σ >= σ* is 'not run at this scale', not a refutation; measured below σ* it would be 'not reproduced'."""
+    from noisereg.experiments.taylor import relu_margin_sigma
+
+    name = "ReLU (D²Φ[I] = 0 a.e.)"
+
+    def res(margin):
+        runs = [{"variant": name, "method": "full", "sigma": s, "seed": 0, "params": {},
+                 "final": {"gap": 1e-3 * s ** 1.4, "gap_se": 1e-9, "margin_sigma": margin}} for s in (0.01, 0.02, 0.04)]
+        return _results(runs)
+
+    row = next(r for r in EXPERIMENTS["taylor"].claims(res(1e-3)) if r["claim"].startswith("ReLU"))
+    assert row["verdict"] == "not run at this scale" and "pre-asymptotic" in row["ours"]
+    row = next(r for r in EXPERIMENTS["taylor"].claims(res(0.05)) if r["claim"].startswith("ReLU"))
+    assert row["verdict"] == "not reproduced"
+    lin = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU(), torch.nn.Linear(2, 1)).double()
+    with torch.no_grad():
+        lin[0].weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 2.0]]))
+        lin[0].bias.copy_(torch.tensor([0.5, -1.0]))
+    x = torch.tensor([[1.0, 1.0], [2.0, 0.0]], dtype=torch.float64)
+    # z = [[1.5, 1.0], [2.5, -1.0]]; ‖(x, 1)‖ = √3, √5: margins 1.5/√3, 1/√3, 2.5/√5, 1/√5 -> 1/√5
+    assert relu_margin_sigma(lin, x) == pytest.approx(1 / math.sqrt(5))
