@@ -103,7 +103,7 @@ def test_demo_smoke_runs_every_experiment_with_a_demo_preset_in_registry_order(t
     out = capsys.readouterr().out
     ran = [line.split()[2] for line in out.splitlines() if line.startswith("noisereg demo: ")]
     assert ran == [name for name, exp in EXPERIMENTS.items() if "demo" in exp.PRESETS]
-    assert ran[:4] == ["fig2", "fig3", "variance", "taylor"]
+    assert ran[:5] == ["fig2", "fig3", "fig4", "variance", "taylor"]
     assert "Report:" in out and (tmp_path / "REPORT.md").exists()
     text = (tmp_path / "REPORT.md").read_text()
     for name in ran:
@@ -166,7 +166,11 @@ def test_a_bug_in_a_run_keeps_its_traceback(error, tmp_path, monkeypatch):
         main(["run", "fig3", "--preset", "smoke", "--out", str(tmp_path), "--quiet"])
 
 
-def test_list_and_errors(tmp_path, capsys):
+def test_list_and_errors(tmp_path, capsys, monkeypatch):
+    from noisereg.data import files
+
+    monkeypatch.setattr(files, "DEBIAN_FASHION_DIR", tmp_path / "no-debian")  # no Fashion-MNIST anywhere
+    monkeypatch.delenv(files.DATA_DIR_ENV, raising=False)
     assert main(["list"]) == 0
     assert "fig6" in capsys.readouterr().out
     assert main(["run", "fig9"]) == 2
@@ -184,7 +188,7 @@ def test_list_and_errors(tmp_path, capsys):
     assert main(["run", "fig3", "--set", "lr=nan"]) == 2
     assert "expected a finite number" in capsys.readouterr().err
     assert main(["run", "fig3", "--preset", "paper", "--out", str(tmp_path / "p")]) == 2
-    assert "fashion_mnist" in capsys.readouterr().err
+    assert "fashion_mnist: its four files" in capsys.readouterr().err
     assert main(["run", "fig2", "--preset", "smoke", "--data", "x.npz"]) == 2
     assert "fig2 uses its own synthetic data" in capsys.readouterr().err
     assert main(["report", str(tmp_path)]) == 2
