@@ -37,7 +37,7 @@ def test_the_registry_holds_every_experiment_module_in_order():
 
     import noisereg.experiments as pkg
 
-    helpers = {"base", "classify", "executors", "plotting", "stats"}
+    helpers = {"base", "classify", "executors", "memory", "plotting", "show", "stats"}
     modules = {m.name for m in pkgutil.iter_modules(pkg.__path__)} - helpers
     assert {type(e).__module__.rsplit(".", 1)[1] for e in EXPERIMENTS.values()} == modules
     assert list(EXPERIMENTS)[:7] == ["fig2", "fig3", "fig4", "fig5", "fig6", "variance", "taylor"]
@@ -58,17 +58,16 @@ def test_a_subclass_with_a_name_registers_itself():
 
 
 def test_demo_presets_are_the_former_demo_plan():
-    """fig2: its cpu preset; fig3, variance, taylor: the cpu preset with the reductions of the demo."""
+    """fig2: its cpu preset; fig3, fig4, variance, taylor: the cpu preset with the reductions of the demo."""
     def cfg(name, preset, **over):
         return EXPERIMENTS[name].config(preset, over)
 
     assert cfg("fig2", "demo") == cfg("fig2", "cpu")
-    assert cfg("fig3", "demo") == cfg("fig3", "cpu", sigmas=(0.1, 0.2), seeds=(0,), epochs=800,
-                                      methods=("gd", "full", "layer"))  # the demo leaves SAM out
+    assert cfg("fig3", "demo") == cfg("fig3", "cpu", sigmas=(0.01,), methods=("gd", "full", "layer"))  # no SAM
+    assert cfg("fig4", "demo") == cfg("fig4", "cpu", widths=(256,), lrs=(0.02,), sigmas=(0.01,), eval_every=300)
     assert cfg("variance", "demo") == cfg("variance", "cpu", widths=(16, 64, 256, 1024, 4096), mc_samples=1000,
                                           grad_samples=50)
     assert cfg("taylor", "demo") == cfg("taylor", "cpu", samples=50000)
-    assert "demo" not in EXPERIMENTS["fig4"].PRESETS
 
 
 @pytest.mark.parametrize("name", ["fig3", "fig4", "fig5", "fig6", "fig2"])
@@ -93,7 +92,7 @@ def test_runs_carry_their_parameters():
     assert {r.params["width"] for r in fig2.runs(fig2.config("cpu"))} == {50, 300}
     fig4 = EXPERIMENTS["fig4"]
     runs = fig4.runs(fig4.config("cpu"))
-    assert {(r.params["width"], r.params["lr"], r.spec.lr) for r in runs} == {(128, 0.02, 0.02), (512, 0.02, 0.02)}
+    assert {(r.params["width"], r.params["lr"], r.spec.lr) for r in runs} == {(256, 0.02, 0.02), (512, 0.02, 0.02)}
     fig5 = EXPERIMENTS["fig5"]
     assert {r.params["net"] for r in fig5.runs(fig5.config("smoke"))} == {"toy", "wide"}
 

@@ -36,7 +36,7 @@ def test_smoke_run_and_report(exp_cls, tmp_path, monkeypatch):
     png = tmp_path / exp.figures(res["config"])[0]["file"]
     assert png.exists() and png.stat().st_size > 5000
     rows = exp.claims(saved)
-    assert rows and all(row["verdict"] in ("reproduced", "not reproduced") for row in rows)
+    assert rows and all(row["verdict"] in ("reproduced", "not reproduced", "measured") for row in rows)
     assert all(set(row) == {"claim", "paper", "ours", "verdict"} for row in rows)
     assert "| claim (paper) |" in report.read_text()
 

@@ -352,11 +352,15 @@ def test_in_place_change_of_a_shard_inside_the_block_raises(one_rank):
     inj = nr.NoiseInjector(model, SIGMA, mode="full", seed=0)
     clean = local(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    with pytest.raises(RuntimeError, match="modified in place inside perturb"):
+    with pytest.raises(RuntimeError, match="SGD.step\\(\\) was called inside perturb"):  # refused before any change
         with inj.perturb():
             sq_loss(model(torch.ones(2, 8, dtype=torch.float64)), torch.zeros(2, 4, dtype=torch.float64)).backward()
             opt.step()
-    assert all(torch.equal(a, b) for a, b in zip(local(model), clean))  # restored, step discarded
+    assert all(torch.equal(a, b) for a, b in zip(local(model), clean))
+    with pytest.raises(RuntimeError, match="modified in place inside perturb"):  # any other in-place change
+        with inj.perturb(), torch.no_grad():
+            next(model.parameters()).to_local().add_(1.0)
+    assert all(torch.equal(a, b) for a, b in zip(local(model), clean))  # restored
 
 
 def test_deepspeed_zero3_parameters_raise():

@@ -335,8 +335,8 @@ class NoiseInjector:
                 a parameter is no longer the model's (replaced after the injector was built, or
                 an FSDP2 module holding its unsharded parameters), if a parameter was frozen
                 (``requires_grad=False``) after the injector was built, or if ``optimizer.step()``
-                of an optimizer holding these parameters is called inside the block (refused
-                before it changes anything, so the model stays as it was).
+                without a closure, of an optimizer holding these parameters, is called inside the
+                block (refused before it changes anything, so the model stays as it was).
         """
         if self._active:
             raise RuntimeError(
@@ -424,8 +424,16 @@ class NoiseInjector:
 
     def _refuse_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         """Optimizer step pre-hook, active inside ``perturb()``: a step there would update the perturbed
-        weights, and the restore would then discard part of it. Raise before anything changes."""
-        if any(id(p) in self._param_ids for group in optimizer.param_groups for p in group["params"]):
+        weights, and the restore would then discard part of it. Raise before anything changes.
+
+        A step given a closure is let through: frameworks (Lightning's automatic optimization) call
+        ``optimizer.step(closure)`` while the weights are perturbed and restore them inside the closure,
+        after the backward pass, before the update; if they are not restored by then, the in-place check
+        at the end of the block still raises."""
+        # torch passes the step's positional arguments with the optimizer itself first: (self, closure?)
+        rest = args[1:] if args and args[0] is optimizer else args
+        closure = rest[0] if rest else kwargs.get("closure")
+        if closure is None and any(id(p) in self._param_ids for group in optimizer.param_groups for p in group["params"]):
             raise RuntimeError(
                 f"{type(optimizer).__name__}.step() was called inside perturb(); the restore would discard "
                 "the update of the perturbed weights. Call optimizer.step() after the with-block (or use "

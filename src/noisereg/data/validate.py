@@ -55,7 +55,7 @@ def check_classification(split: Split, image: bool = False) -> Split:
     Example:
         >>> import torch
         >>> from noisereg.data import Split
-        >>> s = Split(torch.zeros(3, 2), torch.tensor([0, 1, 3]), torch.zeros(1, 2), torch.tensor([0]), "x", 0)
+        >>> s = Split(torch.zeros(5, 2), torch.tensor([0, 1, 3, 0, 1]), torch.zeros(1, 2), torch.tensor([0]), "x", 0)
         >>> check_classification(s)
         Traceback (most recent call last):
         ...

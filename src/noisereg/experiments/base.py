@@ -312,7 +312,7 @@ def run_experiment(exp: Experiment, preset: str, out: str | Path, *, overrides: 
     for r in todo:
         if isinstance(r, Run):
             first.setdefault(r.variant, r)
-    for run in first.values() if x_train is not None else ():
+    for run in first.values() if x_train is not None and pool.device is not None else ():
         batch = min(run.spec.batch_size or len(x_train), len(x_train))
         check_memory(lambda run=run: exp.model(cfg, run, split), (batch, *x_train.shape[1:]), pool.device,
                      f"{exp.name} {run.variant or run.id}")

@@ -26,14 +26,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from noisereg.constraints import Each
-from noisereg.experiments.classify import (
-    OFFICIAL_NOISE,
-    ClassifyConfig,
-    ClassifyExperiment,
-    compare,
-    judge_pair,
-    scale_note,
-)
+from noisereg.experiments.classify import OFFICIAL_NOISE, ClassifyConfig, ClassifyExperiment
+from noisereg.experiments.classify import compare, judge_pair, scale_note
 from noisereg.experiments.stats import fmt
 from noisereg.models import MLP
 from noisereg.training.settings import POSITIVE_INT

@@ -15,14 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from noisereg.experiments.classify import (
-    OFFICIAL_NOISE,
-    ClassifyConfig,
-    ClassifyExperiment,
-    compare,
-    judge_pair,
-    scale_note,
-)
+from noisereg.experiments.classify import OFFICIAL_NOISE, ClassifyConfig, ClassifyExperiment
+from noisereg.experiments.classify import compare, judge_pair, scale_note
 from noisereg.experiments.stats import EMPTY, fmt
 from noisereg.models import ToyCNN, WideConvNet
 from noisereg.training.settings import POSITIVE_INT

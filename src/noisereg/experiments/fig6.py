@@ -16,14 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from noisereg.experiments.classify import (
-    OFFICIAL_NOISE,
-    ClassifyConfig,
-    ClassifyExperiment,
-    compare,
-    judge_pair,
-    scale_note,
-)
+from noisereg.experiments.classify import OFFICIAL_NOISE, ClassifyConfig, ClassifyExperiment
+from noisereg.experiments.classify import compare, judge_pair, scale_note
 from noisereg.experiments.stats import EMPTY, decide_all, final_stats, fmt
 from noisereg.models import ResNet18
 from noisereg.training.settings import POSITIVE_INT
