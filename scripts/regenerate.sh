@@ -15,8 +15,11 @@ fi
 names=("$@")
 [ ${#names[@]} -gt 0 ] || names=(fig2 fig3 fig4 fig5 fig6 variance taylor lasso grouplasso nuclear psd logistic)
 for name in "${names[@]}"; do
-  rm -rf "docs/results/$name"
+  # run into an untracked folder, so the tracked results stay in place and the run records a clean commit
+  tmp="docs/results/.$name.new"
+  rm -rf "$tmp"
   echo "== $name (cpu preset, --jobs $jobs)"
-  OMP_NUM_THREADS=1 noisereg run "$name" --preset cpu --jobs "$jobs" --out "docs/results/$name" --quiet
+  OMP_NUM_THREADS=1 noisereg run "$name" --preset cpu --jobs "$jobs" --out "$tmp" --quiet
+  rm -rf "docs/results/$name" && mv "$tmp" "docs/results/$name"
 done
 noisereg report docs/results
