@@ -134,7 +134,8 @@ def test_resume_from_checkpoint_equals_uninterrupted(tmp_path, how):
             module, cbs = Net(), [NoiseInjection(sigma=0.1, mode="layer", seed=seed)]
         else:
             module, cbs = Net(noisy={"sigma": 0.1, "mode": "layer", "seed": seed}), []
-        t = trainer(callbacks=cbs, max_epochs=epochs, accumulate_grad_batches=2)
+        # NoisyOptimizer supports no accumulation under Lightning (refused: see the test below)
+        t = trainer(callbacks=cbs, max_epochs=epochs, accumulate_grad_batches=2 if how == "callback" else 1)
         t.fit(module, loader(), ckpt_path=ckpt)
         return module, t
 
@@ -234,3 +235,12 @@ def test_ddp_two_processes_share_the_noise_and_equal_one_process_on_the_union(tm
         opt.step()
     for p, q in zip(r0["params"], net.parameters()):
         torch.testing.assert_close(p, q.detach(), rtol=1e-12, atol=1e-14)
+
+
+def test_noisy_optimizer_with_lightning_accumulation_is_refused_before_any_update():
+    """Lightning runs the earlier micro-batches of a window outside step(): they would see no noise."""
+    module = Net(noisy={"sigma": 0.1, "mode": "layer", "seed": 7})
+    before = [p.detach().clone() for p in module.parameters()]
+    with pytest.raises(RuntimeError, match=r"accumulate_grad_batches > 1.*NoiseInjection instead; nothing was updated"):
+        trainer(accumulate_grad_batches=2).fit(module, loader())
+    assert all(torch.equal(p, q) for p, q in zip(module.parameters(), before))

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
+import functools
 from typing import Any
 
 import torch
@@ -99,6 +100,21 @@ class _Wrapper(torch.optim.Optimizer):
         self.__dict__.update(state)
 
 
+def _lightning_accumulates(closure: Any) -> bool:
+    """Whether ``closure`` is Lightning's automatic-optimization closure of the last micro-batch of an
+    accumulation window (Lightning 2.x): its zero-grad function is None because the window's earlier
+    micro-batches already added their gradients, while its backward function is set (both None means
+    Lightning skips the backward pass, no accumulation)."""
+    seen, todo = 0, [closure]
+    while todo and seen < 8:  # Lightning hands the closure through functools.partial wrappers (precision plugins)
+        c, seen = todo.pop(), seen + 1
+        if isinstance(c, functools.partial):
+            todo += [*c.args, *c.keywords.values()]
+        elif type(c).__module__.startswith("lightning.pytorch.loops"):
+            return getattr(c, "_zero_grad_fn", 0) is None and getattr(c, "_backward_fn", None) is not None
+    return False
+
+
 class NoisyOptimizer(_Wrapper):
     r"""Wrap an optimizer so that ``step(closure)`` evaluates the closure at noisy weights.
 
@@ -163,7 +179,17 @@ class NoisyOptimizer(_Wrapper):
 
         Raises:
             TypeError: no closure was given.
+            RuntimeError: Lightning's automatic optimization accumulates gradients over micro-batches
+                (``accumulate_grad_batches > 1``): it runs the earlier micro-batches outside ``step()``,
+                without noise; refused at the first step, before any update.
         """
+        if _lightning_accumulates(closure):
+            raise RuntimeError(
+                "NoisyOptimizer under Lightning with accumulate_grad_batches > 1: Lightning runs the earlier "
+                "micro-batches of each window outside step(), so they would see no noise. Return the plain "
+                "optimizer from configure_optimizers and add the callback "
+                "noisereg.integrations.lightning.NoiseInjection instead; nothing was updated"
+            )
         if closure is None:
             raise TypeError(
                 "NoisyOptimizer.step() needs a closure (zero_grad, forward, backward, return loss): the "

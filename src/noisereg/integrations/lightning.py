@@ -14,8 +14,9 @@ its gradient at :math:`w + \\varepsilon` and applies it at :math:`w` (Section 2 
   checkpoints: ``trainer.fit(model, ckpt_path=...)`` continues the same noise stream.
 
 A :class:`~noisereg.NoisyOptimizer` returned from ``configure_optimizers`` also works under
-automatic optimization, without this callback, when ``accumulate_grad_batches == 1`` (Lightning
-runs the earlier micro-batches of an accumulation window outside ``optimizer.step``).
+automatic optimization, without this callback, when ``accumulate_grad_batches == 1``; with more,
+Lightning runs the earlier micro-batches of an accumulation window outside ``optimizer.step``, so
+:meth:`~noisereg.NoisyOptimizer.step` refuses it at the first step, before any update.
 
 References:
     A. Orvieto, A. Raj, H. Kersting, F. Bach. Explicit Regularization in Overparametrized Models
