@@ -124,12 +124,14 @@ def test_resume_mismatch_names_the_settings_that_differ(tmp_path, capsys):
     import json
 
     assert _smoke(tmp_path) == 0
-    seconds = json.loads((tmp_path / "o" / "results.json").read_text())["seconds"]
+    path = tmp_path / "o" / "results.json"
     assert _smoke(tmp_path, "--set", "lr=0.1", "--set", "epochs=4", resume=True) == 2
     err = capsys.readouterr().err
     assert "(epochs: 6 -> 4; lr: 0.05 -> 0.1)" in err
-    assert _smoke(tmp_path, resume=True) == 0  # finished: nothing to run, its seconds are kept
-    assert json.loads((tmp_path / "o" / "results.json").read_text())["seconds"] >= seconds > 0
+    recorded = json.loads(path.read_text())
+    path.write_text(json.dumps({**recorded, "seconds": 123.4}))  # a sweep that took a while
+    assert _smoke(tmp_path, resume=True) == 0  # finished: nothing to run, its seconds are kept (not reset to 0)
+    assert 123.4 <= json.loads(path.read_text())["seconds"] < 123.4 + 60
 
 
 def test_every_noisy_run_diverged_still_gives_the_rules_verdict():
