@@ -38,7 +38,8 @@ def no_debian(tmp_path, monkeypatch):
 
 def _official_dir():
     """The directory of the official files, as load_fashion_mnist searches it, or None."""
-    return next((d for d in files.fashion_mnist_dirs() if files._fashion_files(d) is not None), None)
+    found = files.find_fashion_mnist()
+    return None if found is None else found[0]
 
 
 @pytest.fixture(scope="module")

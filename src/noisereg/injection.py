@@ -284,8 +284,7 @@ class NoiseInjector:
                 "the injector checks before each perturbation that the module holds its sharded "
                 "parameters (an unsharded module would not see the noise)"
             )
-        self._params = list(params)  # every perturbable parameter (a frozen one is refused at perturb())
-        self._param_ids = frozenset(id(p) for p in self._params)
+        self._param_ids = frozenset(id(p) for p in params)  # the optimizer-step guard's lookup
         self.step = 0  # number of perturbations done (sigma > 0), drives the cyclic order
         self.last_layer: int | None = None  # index into self.layers of the last perturbed layer
         self._active = False
@@ -354,14 +353,14 @@ class NoiseInjector:
                 return
             if self._owner_checks:
                 self._check_owners()
-            frozen = next((p for p in self._params if not p.requires_grad), None)
+            self.last_layer = law.choose(self.step, self._selection_gen)
+            params = law.perturbed_params(self.last_layer)
+            frozen = next((p for p in params if not p.requires_grad), None)  # only the ones about to be perturbed
             if frozen is not None:
                 raise RuntimeError(
                     f"a parameter of shape {tuple(frozen.shape)} was frozen (requires_grad=False) after the "
                     "NoiseInjector was built; its layers are fixed at construction: build a new injector"
                 )
-            self.last_layer = law.choose(self.step, self._selection_gen)
-            params = law.perturbed_params(self.last_layer)
             self.step += 1
             guard = register_optimizer_step_pre_hook(self._refuse_step)
             with torch.no_grad():

@@ -207,6 +207,12 @@ def fashion_mnist_dirs(data_dir: PathLike | None = None) -> list[Path]:
     return ([Path(env)] if env else []) + [DEBIAN_FASHION_DIR]
 
 
+def find_fashion_mnist(data_dir: PathLike | None = None) -> tuple[Path, dict[str, Path]] | None:
+    """``(directory, {file name: path})`` of the first of :func:`fashion_mnist_dirs` holding all four files,
+    or None."""
+    return next(((d, f) for d in fashion_mnist_dirs(data_dir) if (f := _fashion_files(d)) is not None), None)
+
+
 def _fashion_files(data_dir: Path) -> dict[str, Path] | None:
     """The four files under ``data_dir`` (or its subfolders), or None if one is missing."""
     found = {}
@@ -254,8 +260,7 @@ def load_fashion_mnist(data_dir: PathLike | None = None, verify: bool | None = N
                  for name in FASHION_SHA256}
         name = "fashion_mnist"
     else:
-        dirs = fashion_mnist_dirs()
-        found = next(((d, f) for d in dirs if (f := _fashion_files(d)) is not None), None)
+        found = find_fashion_mnist()
         if found is None:
             env = os.environ.get(DATA_DIR_ENV)
             where = ([f"{DATA_DIR_ENV}={env} (and its fashion-mnist/ and FashionMNIST/raw/)"] if env

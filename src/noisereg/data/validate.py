@@ -19,6 +19,9 @@ from noisereg.data.embedded import Split
 from noisereg.errors import UserError
 
 
+_EVERY_CLASS = "y_train must use the classes 0..C-1 with every class in the training split"
+
+
 def _labels(name: str, y: torch.Tensor) -> torch.Tensor:
     if y.dim() == 2 and y.shape[1] == 1:
         y = y[:, 0]
@@ -84,14 +87,14 @@ def check_classification(split: Split, image: bool = False) -> Split:
     y_train = fixed["y_train"]
     classes = int(y_train.max()) + 1
     if classes > len(y_train):  # more classes than examples: some class has none (checked without a huge array)
-        raise UserError(f"y_train must use the classes 0..C-1 with every class in the training split, but its largest "
-                        f"label is {classes - 1} with only {len(y_train)} training examples")
+        raise UserError(f"{_EVERY_CLASS}, but its largest label is {classes - 1} with only {len(y_train)} training "
+                        "examples")
     present = torch.zeros(classes, dtype=torch.bool)
     present[y_train] = True
     if not present.all():
         missing = [int(c) for c in (~present).nonzero()[:, 0]]
         shown = ", ".join(map(str, missing[:5])) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-        raise UserError(f"y_train must use the classes 0..C-1 with every class in the training split, but class"
+        raise UserError(f"{_EVERY_CLASS}, but class"
                         f"{'es' if len(missing) > 1 else ''} {shown} of 0..{classes - 1} "
                         f"{'have' if len(missing) > 1 else 'has'} no training example")
     for name in ("val", "test"):

@@ -218,8 +218,10 @@ def _command() -> str:
     """How this process was started, as a shell line (``noisereg run fig3 ...``)."""
     import shlex
 
-    argv = [Path(sys.argv[0]).name if sys.argv and sys.argv[0].endswith("noisereg") else (sys.argv[0] if sys.argv else "")]
-    return shlex.join([*argv, *sys.argv[1:]])
+    argv = list(sys.argv) or [""]
+    if argv[0].endswith("noisereg"):  # the console script's full path: its name says it
+        argv[0] = "noisereg"
+    return shlex.join(argv)
 
 
 def default_device() -> str:

@@ -16,6 +16,7 @@ factorization reaches (the nuclear-norm regression of Eq. (10), computed exactly
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -66,7 +67,7 @@ class Fig2(Experiment):
 
     def data(self, cfg, data, data_dir):
         self.own_data_only(data, data_dir)
-        return sparse_regression(n=cfg.n, d=cfg.d, k=cfg.sparsity, noise=cfg.noise, n_test=1000, seed=0)
+        return fig2_data(dataclasses.asdict(cfg))
 
     def runs(self, cfg):
         return [Run(f"w{w}-{m}-s{seed}", f"width {w}",
@@ -115,6 +116,11 @@ class Fig2(Experiment):
         return rows
 
 
+def fig2_data(cfg: dict):
+    """Fig. 2's training data from a config dict (results.json's ``config``): the sparse regression, seed 0."""
+    return sparse_regression(n=cfg["n"], d=cfg["d"], k=cfg["sparsity"], noise=cfg["noise"], n_test=1000, seed=0)
+
+
 def reff_minimum(cfg: dict) -> float:
     """The smallest effective risk R_eff = R + σ²/2·tr(GGN) a two-layer linear net of any width >= min(d, n)
     reaches on Fig. 2's training data: the minimum of the nuclear-norm regression objective, Eq. (10)
@@ -122,7 +128,7 @@ def reff_minimum(cfg: dict) -> float:
     config (seed 0), so results.json alone decides the claims."""
     from noisereg.closed_form import nuclear_norm_objective, nuclear_norm_regression
 
-    data = sparse_regression(n=cfg["n"], d=cfg["d"], k=cfg["sparsity"], noise=cfg["noise"], n_test=1000, seed=0)
+    data = fig2_data(cfg)
     X, Y = data.x_train.double(), data.y_train.double().reshape(len(data.x_train), -1)
     return float(nuclear_norm_objective(X, Y, nuclear_norm_regression(X, Y, cfg["sigma"]), cfg["sigma"]))
 

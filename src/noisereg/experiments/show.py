@@ -13,15 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from noisereg.errors import UserError
 from noisereg.experiments.base import Experiment, Run
 
 
 def _npz_shapes(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
-    if not path.is_file():
-        raise UserError(f"{path}: no such file")
-    if not zipfile.is_zipfile(path):
-        raise UserError(f"{path}: not a readable .npz archive (not a zip archive)")
+    if not path.is_file() or not zipfile.is_zipfile(path):
+        from noisereg.data import load_npz
+
+        load_npz(path)  # raises the loader's own one-line error for a missing or unreadable file
     out = {}
     with zipfile.ZipFile(path) as z:
         for name in z.namelist():
@@ -60,10 +59,10 @@ def describe_data(exp: Experiment, cfg, data: str | None, data_dir: str | None) 
         lines += [f"  {k}: shape {s}, {d}" for k, (s, d) in _npz_shapes(Path(spec)).items()]
         return lines + [f"  {drawn}"]
     if spec == "fashion_mnist":
-        dirs = files.fashion_mnist_dirs(data_dir)
-        found = next(((d, f) for d in dirs if (f := files._fashion_files(d)) is not None), None)
+        found = files.find_fashion_mnist(data_dir)
         if found is None:
-            return [f"data: fashion_mnist, files not found in {' or '.join(map(str, dirs))} ({files.FASHION_HELP})"]
+            dirs = " or ".join(map(str, files.fashion_mnist_dirs(data_dir)))
+            return [f"data: fashion_mnist, files not found in {dirs} ({files.FASHION_HELP})"]
         lines = [f"data: fashion_mnist files in {found[0]} (IDX headers)"]
         lines += [f"  {p.name}: shape {_idx_shape(p)}" for p in found[1].values()]
         return lines + [f"  {drawn}"]
