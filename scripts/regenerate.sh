@@ -14,12 +14,15 @@ if [ -n "$(git status --porcelain --untracked-files=no)" ]; then
 fi
 names=("$@")
 [ ${#names[@]} -gt 0 ] || names=(fig2 fig3 fig4 fig5 fig6 variance taylor lasso grouplasso nuclear psd logistic)
+# every run goes into an untracked folder and all are swapped in at the end, so the tracked files stay as
+# committed while any experiment runs and each results.json records the clean commit
 for name in "${names[@]}"; do
-  # run into an untracked folder, so the tracked results stay in place and the run records a clean commit
   tmp="docs/results/.$name.new"
   rm -rf "$tmp"
   echo "== $name (cpu preset, --jobs $jobs)"
   OMP_NUM_THREADS=1 noisereg run "$name" --preset cpu --jobs "$jobs" --out "$tmp" --quiet
-  rm -rf "docs/results/$name" && mv "$tmp" "docs/results/$name"
+done
+for name in "${names[@]}"; do
+  rm -rf "docs/results/$name" && mv "docs/results/.$name.new" "docs/results/$name"
 done
 noisereg report docs/results
