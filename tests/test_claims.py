@@ -14,6 +14,7 @@ import torch
 
 from noisereg.experiments import EXPERIMENTS
 from noisereg.experiments.fig2 import reff_minimum, tail_by_seed
+from noisereg.experiments.taylor import LAYER_MODELS, MODELS
 
 # ------------------------------------------------------------------ builders
 
@@ -351,7 +352,7 @@ def _taylor(slopes, sigmas=(0.01, 0.02, 0.04, 0.08), noise=None):
     return _results(runs)
 
 
-LIN, RELU, TANH = EXPERIMENTS["taylor"].slopes(_results([])).keys()
+LIN, RELU, TANH = MODELS
 
 
 @pytest.mark.parametrize("slopes,expected", [
@@ -475,3 +476,84 @@ def test_taylor_relu_is_called_pre_asymptotic_above_the_kink_margin():
     x = torch.tensor([[1.0, 1.0], [2.0, 0.0]], dtype=torch.float64)
     # z = [[1.5, 1.0], [2.5, -1.0]]; ‖(x, 1)‖ = √3, √5: margins 1.5/√3, 1/√3, 2.5/√5, 1/√5 -> 1/√5
     assert relu_margin_sigma(lin, x) == pytest.approx(1 / math.sqrt(5))
+
+
+# ------------------------------------------------------------------ issue 18: Theorem 2, layer-wise Eq. (6), App. E
+
+
+def _theorem2(p_star, p_pair, err=1e-12, sigmas=(0.0025, 0.005, 0.01, 0.02)):
+    runs = [_run("full", s, variant="Theorem 2", dist2_star=10 * s**p_star, dist2_pair=3 * s**p_pair,
+                 minimiser_err=err, grad_norm=1e-9, thresholded=0) for s in sigmas]
+    return _results(runs)
+
+
+@pytest.mark.parametrize("p_star,p_pair,err,expected", [
+    (4.0, 4.0, 1e-12, ["reproduced", "reproduced"]),
+    (1.91, 2.91, 1e-12, ["reproduced", "reproduced"]),          # the bound less 0.1: within it
+    (1.89, 2.89, 1e-12, ["not reproduced", "not reproduced"]),
+    (4.0, 4.0, 1e-5, ["inconclusive", "inconclusive"]),         # minimisers not precise enough for the rate
+], ids=["slope-4", "inside-border", "outside-border", "imprecise-minimisers"])
+def test_theorem2_claims(p_star, p_pair, err, expected):
+    rows = [r for r in EXPERIMENTS["psd"].claims(_theorem2(p_star, p_pair, err)) if "Theorem 2" in r["claim"]]
+    assert [r["verdict"] for r in rows] == expected
+    assert "O(σ^2)" in rows[0]["claim"] and "O(σ^3)" in rows[1]["claim"]
+
+
+def test_theorem2_one_sigma_fits_no_rate():
+    rows = EXPERIMENTS["psd"].claims(_theorem2(4, 4, sigmas=(0.01,)))
+    assert [r["verdict"] for r in rows] == ["not run at this scale"] * 2
+
+
+LAYER_LIN, LAYER_RELU, LAYER_DEEP_RELU = LAYER_MODELS
+
+
+def _layer(ratio_lin, se_lin, relu_slope, margin=1e-3):
+    runs = []
+    for s in (0.01, 0.02, 0.04):
+        reg = s**2
+        runs.append(_run("layer", s, variant=LAYER_LIN, gap=(ratio_lin - 1) * reg, gap_se=se_lin * reg,
+                         ratio=ratio_lin, ratio_se=se_lin, reg_term=reg))
+        gap = 1e-3 * s**relu_slope
+        for name in (LAYER_RELU, LAYER_DEEP_RELU):
+            runs.append(_run("layer", s, variant=name, gap=gap, gap_se=gap / 100, ratio=1 + gap / reg,
+                             ratio_se=gap / 100 / reg, reg_term=reg, margin_sigma=margin))
+    return _results(runs)
+
+
+@pytest.mark.parametrize("ratio,se,slope,margin,expected", [
+    (1.0 + 1e-15, 1e-15, 3.0, 1e-3, ["reproduced", "reproduced", "reproduced"]),
+    (1.01, 1e-3, 2.0, 0.05, ["not reproduced", "not reproduced", "not reproduced"]),  # σ below σ*: refuted
+    (1.0, 1e-15, 1.4, 1e-3, ["reproduced", "not run at this scale", "not run at this scale"]),  # pre-asymptotic
+], ids=["yes", "no", "pre-asymptotic"])
+def test_taylor_layerwise_claims(ratio, se, slope, margin, expected):
+    rows = EXPERIMENTS["taylor"].claims(_layer(ratio, se, slope, margin))
+    layer = [r for r in rows if r["claim"].startswith("layer-wise")]
+    assert [r["verdict"] for r in layer] == expected
+    assert "ratio" in layer[0]["ours"] and "σ²/2·tr(GGN)" in layer[0]["claim"]
+
+
+def _depth(full_slopes, layer_slopes, negative=False):
+    runs = []
+    for kind in ("linear", "relu"):
+        for m, pf, pl in zip((2, 3, 4), full_slopes, layer_slopes):
+            for w in (16, 64, 256):
+                for mode, p in (("full", pf), ("layer", pl)):
+                    ex = -0.01 if negative and mode == "layer" and w > 16 else 0.01 * w**p
+                    runs.append(_run(mode, 1.0, variant=f"{kind}, {m} layers",
+                                     params={"net": f"{kind}, {m} layers", "depth": m, "mode": mode, "width": w},
+                                     excess=ex, excess_mc=ex, excess_mc_se=1e-4))
+    return _results(runs)
+
+
+@pytest.mark.parametrize("full,layer,negative,expected", [
+    ((1, 2, 3), (0, -0.2, -1), False, "reproduced"),
+    ((1, 2, 3), (0, 0.09, 0), False, "reproduced"),
+    ((1, 2, 3), (0, 0.11, 0), False, "not reproduced"),   # a layer-wise excess that grows
+    ((1, 1, 1), (0, 0, 0), False, "not reproduced"),      # no faster explosion with depth
+    ((1, 2, 1.9), (0, 0, 0), False, "not reproduced"),
+    ((1, 2, 3), (0, 0, 0), True, "reproduced"),           # the layer-wise excess fell to <= 0: not growth
+], ids=["yes", "inside-border", "outside-border", "flat-full", "non-monotone", "shrunk-to-zero"])
+def test_variance_depth_claims(full, layer, negative, expected):
+    rows = EXPERIMENTS["variance"].depth_claims(_depth(full, layer, negative))
+    assert [r["verdict"] for r in rows] == [expected] * 2
+    assert "M = 4" in rows[0]["ours"]

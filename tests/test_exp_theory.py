@@ -72,3 +72,67 @@ def test_gradient_variance_of_layer_noise_matches_a_loop():
     ref = _loop_variance(model, x, y, "layer")
     assert v == pytest.approx(ref, rel=0.06)
     assert gradient_variance(model, x, y, 0.2, "full", 4000, 0) != pytest.approx(ref, rel=0.06)
+
+
+# ------------------------------------------------------------------ issue 18: the new measurements
+
+
+def test_theorem2_minimisers_match_the_closed_form_distances():
+    """L-BFGS minimisers of the exact R_σ and R_σ^eff on Φ = wwᵀ give the squared distances of the
+    soft-thresholdings: Σ min(λ, c_b)² to φ* = Y and Σ (max(λ − c_b, 0) − max(λ − c_a, 0))² between them."""
+    from noisereg.experiments.psd import PSD, theorem2_point, thresholds
+
+    cfg = PSD().config("smoke")
+    lam = torch.tensor(cfg.eigs, dtype=torch.float64)
+    for sigma in cfg.theorem2_sigmas:
+        f = theorem2_point(cfg, sigma)["final"]
+        ca, cb = thresholds(cfg, sigma)
+        star = float(torch.minimum(lam, torch.tensor(cb)).pow(2).sum())
+        pair = float(((lam - cb).clamp_min(0) - (lam - ca).clamp_min(0)).pow(2).sum())
+        assert f["dist2_star"] == pytest.approx(star, rel=1e-5)
+        assert f["dist2_pair"] == pytest.approx(pair, rel=1e-5)
+        assert f["minimiser_err"] < 1e-6
+
+
+def test_layer_gap_is_zero_for_a_deep_linear_net():
+    """Φ is linear in each layer: the layer-wise linearisation is exact, the gap is rounding."""
+    from noisereg.experiments.taylor import layer_gap
+    from noisereg.models import DeepLinearNet
+
+    torch.manual_seed(0)
+    net = DeepLinearNet((4, 6, 5, 1)).double()
+    x, y = torch.randn(12, 4, dtype=torch.float64), torch.randn(12, dtype=torch.float64)
+    gap, se = layer_gap(net, x, y, 0.3, 600, 0)
+    assert abs(gap) < 1e-12 and se < 1e-12
+
+
+def test_layer_gap_agrees_with_smoothed_risk_minus_effective_risk():
+    """Two independent Monte-Carlo routes to R̃_σ − R_σ^eff on a ReLU net, within 4 combined standard errors:
+    layer_gap (jvp control variate, per-layer strata at std σ√M) and smoothed_risk(mode="layer") − Eq. (6)."""
+    import noisereg as nr
+    from noisereg.experiments.taylor import layer_gap
+    from noisereg.models import MLP
+
+    torch.manual_seed(1)
+    net = MLP(3, (8,), 1).double()
+    x, y = torch.randn(20, 3, dtype=torch.float64), torch.randn(20, dtype=torch.float64)
+    sigma = 0.3
+    gap, se = layer_gap(net, x, y, sigma, 40000, 0)
+    est, se2 = nr.smoothed_risk(net, x, y, sigma=sigma, mode="layer", num_samples=40000, seed=5)
+    other = est - nr.effective_risk(net, x, y, sigma=sigma)
+    assert abs(gap) > 10 * se                        # a ReLU net at this σ has a real gap
+    assert abs(gap - other) < 4 * (se**2 + se2**2) ** 0.5
+
+
+def test_variance_depth_points_check_eq11_by_monte_carlo(tmp_path):
+    """The deep linear nets' layer-wise excess: Monte Carlo within 4 SE of Eq. (11); full noise grows with depth."""
+    from noisereg.experiments import EXPERIMENTS
+
+    exp = EXPERIMENTS["variance"]
+    cfg = exp.config("smoke", {"depths": (2, 3), "depth_widths": (8, 32), "mc_samples": 4000})
+    runs = {j.id: j for j in exp.runs(cfg)}
+    for m in (2, 3):
+        f = runs[f"linear-depth{m}-layer-w32"].fn()["final"]
+        assert abs(f["excess_mc"] - f["excess_exact"]) < 4 * f["excess_mc_se"]
+    full = [runs[f"linear-depth{m}-full-w32"].fn()["final"]["excess"] for m in (2, 3)]
+    assert full[1] > full[0]

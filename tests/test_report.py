@@ -102,3 +102,19 @@ def test_results_record_provenance_and_split_sizes(tmp_path, monkeypatch):
 
     report = rebuild(tmp_path).read_text()
     assert env["git"] in report and "noisereg run fig3 --set sigmas=0.1" in report
+
+
+def test_metrics_table_shows_each_experiments_own_metrics_and_marks_missing_ones():
+    """taylor's runs record gaps, not losses: the table shows them; a metric a run lacks is "—", never "diverged"."""
+    from noisereg.report import section
+
+    runs = [{"id": f"a{s}", "variant": "v", "method": m, "sigma": s, "seed": 0, "params": {}, "diverged": False,
+             "final": final, "history": [{"step": 0, **final}]}
+            for m, s, final in (("full", 0.1, {"gap": 0.5, "gap_se": 0.01}),
+                                ("layer", 0.1, {"gap": 0.25, "gap_se": 0.01, "ratio": 1.0, "ratio_se": 0.0}))]
+    res = {"experiment": "taylor", "preset": "smoke", "config": EXPERIMENTS["taylor"].config("smoke").__dict__,
+           "data": "x", "environment": {}, "runs": runs}
+    text = section(res)
+    table = text[text.index("| variant | method"):]
+    assert "| gap | gap_se | ratio | ratio_se |" in table
+    assert "| v | full | 0.1 | 1 | 0.5 | 0.01 | — | — |" in table and "diverged" not in table

@@ -80,6 +80,8 @@ class Experiment:
     Config: type = object
     PRESETS: dict[str, dict[str, Any]] = {}
     claims_text: str = ""
+    metrics: tuple[str, ...] = ()
+    """Keys of a run's ``final`` the report's metrics table shows besides the common ``METRICS``."""
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)

@@ -32,7 +32,9 @@ def command_for(results: dict) -> str:
     return f"noisereg run {results['experiment']} --preset {results['preset']}{data} {' '.join(sets)}".strip()
 
 
-def _fmt(metric: str, mean: float, se: float, n: int) -> str:
+def _fmt(metric: str, mean: float, se: float, n: int, present: bool = True) -> str:
+    if not present:
+        return "—"
     if mean != mean:
         return "diverged"
     scale = 100 if metric.endswith("_acc") else 1
@@ -76,7 +78,7 @@ def section(results: dict, figures: str = "") -> str:
     groups = defaultdict(list)
     for r in results["runs"]:
         groups[(r["variant"], arm(r), r["sigma"])].append(r)
-    metrics = [m for m in SHOWN if any(m in r["final"] for r in results["runs"])]
+    metrics = [m for m in (*SHOWN, *exp.metrics) if any(m in r["final"] for r in results["runs"])]
     lines += ["", "Final metrics (mean ± standard error over seeds):", "",
               "| variant | method | σ | seeds | " + " | ".join(metrics) + " |",
               "|---" * (4 + len(metrics)) + "|"]
@@ -84,7 +86,7 @@ def section(results: dict, figures: str = "") -> str:
         cells = []
         for m in metrics:
             mean, se, _ = mean_se([r["final"].get(m) for r in rs])
-            cells.append(_fmt(m, mean, se, len(rs)))
+            cells.append(_fmt(m, mean, se, len(rs), present=any(m in r["final"] for r in rs)))
         lines.append(f"| {variant} | {method} | {sigma:g} | {len(rs)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
