@@ -170,7 +170,7 @@ def test_runner_resumes_a_killed_theory_experiment(tmp_path, monkeypatch):
     """Through run_experiment: kill the second lasso smoke job after its 3rd checkpoint, rerun with
     resume=True: the runs equal an uninterrupted run's; only the second job's remaining steps run."""
     first, second = [job.id for job in Lasso().runs(Lasso().config("smoke"))][:2]
-    full = run_experiment(Lasso(), "smoke", tmp_path / "full", show_progress=False)
+    full = run_experiment(Lasso(), "smoke", tmp_path / "full", show_progress=False, batch=False)
     saved, real = [], driver.save_checkpoint
 
     def save_and_record(path, state):
@@ -182,11 +182,40 @@ def test_runner_resumes_a_killed_theory_experiment(tmp_path, monkeypatch):
     monkeypatch.setattr(driver, "save_checkpoint", save_and_record)
     kill = True
     with pytest.raises(Killed):
+        run_experiment(Lasso(), "smoke", tmp_path / "run", show_progress=False, batch=False)
+    saved.clear()
+    kill = False
+    resumed = run_experiment(Lasso(), "smoke", tmp_path / "run", resume=True, show_progress=False, batch=False)
+    assert saved[0] == (second, 300) and first not in {name for name, _ in saved}
+    strip = lambda runs: [{k: v for k, v in r.items() if k != "seconds"} for r in runs]  # noqa: E731
+    assert strip(resumed["runs"]) == strip(full["runs"])
+
+
+def test_runner_resumes_a_killed_batched_sweep(tmp_path, monkeypatch):
+    """The batched path (the default): killed after the batch's step-200 checkpoint, resumed: the runs equal an
+    uninterrupted batched sweep's bit for bit, and only the steps after 200 run again."""
+    from noisereg.training import batched_gd
+
+    full = run_experiment(Lasso(), "smoke", tmp_path / "full", show_progress=False)
+    assert all(r["batched"] == 2 for r in full["runs"])
+    saved, real = [], batched_gd.save_checkpoint
+
+    def save_and_record(path, state):
+        real(path, state)
+        saved.append(state["step"])
+        if kill and state["step"] == 200:
+            raise Killed
+
+    monkeypatch.setattr(batched_gd, "save_checkpoint", save_and_record)
+    kill = True
+    with pytest.raises(Killed):
         run_experiment(Lasso(), "smoke", tmp_path / "run", show_progress=False)
+    assert not (tmp_path / "run" / "results.json").exists() or not json.loads(
+        (tmp_path / "run" / "results.json").read_text())["runs"]
     saved.clear()
     kill = False
     resumed = run_experiment(Lasso(), "smoke", tmp_path / "run", resume=True, show_progress=False)
-    assert saved[0] == (second, 300) and first not in {name for name, _ in saved}
+    assert saved[0] == 300
     strip = lambda runs: [{k: v for k, v in r.items() if k != "seconds"} for r in runs]  # noqa: E731
     assert strip(resumed["runs"]) == strip(full["runs"])
 

@@ -152,12 +152,14 @@ SWEEPS = {"fig3": {"epochs": 6}, "lasso": {}}
 
 @pytest.fixture(scope="module")
 def sequential(tmp_path_factory):
-    """The sequential (jobs=1) sweeps the parallel ones must equal, with their report and figures."""
+    """The sequential (jobs=1) sweeps the parallel ones must equal, with their report and figures: one run at a
+    time (``batch=False``), the path worker processes and Ray take."""
     torch.set_num_threads(1)
     outs = {}
     for name, overrides in SWEEPS.items():
         out = tmp_path_factory.mktemp(f"seq-{name}")
-        write_report(out, [run_experiment(EXPERIMENTS[name], "smoke", out, overrides=overrides, show_progress=False)])
+        write_report(out, [run_experiment(EXPERIMENTS[name], "smoke", out, overrides=overrides, show_progress=False,
+                                          batch=False)])
         outs[name] = out
     return outs
 

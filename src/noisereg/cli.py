@@ -55,7 +55,7 @@ def cmd_run(args) -> int:
     out = Path(args.out or f"runs/{args.name}-{args.preset}")
     results = run_experiment(exp, args.preset, out, overrides=overrides, data=args.data, data_dir=args.data_dir,
                              resume=args.resume, device=args.device, show_progress=not args.quiet, jobs=args.jobs,
-                             executor=args.executor, ray_address=args.ray_address)
+                             executor=args.executor, ray_address=args.ray_address, batch=not args.no_batch)
     report = write_report(out, [results], title=f"noisereg report: {args.name}")
     failed = results.get("failed", [])
     print(f"{args.name}: {len(results['runs'])} runs in {results['seconds']} s. Report: {report}")
@@ -131,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="runs at once (default 1): worker processes, one GPU each where there are GPUs, "
                         "else the CPU threads divided between them; or Ray tasks with --executor ray")
+    r.add_argument("--no-batch", action="store_true",
+                   help="train every run alone (the reference path); by default the runs of a theory experiment "
+                        "that share a model shape train as one batched model (with --jobs 1, local)")
     r.add_argument("--executor", choices=["local", "ray"], default="local",
                    help="local (default): this machine's processes; ray: Ray tasks (pip install \"noisereg[ray]\")")
     r.add_argument("--ray-address", metavar="ADDR",

@@ -397,6 +397,54 @@ class NoiseInjector:
                     p.to_local().copy_(saved)
             self._active = False
 
+    def draw(self, params: list[torch.Tensor] | None = None) -> dict[int, torch.Tensor]:
+        """The next perturbation as values, without touching the model: ``{id(p): p + noise}`` for the
+        parameters the next ``perturb()`` would perturb (empty when σ = 0).
+
+        Advances the step counter and the generators exactly as ``perturb()`` does, so a sequence of
+        ``draw()`` calls gives the noise that the same sequence of ``perturb()`` blocks would inject
+        (tested bit for bit). For batched sweeps of many small models (one model per run stacked along a
+        leading dimension): ``params``, if given, replaces the injector's parameters one for one (same
+        order, shapes and dtypes), e.g. the views of the stacked tensors; the keys stay the ids of the
+        injector's own parameters. Plain (non-sharded) parameters only.
+        """
+        law = self.law
+        if law.sigma == 0.0:
+            return {}
+        self.last_layer = law.choose(self.step, self._selection_gen)
+        chosen = law.perturbed_params(self.last_layer)
+        values = dict(zip(map(id, law.params), params)) if params is not None else {id(p): p for p in law.params}
+        self.step += 1
+        out: dict[int, torch.Tensor] = {}
+        with torch.no_grad():
+            by_kind: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
+            for p in chosen:
+                by_kind.setdefault((p.device, p.dtype), []).append(p)
+            for (device, _), group in by_kind.items():
+                noisy = law.perturb_copies([values[id(p)] for p in group], self._noise_gens[device], self.foreach)
+                out.update(zip(map(id, group), noisy))
+        return out
+
+    def draw_flat(self, out: torch.Tensor) -> bool:
+        """Full mode, parameters of one device and dtype: fill ``out`` with the next perturbation's noise
+        in :func:`noisereg.noise.flat_layout` (``out[offset:offset + numel]`` is a parameter's noise), as
+        ``perturb()`` would draw it, and advance the stream; False (nothing drawn) when σ = 0.
+
+        The fast path of batched sweeps (:mod:`noisereg.training.batched_gd`): one ``normal_`` per run.
+
+        Raises:
+            ValueError: layer-wise mode, or parameters of several devices or dtypes (use :meth:`draw`).
+        """
+        law = self.law
+        if law.mode != "full" or len({(p.device, p.dtype) for p in law.params}) != 1:
+            raise ValueError("draw_flat needs full mode and parameters of one device and dtype; use draw()")
+        if law.sigma == 0.0:
+            return False
+        self.last_layer = law.choose(self.step, self._selection_gen)
+        self.step += 1
+        out.normal_(0.0, law.std, generator=self._noise_gens[law.params[0].device])
+        return True
+
     def _perturb_shards(self, params: list[torch.Tensor],
                         copied: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
         """Add the law's noise in place to the local shards of the DTensor ``params``; return the others.

@@ -126,6 +126,17 @@ def _is_dense(p: torch.Tensor) -> bool:
     )
 
 
+def flat_layout(params: Sequence[torch.Tensor]) -> tuple[list[int], int]:
+    """Where :func:`noisy_copies` puts each parameter's noise in its one flat buffer: (offsets, length);
+    each block is rounded up to :data:`_ALIGN_BYTES`."""
+    align = max(1, _ALIGN_BYTES // params[0].element_size())
+    offsets, total = [], 0
+    for p in params:
+        offsets.append(total)
+        total += -(-p.numel() // align) * align
+    return offsets, total
+
+
 def noisy_copies(params: Sequence[torch.Tensor], std: float, generator: torch.Generator,
                  foreach: bool = True) -> list[torch.Tensor]:
     """Return new tensors ``p + std * N(0, I)`` for ``params`` (one device and dtype), same strides.
@@ -134,11 +145,7 @@ def noisy_copies(params: Sequence[torch.Tensor], std: float, generator: torch.Ge
     parameter; ``foreach=False`` is the for-loop reference of the same computation (tested equal).
     """
     p0 = params[0]
-    align = max(1, _ALIGN_BYTES // p0.element_size())
-    offsets, total = [], 0
-    for p in params:
-        offsets.append(total)
-        total += -(-p.numel() // align) * align
+    offsets, total = flat_layout(params)
     flat = torch.empty(total, dtype=p0.dtype, device=p0.device)
     flat.normal_(0.0, std, generator=generator)
     views = [

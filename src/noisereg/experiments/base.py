@@ -65,6 +65,10 @@ class Job:
     variant: str
     fn: Any
     params: dict[str, Any] = field(default_factory=dict)
+    batch: tuple[str, Any] | None = None
+    """``(key, make_setup)``: jobs with the same key may train together as one batched model
+    (:func:`noisereg.training.batched_gd.run_noisy_gd_batch`); ``make_setup()`` returns this job's
+    :class:`~noisereg.training.batched_gd.Setup`. None: the job always runs alone (``fn``)."""
 
 
 class Experiment:
@@ -252,7 +256,7 @@ def data_note(results: dict) -> str:
 def run_experiment(exp: Experiment, preset: str, out: str | Path, *, overrides: dict[str, Any] | None = None,
                    data: str | None = None, data_dir: str | None = None, resume: bool = False,
                    device: str | None = None, show_progress: bool = True, callback=None, jobs: int = 1,
-                   executor: str = "local", ray_address: str | None = None) -> dict:
+                   executor: str = "local", ray_address: str | None = None, batch: bool = True) -> dict:
     """Run every run of ``exp`` at ``preset``; write ``out/results.json`` and ``out/checkpoints/``.
 
     Everything is checked (config, runs, an earlier results.json) before the data is loaded.
@@ -269,6 +273,10 @@ def run_experiment(exp: Experiment, preset: str, out: str | Path, *, overrides: 
             stops the sweep). executor: ``"local"`` (worker processes when ``jobs > 1``) or
             ``"ray"``. ray_address: a running Ray cluster (default: start a local instance).
             See :mod:`noisereg.experiments.executors`. callback: only with ``jobs=1``, local.
+        batch: train the jobs that share a model shape (a theory experiment's σ × seed grid) as one
+            batched model (:mod:`noisereg.training.batched_gd`; same numbers up to summation order);
+            only with ``jobs=1``, local (worker processes and Ray run each job alone). False: each
+            job alone, the reference path.
 
     Raises:
         UserError: a bad preset or value, ``jobs``, ``executor`` or ``ray_address``; ``out`` holds
@@ -309,7 +317,7 @@ def run_experiment(exp: Experiment, preset: str, out: str | Path, *, overrides: 
     else:
         done = {}
     todo = [r for r in runs if r.id not in done]
-    pool = executors.make_executor(executor, jobs, device, ray_address)  # Ray missing: raises here
+    pool = executors.make_executor(executor, jobs, device, ray_address, batch)  # Ray missing: raises here
     split = exp.data(cfg, data, data_dir)
     x_train = getattr(split, "x_train", None)
     first: dict[str, Run] = {}  # the memory check: one model per variant
@@ -323,6 +331,8 @@ def run_experiment(exp: Experiment, preset: str, out: str | Path, *, overrides: 
     if not resume:  # every run resumes from its checkpoint (a lost worker's retry too): none may be stale
         for run in todo:
             (out / "checkpoints" / f"{run.id}.pt").unlink(missing_ok=True)
+        for stale in (out / "checkpoints").glob("batch-*.pt"):
+            stale.unlink()
     failed: dict[str, dict] = {}
     t0 = time.perf_counter()
     with pool:
@@ -334,6 +344,8 @@ def run_experiment(exp: Experiment, preset: str, out: str | Path, *, overrides: 
                    "runs": [done[r.id] for r in runs if r.id in done]}
         if pool.name != "sequential":
             results["environment"] |= {"executor": pool.name, "jobs": jobs, "threads_per_run": pool.threads}
+        elif getattr(pool, "batch", False) and any(len(g) > 1 for g in executors.batches(todo).values()):
+            results["environment"]["batched"] = True
 
         def record(run_id: str, outcome: dict) -> None:
             run = next(r for r in todo if r.id == run_id)

@@ -26,6 +26,7 @@ to :data:`MAX_RETRIES` times; a run that raises is recorded as failed and the ot
 from __future__ import annotations
 
 import concurrent.futures as cf
+import hashlib
 import importlib
 import multiprocessing
 import sys
@@ -40,6 +41,7 @@ import torch
 
 from noisereg.experiments.base import EXPERIMENTS, Job, Run
 from noisereg.training import train
+from noisereg.training.batched_gd import run_noisy_gd_batch
 
 MAX_RETRIES = 2
 """Times a run whose worker was lost is started again (from its checkpoint) before it is recorded as failed."""
@@ -74,8 +76,8 @@ class Sequential:
 
     name = "sequential"
 
-    def __init__(self, device: str):
-        self.device = device
+    def __init__(self, device: str, batch: bool = False):
+        self.device, self.batch = device, batch
 
     def __enter__(self) -> Sequential:
         return self
@@ -85,12 +87,38 @@ class Sequential:
 
     def map(self, exp, cfg, split, todo: list[Run | Job], out: Path, progress=None,
             callback=None) -> Iterator[tuple[str, Outcome]]:
+        groups = {k: g for k, g in batches(todo).items() if len(g) > 1} if self.batch else {}
+        for key, group in groups.items():
+            if progress is not None:
+                progress.set_postfix_str(f"{len(group)} runs batched ({key})")
+            t0 = time.perf_counter()
+            ids = hashlib.sha1(" ".join(j.id for j in group).encode()).hexdigest()[:10]
+            records = run_noisy_gd_batch([j.batch[1]() for j in group], resume=True,
+                                         checkpoint=out / "checkpoints" / f"batch-{key}-{ids}.pt")
+            seconds = round((time.perf_counter() - t0) / len(group), 3)   # the batch's time, shared out
+            for j, record in zip(group, records):
+                if progress is not None:
+                    progress.update(1)
+                yield j.id, {"record": {"id": j.id, "variant": j.variant, "params": j.params, **record,
+                                        "seconds": seconds, "batched": len(group)}}
+        done = {j.id for g in groups.values() for j in g}
         for run in todo:
+            if run.id in done:
+                continue
             if progress is not None:
                 progress.set_postfix_str(run.id)
             record = run_one(exp, cfg, run, split, checkpoint=out / "checkpoints" / f"{run.id}.pt",
                              device=self.device, progress=progress, callback=callback)
             yield run.id, {"record": record}
+
+
+def batches(todo: list[Run | Job]) -> dict[str, list[Job]]:
+    """The jobs of ``todo`` that can train together, by batch key (in ``todo`` order)."""
+    out: dict[str, list[Job]] = {}
+    for j in todo:
+        if isinstance(j, Job) and j.batch is not None:
+            out.setdefault(j.batch[0], []).append(j)
+    return out
 
 
 # ------------------------------------------------------------------------------------- workers
@@ -270,11 +298,12 @@ class RayTasks:
                 ray.cancel(ref, force=True)
 
 
-def make_executor(executor: str, jobs: int, device: str | None, address: str | None):
-    """The executor for ``executor`` ("local" or "ray") and ``jobs``; ``device`` None: the default."""
+def make_executor(executor: str, jobs: int, device: str | None, address: str | None, batch: bool = False):
+    """The executor for ``executor`` ("local" or "ray") and ``jobs``; ``device`` None: the default; ``batch``:
+    jobs that can train together do (in this process only: ``jobs=1``, local)."""
     from noisereg.experiments.base import default_device
 
     if executor == "ray":
         return RayTasks(jobs, device, address)
     device = device or default_device()
-    return Sequential(device) if jobs == 1 else Processes(jobs, device)
+    return Sequential(device, batch) if jobs == 1 else Processes(jobs, device)

@@ -22,6 +22,7 @@ size (±1, ±0.6, ±0.3 entries), so σ decides which groups survive.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,7 +34,8 @@ from noisereg.constraints import Checked, Each, Rule
 from noisereg.experiments.base import Experiment, Job
 from noisereg.experiments.stats import mean_se
 from noisereg.injection import NoiseInjector
-from noisereg.training.noisy_gd import FRACTION, NONNEG, POSITIVE, every, run_noisy_gd
+from noisereg.training.batched_gd import Setup
+from noisereg.training.noisy_gd import FRACTION, NONNEG, POSITIVE, every
 from noisereg.training.settings import POSITIVE_INT, SEED, SEEDS, SIGMA
 
 
@@ -105,8 +107,9 @@ def _problem(cfg):
                          get("data_seed"))
 
 
-def train_hadamard(cfg, sigma: float, seed: int, *, checkpoint=None, resume: bool = False) -> dict:
-    """Noisy GD on the Hadamard factorization at one σ; the record compared with the group Lasso."""
+def setup_hadamard(cfg, sigma: float, seed: int) -> Setup:
+    """Noisy GD on the Hadamard factorization at one σ, ready to train (per run or batched); the record is
+    compared with the group Lasso."""
     X, y, beta_star, idx = _problem(cfg)
     n = X.shape[0]
     Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
@@ -126,21 +129,29 @@ def train_hadamard(cfg, sigma: float, seed: int, *, checkpoint=None, resume: boo
 
     net = HadamardGroups(cfg.groups, cfg.group_size, cfg.init)
     inj = NoiseInjector(net, sigma=sigma, mode="full", convention="paper", seed=seed)
-    out = run_noisy_gd(net, inj, lambda: (yt - net(Xt)[:, 0]).pow(2).sum() / (2 * n), steps=cfg.steps, lr=cfg.lr,
-                       schedule="geometric", lr_final=cfg.lr_final, average=net.beta, average_from=cfg.average_from,
-                       evaluate=evaluate, eval_steps=every(cfg.eval_every, cfg.steps), checkpoint=checkpoint,
-                       resume=resume)
-    beta = out["average"].numpy()
-    norms, norms_gl = _group_norms(beta, idx), _group_norms(beta_gl, idx)
-    zero = norms <= cfg.zero_tol * norms.max()
-    return {"method": "full", "sigma": sigma, "seed": seed,
-            "final": {"rel_err": rel(beta), "train_loss": float(((y - X @ beta) ** 2).sum() / (2 * n)),
-                      "objective_gap": obj(beta) - obj(beta_gl),
-                      "zero_groups_agree": float(np.array_equal(zero, norms_gl == 0))},
-            "history": out["history"], "beta": beta.tolist(), "beta_convex": beta_gl.tolist(),
-            "group_norms": norms.tolist(), "group_norms_convex": norms_gl.tolist(),
-            "zero_groups": np.flatnonzero(zero).tolist(), "zero_groups_convex": np.flatnonzero(norms_gl == 0).tolist(),
-            "true_groups": np.flatnonzero(_group_norms(beta_star, idx) > 0).tolist(), "convex_kkt_violation": kkt}
+
+    def finish(out):
+        beta = out["average"].numpy()
+        norms, norms_gl = _group_norms(beta, idx), _group_norms(beta_gl, idx)
+        zero = norms <= cfg.zero_tol * norms.max()
+        return {"method": "full", "sigma": sigma, "seed": seed,
+                "final": {"rel_err": rel(beta), "train_loss": float(((y - X @ beta) ** 2).sum() / (2 * n)),
+                          "objective_gap": obj(beta) - obj(beta_gl),
+                          "zero_groups_agree": float(np.array_equal(zero, norms_gl == 0))},
+                "history": out["history"], "beta": beta.tolist(), "beta_convex": beta_gl.tolist(),
+                "group_norms": norms.tolist(), "group_norms_convex": norms_gl.tolist(),
+                "zero_groups": np.flatnonzero(zero).tolist(), "zero_groups_convex": np.flatnonzero(norms_gl == 0).tolist(),
+                "true_groups": np.flatnonzero(_group_norms(beta_star, idx) > 0).tolist(), "convex_kkt_violation": kkt}
+
+    return Setup(net, inj, lambda: (yt - net(Xt)[:, 0]).pow(2).sum() / (2 * n),
+                 dict(steps=cfg.steps, lr=cfg.lr, schedule="geometric", lr_final=cfg.lr_final, average=net.beta,
+                      average_from=cfg.average_from, evaluate=evaluate, eval_steps=every(cfg.eval_every, cfg.steps)),
+                 finish)
+
+
+def train_hadamard(cfg, sigma: float, seed: int, *, checkpoint=None, resume: bool = False) -> dict:
+    """Noisy GD on the Hadamard factorization at one σ (the per-run path); the run record."""
+    return setup_hadamard(cfg, sigma, seed).run(checkpoint, resume)
 
 
 class GroupLasso(Experiment):
@@ -162,7 +173,8 @@ class GroupLasso(Experiment):
     def runs(self, cfg):
         return [Job(f"s{sigma:g}-seed{seed}", "Hadamard groups",
                     lambda s=sigma, r=seed, **kw: train_hadamard(cfg, s, r, **kw),
-                    params={"method": "full", "sigma": sigma, "seed": seed})
+                    params={"method": "full", "sigma": sigma, "seed": seed},
+                    batch=("hadamard", functools.partial(setup_hadamard, cfg, sigma, seed)))
                 for sigma in cfg.sigmas for seed in cfg.seeds]
 
     def figures(self, cfg):

@@ -28,6 +28,7 @@ the cpu grid stops at 0.4.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,7 +40,8 @@ from noisereg.experiments.base import Experiment, Job
 from noisereg.experiments.stats import mean_se
 from noisereg.injection import NoiseInjector
 from noisereg.models import DiagonalNet
-from noisereg.training.noisy_gd import FRACTION, NONNEG, POSITIVE, every, run_noisy_gd
+from noisereg.training.batched_gd import Setup
+from noisereg.training.noisy_gd import FRACTION, NONNEG, POSITIVE, every
 from noisereg.training.settings import POSITIVE_INT, SEED, SEEDS
 
 
@@ -100,8 +102,9 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
 
 
-def train_diagonal(cfg, sigma: float, seed: int, *, checkpoint=None, resume: bool = False) -> dict:
-    """Noisy GD on the diagonal net at one σ; the run record compared with the weighted Lasso."""
+def setup_diagonal(cfg, sigma: float, seed: int) -> Setup:
+    """Noisy GD on the diagonal net at one σ, ready to train (per run or batched); its record is compared
+    with the weighted Lasso."""
     X, y, beta_star = _problem(cfg)
     n = X.shape[0]
     Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
@@ -118,22 +121,30 @@ def train_diagonal(cfg, sigma: float, seed: int, *, checkpoint=None, resume: boo
 
     net = DiagonalNet(X.shape[1], init=cfg.init).double()
     inj = NoiseInjector(net, sigma=sigma, mode="full", convention="paper", seed=seed)
-    out = run_noisy_gd(net, inj, lambda: (yt - net(Xt)[:, 0]).pow(2).sum() / (2 * n), steps=cfg.steps, lr=cfg.lr,
-                       schedule="geometric", lr_final=cfg.lr_final, average=lambda: net.beta,
-                       average_from=cfg.average_from, evaluate=evaluate, eval_steps=every(cfg.eval_every, cfg.steps),
-                       checkpoint=checkpoint, resume=resume)
-    beta = out["average"].numpy()
-    last = net.beta.numpy()
-    final = {"rel_err": _rel(beta, beta_lasso), "rel_err_last_iterate": _rel(last, beta_lasso),
-             "train_loss": float(((y - X @ beta) ** 2).sum() / (2 * n)),
-             "lasso_obj_gap": obj(beta) - obj(beta_lasso)}
-    final |= {f"{k}_vs_lasso": v for k, v in support_counts(beta, beta_lasso, cfg.support_tol).items()}
-    final |= {f"{k}_vs_truth": v for k, v in support_counts(beta, beta_star, cfg.support_tol).items()}
-    return {"method": "full", "sigma": sigma, "seed": seed, "final": final, "history": out["history"],
-            "beta": beta.tolist(), "beta_lasso": beta_lasso.tolist(), "beta_true": beta_star.tolist(),
-            "lasso_kkt_violation": float(weighted_lasso_kkt(Xt, yt, torch.from_numpy(beta_lasso), lam)),
-            "lasso_nnz": int((beta_lasso != 0).sum()),
-            "lasso_support": int((np.abs(beta_lasso) > cfg.support_tol).sum()), "lasso_objective": obj(beta_lasso)}
+
+    def finish(out):
+        beta = out["average"].numpy()
+        last = net.beta.numpy()
+        final = {"rel_err": _rel(beta, beta_lasso), "rel_err_last_iterate": _rel(last, beta_lasso),
+                 "train_loss": float(((y - X @ beta) ** 2).sum() / (2 * n)),
+                 "lasso_obj_gap": obj(beta) - obj(beta_lasso)}
+        final |= {f"{k}_vs_lasso": v for k, v in support_counts(beta, beta_lasso, cfg.support_tol).items()}
+        final |= {f"{k}_vs_truth": v for k, v in support_counts(beta, beta_star, cfg.support_tol).items()}
+        return {"method": "full", "sigma": sigma, "seed": seed, "final": final, "history": out["history"],
+                "beta": beta.tolist(), "beta_lasso": beta_lasso.tolist(), "beta_true": beta_star.tolist(),
+                "lasso_kkt_violation": float(weighted_lasso_kkt(Xt, yt, torch.from_numpy(beta_lasso), lam)),
+                "lasso_nnz": int((beta_lasso != 0).sum()),
+                "lasso_support": int((np.abs(beta_lasso) > cfg.support_tol).sum()), "lasso_objective": obj(beta_lasso)}
+
+    return Setup(net, inj, lambda: (yt - net(Xt)[:, 0]).pow(2).sum() / (2 * n),
+                 dict(steps=cfg.steps, lr=cfg.lr, schedule="geometric", lr_final=cfg.lr_final,
+                      average=lambda: net.beta, average_from=cfg.average_from, evaluate=evaluate,
+                      eval_steps=every(cfg.eval_every, cfg.steps)), finish)
+
+
+def train_diagonal(cfg, sigma: float, seed: int, *, checkpoint=None, resume: bool = False) -> dict:
+    """Noisy GD on the diagonal net at one σ (the per-run path); the run record."""
+    return setup_diagonal(cfg, sigma, seed).run(checkpoint, resume)
 
 
 class Lasso(Experiment):
@@ -155,7 +166,8 @@ class Lasso(Experiment):
     def runs(self, cfg):
         return [Job(f"s{sigma:g}-seed{seed}", "diagonal net",
                     lambda s=sigma, r=seed, **kw: train_diagonal(cfg, s, r, **kw),
-                    params={"method": "full", "sigma": sigma, "seed": seed})
+                    params={"method": "full", "sigma": sigma, "seed": seed},
+                    batch=("diagonal", functools.partial(setup_diagonal, cfg, sigma, seed)))
                 for sigma in cfg.sigmas for seed in cfg.seeds]
 
     def figures(self, cfg):

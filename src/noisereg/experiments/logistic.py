@@ -32,6 +32,7 @@ solutions; GD runs at a constant step (:func:`noisereg.training.run_noisy_gd`).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,7 +44,8 @@ from noisereg.experiments.base import Experiment, Job
 from noisereg.experiments.stats import mean_se
 from noisereg.injection import NoiseInjector
 from noisereg.models import DiagonalNet
-from noisereg.training.noisy_gd import POSITIVE, run_noisy_gd
+from noisereg.training.batched_gd import Setup
+from noisereg.training.noisy_gd import POSITIVE
 from noisereg.training.settings import POSITIVE_INT, SEED, SEEDS, SIGMA
 
 REFS = {"cos_weighted_l1": "weighted-ℓ1 (conjecture)", "cos_l1": "ℓ1", "cos_l2": "ℓ2 (SVM)"}
@@ -97,8 +99,9 @@ def references(X: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
             "cos_l1": l1_max_margin(Xt, yt, torch.ones_like(c)).numpy(), "cos_l2": l2_max_margin(Xt, yt).numpy()}
 
 
-def train_logistic(cfg, method: str, sigma: float, seed: int, *, checkpoint=None, resume: bool = False) -> dict:
-    """(Noisy) GD on the diagonal net with logistic loss; cosines of β(t) with the references."""
+def setup_logistic(cfg, method: str, sigma: float, seed: int) -> Setup:
+    """(Noisy) GD on the diagonal net with logistic loss, ready to train (per run or batched); the record
+    holds the cosines of β(t) with the references."""
     X, y, _ = _problem(cfg)
     refs = references(X, y)
     Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
@@ -112,13 +115,21 @@ def train_logistic(cfg, method: str, sigma: float, seed: int, *, checkpoint=None
                 "normalized_margin": float(z.min() / max(np.abs(b).sum(), 1e-300)),
                 **{k: _cos(b, r) for k, r in refs.items()}}
 
+    def finish(out):
+        final = out["history"][-1]
+        return {"method": method, "sigma": sigma, "seed": seed,
+                "final": {k: v for k, v in final.items() if k not in ("step", "lr")},
+                "history": out["history"], "beta": net.beta.tolist(),
+                **{f"ref_{k}": v.tolist() for k, v in refs.items()}}
+
     evals = {0, *np.geomspace(1, cfg.steps, cfg.n_evals).astype(int).tolist()}
-    out = run_noisy_gd(net, inj, lambda: torch.nn.functional.softplus(-yt * net(Xt)[:, 0]).mean(), steps=cfg.steps,
-                       lr=cfg.lr, evaluate=evaluate, eval_steps=evals, checkpoint=checkpoint, resume=resume)
-    final = out["history"][-1]
-    return {"method": method, "sigma": sigma, "seed": seed,
-            "final": {k: v for k, v in final.items() if k not in ("step", "lr")},
-            "history": out["history"], "beta": net.beta.tolist(), **{f"ref_{k}": v.tolist() for k, v in refs.items()}}
+    return Setup(net, inj, lambda: torch.nn.functional.softplus(-yt * net(Xt)[:, 0]).mean(),
+                 dict(steps=cfg.steps, lr=cfg.lr, evaluate=evaluate, eval_steps=evals), finish)
+
+
+def train_logistic(cfg, method: str, sigma: float, seed: int, *, checkpoint=None, resume: bool = False) -> dict:
+    """(Noisy) GD on the diagonal net with logistic loss (the per-run path); the run record."""
+    return setup_logistic(cfg, method, sigma, seed).run(checkpoint, resume)
 
 
 class Logistic(Experiment):
@@ -140,10 +151,12 @@ class Logistic(Experiment):
     def runs(self, cfg):
         seed = cfg.seeds[0]
         jobs = [Job(f"gd-seed{seed}", "diagonal net", lambda **kw: train_logistic(cfg, "gd", 0.0, seed, **kw),
-                    params={"method": "gd", "sigma": 0.0, "seed": seed})]
+                    params={"method": "gd", "sigma": 0.0, "seed": seed},
+                    batch=("diagonal", functools.partial(setup_logistic, cfg, "gd", 0.0, seed)))]
         return jobs + [Job(f"s{sigma:g}-seed{seed}", "diagonal net",
                            lambda s=sigma, r=seed, **kw: train_logistic(cfg, "full", s, r, **kw),
-                           params={"method": "full", "sigma": sigma, "seed": seed})
+                           params={"method": "full", "sigma": sigma, "seed": seed},
+                           batch=("diagonal", functools.partial(setup_logistic, cfg, "full", sigma, seed)))
                        for sigma in cfg.sigmas for seed in cfg.seeds]
 
     def figures(self, cfg):

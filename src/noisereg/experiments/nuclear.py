@@ -25,6 +25,7 @@ label noise 0.1; σ ∈ {0.2, 0.3}; full-batch GD, lr 0.05, 20 000 steps; mean-f
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -35,7 +36,8 @@ from noisereg.experiments.base import Experiment, Job
 from noisereg.experiments.plotting import figure, save
 from noisereg.injection import NoiseInjector
 from noisereg.models import DeepLinearNet
-from noisereg.training.noisy_gd import POSITIVE, every, run_noisy_gd
+from noisereg.training.batched_gd import Setup
+from noisereg.training.noisy_gd import POSITIVE, every
 from noisereg.training.settings import POSITIVE_INT, SEED, SEEDS
 
 METHODS = ("gd", "full", "layer")
@@ -94,9 +96,8 @@ def one_thread():
         torch.set_num_threads(before)
 
 
-@one_thread()
-def train_run(cfg, method: str, sigma: float, seed: int, *, checkpoint=None, resume: bool = False) -> dict:
-    """Noisy (or plain) GD on the two-layer net; returns the run record."""
+def setup_run(cfg, method: str, sigma: float, seed: int) -> Setup:
+    """Noisy (or plain) GD on the two-layer net, ready to train (per run or batched)."""
     X, Y = make_data(cfg)
     n = cfg.n
     sref = max(cfg.sigmas) if method == "gd" else sigma    # plain GD is compared with the largest σ
@@ -114,27 +115,35 @@ def train_run(cfg, method: str, sigma: float, seed: int, *, checkpoint=None, res
              "reg_loss": float(nuclear_norm_objective(X, Y, M, sref))}
         return h if avg is None else {**h, "rel_err_avg": rel(avg)}
 
-    out = run_noisy_gd(net, inj, lambda: 0.5 * (net(X) - Y).pow(2).sum() / n, steps=cfg.steps, lr=cfg.lr,
-                       schedule="harmonic", lr_final=cfg.lr / cfg.lr_ratio, average=product,
-                       average_from=1 - cfg.avg_frac, evaluate=evaluate, eval_steps=every(cfg.eval_every, cfg.steps),
-                       checkpoint=checkpoint, resume=resume)
-    with torch.no_grad():
-        M_last = product()
-    M = out["average"] if method != "gd" else M_last
-    return {
-        "method": method, "sigma": float(sigma if method != "gd" else 0.0), "seed": seed,
-        "final": {"rel_err": rel(M), "rel_err_last": rel(M_last),
-                  "train_loss": float((Y - X @ M.T).pow(2).sum() / (2 * n)),
-                  "reg_loss": float(nuclear_norm_objective(X, Y, M, sref)),
-                  "reg_loss_cvx": float(nuclear_norm_objective(X, Y, ref, sref)),
-                  "kkt_cvx": nuclear_norm_kkt(X, Y, ref, sref)},
-        "history": out["history"],
-        "compared_sigma": float(sref),
-        "sv": torch.linalg.svdvals(M).tolist(), "sv_cvx": torch.linalg.svdvals(ref).tolist(),
-        "averaging": (f"harmonic lr decay {cfg.lr:g} -> {cfg.lr / cfg.lr_ratio:g} over the second half; "
-                      f"Polyak average of M over the last {cfg.avg_frac:.0%} of {cfg.steps} steps"
-                      if method != "gd" else "none (last iterate)"),
-    }
+    def finish(out):
+        with torch.no_grad():
+            M_last = product()
+        M = out["average"] if method != "gd" else M_last
+        return {
+            "method": method, "sigma": float(sigma if method != "gd" else 0.0), "seed": seed,
+            "final": {"rel_err": rel(M), "rel_err_last": rel(M_last),
+                      "train_loss": float((Y - X @ M.T).pow(2).sum() / (2 * n)),
+                      "reg_loss": float(nuclear_norm_objective(X, Y, M, sref)),
+                      "reg_loss_cvx": float(nuclear_norm_objective(X, Y, ref, sref)),
+                      "kkt_cvx": nuclear_norm_kkt(X, Y, ref, sref)},
+            "history": out["history"],
+            "compared_sigma": float(sref),
+            "sv": torch.linalg.svdvals(M).tolist(), "sv_cvx": torch.linalg.svdvals(ref).tolist(),
+            "averaging": (f"harmonic lr decay {cfg.lr:g} -> {cfg.lr / cfg.lr_ratio:g} over the second half; "
+                          f"Polyak average of M over the last {cfg.avg_frac:.0%} of {cfg.steps} steps"
+                          if method != "gd" else "none (last iterate)"),
+        }
+
+    return Setup(net, inj, lambda: 0.5 * (net(X) - Y).pow(2).sum() / n,
+                 dict(steps=cfg.steps, lr=cfg.lr, schedule="harmonic", lr_final=cfg.lr / cfg.lr_ratio, average=product,
+                      average_from=1 - cfg.avg_frac, evaluate=evaluate, eval_steps=every(cfg.eval_every, cfg.steps)),
+                 finish)
+
+
+@one_thread()
+def train_run(cfg, method: str, sigma: float, seed: int, *, checkpoint=None, resume: bool = False) -> dict:
+    """Noisy (or plain) GD on the two-layer net (the per-run path); returns the run record."""
+    return setup_run(cfg, method, sigma, seed).run(checkpoint, resume)
 
 
 class Nuclear(Experiment):
@@ -155,10 +164,12 @@ class Nuclear(Experiment):
 
     def runs(self, cfg):
         jobs = [Job(f"gd-s{seed}", "gd", lambda seed=seed, **kw: train_run(cfg, "gd", 0.0, seed, **kw),
-                    params={"method": "gd", "sigma": 0.0, "seed": seed}) for seed in cfg.seeds]
+                    params={"method": "gd", "sigma": 0.0, "seed": seed},
+                    batch=("nuclear-gd", functools.partial(setup_run, cfg, "gd", 0.0, seed))) for seed in cfg.seeds]
         jobs += [Job(f"{m}-sigma{sigma:g}-s{seed}", f"sigma {sigma:g}",
                      lambda m=m, sigma=sigma, seed=seed, **kw: train_run(cfg, m, sigma, seed, **kw),
-                     params={"method": m, "sigma": sigma, "seed": seed})
+                     params={"method": m, "sigma": sigma, "seed": seed},
+                     batch=(f"nuclear-{m}", functools.partial(setup_run, cfg, m, sigma, seed)))
                  for sigma in cfg.sigmas for m in ("full", "layer") for seed in cfg.seeds]
         return jobs
 

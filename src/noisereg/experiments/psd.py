@@ -49,7 +49,8 @@ from noisereg.experiments.plotting import figure, save
 from noisereg.experiments.variance import slope
 from noisereg.injection import NoiseInjector, check_sigma
 from noisereg.models import PSDFactorization
-from noisereg.training.noisy_gd import POSITIVE, every, run_noisy_gd
+from noisereg.training.batched_gd import Setup
+from noisereg.training.noisy_gd import POSITIVE, every
 from noisereg.training.settings import POSITIVE_INT, SEED, SEEDS, SIGMA
 
 
@@ -142,9 +143,8 @@ def thresholds(cfg, sigma: float) -> tuple[float, float]:
     return sigma**2 * (cfg.d + 1), sigma**2 * (cfg.d + 1 + cfg.r)
 
 
-@one_thread()
-def train_run(cfg, method: str, sigma: float, seed: int, *, checkpoint=None, resume: bool = False) -> dict:
-    """Noisy (full) or plain GD on Φ = wwᵀ; returns the run record."""
+def setup_run(cfg, method: str, sigma: float, seed: int) -> Setup:
+    """Noisy (full) or plain GD on Φ = wwᵀ, ready to train (per run or batched)."""
     Y = make_target(cfg)
     sref = max(cfg.sigmas) if method == "gd" else sigma       # plain GD is compared with the largest σ
     ca, cb = thresholds(cfg, sref)
@@ -160,25 +160,33 @@ def train_run(cfg, method: str, sigma: float, seed: int, *, checkpoint=None, res
         h = {"rel_err_b": rel(P, Phi_b), "rel_err_a": rel(P, Phi_a), "train_loss": float(0.5 * (Y - P).pow(2).sum())}
         return h if avg is None else {**h, "rel_err_b_avg": rel(avg, Phi_b), "rel_err_a_avg": rel(avg, Phi_a)}
 
-    out = run_noisy_gd(net, inj, lambda: 0.5 * (Y - net(eye)).pow(2).sum(), steps=cfg.steps, lr=cfg.lr,
-                       schedule="harmonic", lr_final=cfg.lr / cfg.lr_ratio, average=product,
-                       average_from=1 - cfg.avg_frac, evaluate=evaluate, eval_steps=every(cfg.eval_every, cfg.steps),
-                       checkpoint=checkpoint, resume=resume)
-    with torch.no_grad():
-        P_last = product()
-    P = out["average"] if method != "gd" else P_last
-    eig = lambda A: torch.linalg.eigvalsh(A).flip(0).tolist()  # noqa: E731
-    return {
-        "method": method, "sigma": float(0.0 if method == "gd" else sigma), "seed": seed,
-        "final": {"rel_err_b": rel(P, Phi_b), "rel_err_a": rel(P, Phi_a), "rel_err_b_last": rel(P_last, Phi_b),
-                  "rel_ab": rel(Phi_a, Phi_b), "train_loss": float(0.5 * (Y - P).pow(2).sum()),
-                  "reg_loss": float(psd_objective(Y, P, cb)), "reg_loss_b": float(psd_objective(Y, Phi_b, cb))},
-        "history": out["history"], "compared_sigma": float(sref), "c_a": ca, "c_b": cb,
-        "eig": eig(P), "eig_a": eig(Phi_a), "eig_b": eig(Phi_b), "eig_y": eig(Y),
-        "averaging": (f"harmonic lr decay {cfg.lr:g} -> {cfg.lr / cfg.lr_ratio:g} over the second half; "
-                      f"Polyak average of Φ over the last {cfg.avg_frac:.0%} of {cfg.steps} steps"
-                      if method != "gd" else "none (last iterate)"),
-    }
+    def finish(out):
+        with torch.no_grad():
+            P_last = product()
+        P = out["average"] if method != "gd" else P_last
+        eig = lambda A: torch.linalg.eigvalsh(A).flip(0).tolist()  # noqa: E731
+        return {
+            "method": method, "sigma": float(0.0 if method == "gd" else sigma), "seed": seed,
+            "final": {"rel_err_b": rel(P, Phi_b), "rel_err_a": rel(P, Phi_a), "rel_err_b_last": rel(P_last, Phi_b),
+                      "rel_ab": rel(Phi_a, Phi_b), "train_loss": float(0.5 * (Y - P).pow(2).sum()),
+                      "reg_loss": float(psd_objective(Y, P, cb)), "reg_loss_b": float(psd_objective(Y, Phi_b, cb))},
+            "history": out["history"], "compared_sigma": float(sref), "c_a": ca, "c_b": cb,
+            "eig": eig(P), "eig_a": eig(Phi_a), "eig_b": eig(Phi_b), "eig_y": eig(Y),
+            "averaging": (f"harmonic lr decay {cfg.lr:g} -> {cfg.lr / cfg.lr_ratio:g} over the second half; "
+                          f"Polyak average of Φ over the last {cfg.avg_frac:.0%} of {cfg.steps} steps"
+                          if method != "gd" else "none (last iterate)"),
+        }
+
+    return Setup(net, inj, lambda: 0.5 * (Y - net(eye)).pow(2).sum(),
+                 dict(steps=cfg.steps, lr=cfg.lr, schedule="harmonic", lr_final=cfg.lr / cfg.lr_ratio, average=product,
+                      average_from=1 - cfg.avg_frac, evaluate=evaluate, eval_steps=every(cfg.eval_every, cfg.steps)),
+                 finish)
+
+
+@one_thread()
+def train_run(cfg, method: str, sigma: float, seed: int, *, checkpoint=None, resume: bool = False) -> dict:
+    """Noisy (full) or plain GD on Φ = wwᵀ (the per-run path); returns the run record."""
+    return setup_run(cfg, method, sigma, seed).run(checkpoint, resume)
 
 
 class PSD(Experiment):
@@ -201,10 +209,12 @@ class PSD(Experiment):
 
     def runs(self, cfg):
         jobs = [Job(f"gd-s{seed}", "gd", lambda seed=seed, **kw: train_run(cfg, "gd", 0.0, seed, **kw),
-                    params={"method": "gd", "sigma": 0.0, "seed": seed}) for seed in cfg.seeds]
+                    params={"method": "gd", "sigma": 0.0, "seed": seed},
+                    batch=("psd", functools.partial(setup_run, cfg, "gd", 0.0, seed))) for seed in cfg.seeds]
         jobs += [Job(f"full-sigma{sigma:g}-s{seed}", f"sigma {sigma:g}",
                      lambda sigma=sigma, seed=seed, **kw: train_run(cfg, "full", sigma, seed, **kw),
-                     params={"method": "full", "sigma": sigma, "seed": seed})
+                     params={"method": "full", "sigma": sigma, "seed": seed},
+                     batch=("psd", functools.partial(setup_run, cfg, "full", sigma, seed)))
                  for sigma in cfg.sigmas for seed in cfg.seeds]
         jobs += [Job(f"theorem2-sigma{sigma:g}", THEOREM2, functools.partial(theorem2_point, cfg, sigma),
                      params={"method": "full", "sigma": sigma, "seed": cfg.data_seed, "part": "theorem2"})

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from noisereg.experiments.executors import batches
 from noisereg.experiments.base import Experiment, Run
 
 
@@ -90,5 +91,10 @@ def show(exp: Experiment, preset: str, overrides: dict, data: str | None, data_d
             lines.append(f"  {r.id}: method {r.spec.method}, σ {r.spec.sigma:g}, seed {r.spec.seed}, {cost}")
         else:
             lines.append(f"  {r.id}: {r.variant or 'a computation'} (params {r.params})")
+    groups = {k: g for k, g in batches(runs).items() if len(g) > 1}
+    lines += ["", "batching: " + ("; ".join(f"{len(g)} runs ({g[0].id} ...) train as one batched model "
+                                           f"(key {k!r})" for k, g in groups.items())
+                                 + " with --jobs 1 (the default); --no-batch, --jobs N or Ray run each alone"
+                                 if groups else "none (every run trains alone)")]
     lines += ["", *describe_data(exp, cfg, data, data_dir)]
     return "\n".join(lines)

@@ -1,0 +1,240 @@
+r"""Many small full-batch noisy-GD runs as one batched model (the theory experiments' σ × seed grids).
+
+A theory experiment trains R tiny models of one shape (a diagonal net, a factorisation) for tens of
+thousands of steps; one run at a time, a step costs far more in Python and dispatch than in arithmetic.
+:func:`run_noisy_gd_batch` trains the R runs together: their parameters are stacked along a leading run
+dimension, one ``torch.func.vmap`` of ``torch.func.grad`` of the run's own loss gives the R gradients at
+the R perturbed points, and one in-place update moves all of them. Everything else stays per run, as in
+:func:`noisereg.training.run_noisy_gd`, the reference:
+
+* the noise: each run's own :class:`noisereg.NoiseInjector` draws it (:meth:`~noisereg.NoiseInjector.draw`,
+  the stream ``perturb()`` would use), R small draws per step: that Python loop is the floor of the
+  batched step;
+* the step size (each run's schedule), the Polyak average, the evaluations and the history;
+* each run's ``nn.Module`` keeps working: its parameters become views of the stacked tensors, so the
+  run's ``evaluate`` and ``average`` callables read its current weights.
+
+The update is :math:`w^{(r)}_{t+1} = w^{(r)}_t - \eta^{(r)}_t\,\nabla L(w^{(r)}_t + \varepsilon^{(r)}_t)`
+for every run r, with the noise of the per-run path, so each run's numbers equal the per-run path's up
+to summation order (batched matrix products; tested at rtol 1e-9). A run that diverges fills its own
+slice with inf/nan and is recorded with ``"diverged": true`` (as on the per-run path); the others are
+independent of it and go on.
+
+One checkpoint holds the whole batch (stacked weights, each run's injector stream, averaging sums and
+history), written atomically at every evaluation; a resumed batch repeats the uninterrupted one bit for bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+
+from noisereg.injection import NoiseInjector
+from noisereg.noise import flat_layout
+from noisereg.training.checkpoint import load_checkpoint, save_checkpoint
+from noisereg.training.noisy_gd import SCHEDULES, run_noisy_gd
+
+
+@dataclass
+class Setup:
+    """One run, ready to train: what :func:`run_noisy_gd` takes, and how its output becomes the run record.
+
+    ``loss_fn`` must compute the loss from ``model`` alone (it is re-evaluated with each run's
+    parameters swapped in); ``options`` are :func:`run_noisy_gd`'s keyword arguments other than the
+    checkpoint; ``finish(out)`` turns its output into the run record.
+    """
+
+    model: nn.Module
+    injector: NoiseInjector
+    loss_fn: Callable[[], torch.Tensor]
+    options: dict[str, Any]
+    finish: Callable[[dict[str, Any]], dict]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def run(self, checkpoint=None, resume: bool = False) -> dict:
+        """The per-run path: :func:`run_noisy_gd`, then ``finish``."""
+        return _mark(self.finish(run_noisy_gd(self.model, self.injector, self.loss_fn, **self.options,
+                                              checkpoint=checkpoint, resume=resume)), self.model.parameters())
+
+
+def _mark(record: dict, params) -> dict:
+    """``record`` with ``"diverged": True`` when a final weight is not finite (absent otherwise)."""
+    if not all(bool(torch.isfinite(p).all()) for p in params):
+        record["diverged"] = True
+    return record
+
+
+class _Loss(nn.Module):
+    """``loss_fn()`` as a module whose parameters are ``model``'s, for ``functional_call``."""
+
+    def __init__(self, model: nn.Module, loss_fn: Callable[[], torch.Tensor]):
+        super().__init__()
+        self.model, self.loss_fn = model, loss_fn
+
+    def forward(self) -> torch.Tensor:
+        return self.loss_fn()
+
+
+def _settings(opt: dict[str, Any]) -> dict[str, Any]:
+    steps = opt["steps"]
+    return {"steps": steps, "lr": opt["lr"], "schedule": opt.get("schedule", "constant"),
+            "lr_final": opt.get("lr_final"), "average_from": opt.get("average_from", 0.5),
+            "eval_steps": sorted(set(opt.get("eval_steps", ())))}
+
+
+def run_noisy_gd_batch(setups: list[Setup], *, checkpoint: str | Path | None = None,
+                       resume: bool = False) -> list[dict]:
+    """Train the runs of ``setups`` as one batched model; their records, in order (see the module docstring).
+
+    Every run must have the same parameter names and shapes, ``steps`` and ``eval_steps``; step sizes,
+    schedules, σ, seeds and averaging may differ. Arguments are checked as in :func:`run_noisy_gd`
+    (which runs one setup's options through its own checks first).
+
+    Runs on one intra-op thread (restored after): the stacked tensors are tiny.
+
+    Raises:
+        ValueError: no setups, runs of different shapes or evaluation steps, or a checkpoint written
+            for another batch.
+    """
+    if not setups:
+        raise ValueError("run_noisy_gd_batch needs at least one setup")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)   # tiny stacked tensors: thread handoffs cost more than the arithmetic
+    try:
+        return _run_batch(setups, checkpoint, resume)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_batch(setups: list[Setup], checkpoint, resume: bool) -> list[dict]:
+    settings = [_settings(s.options) for s in setups]
+    steps, evals = settings[0]["steps"], settings[0]["eval_steps"]
+    if any(st["steps"] != steps or st["eval_steps"] != evals for st in settings):
+        raise ValueError("runs of one batch need the same steps and eval_steps")
+    names = [k for k, _ in setups[0].model.named_parameters()]
+    shapes = [tuple(p.shape) for _, p in setups[0].model.named_parameters()]
+    for s in setups[1:]:
+        if [k for k, _ in s.model.named_parameters()] != names or [tuple(p.shape) for p in s.model.parameters()] != shapes:
+            raise ValueError("runs of one batch need models with the same parameter names and shapes")
+    # validate every run's options with the reference driver's checks (zero steps: nothing is trained)
+    for s in setups:
+        _check_options(s)
+
+    R = len(setups)
+    with torch.no_grad():
+        stacked = {k: torch.stack([dict(s.model.named_parameters())[k].detach() for s in setups]) for k in names}
+    own = [[p for _, p in s.model.named_parameters()] for s in setups]
+    for r, params in enumerate(own):          # each run's parameters become views of its slice
+        for k, p in zip(names, params):
+            p.data = stacked[k][r]
+    first = [int(st["average_from"] * steps) for st in settings]
+    rates = [SCHEDULES[st["schedule"]] for st in settings]
+    at = set(evals)
+    start, histories = 0, [[] for _ in setups]
+    totals: list[torch.Tensor | None] = [None] * R
+    counts = [0] * R
+    if resume and checkpoint is not None and Path(checkpoint).exists():
+        state = load_checkpoint(checkpoint)
+        if state["settings"] != settings:
+            raise ValueError(f"checkpoint {checkpoint} was written for another batch; delete it or use another --out")
+        with torch.no_grad():
+            for k in names:
+                stacked[k].copy_(state["params"][k])
+        for s, inj_state in zip(setups, state["injectors"]):
+            s.injector.load_state_dict(inj_state)
+        start, histories, totals, counts = state["step"], state["histories"], state["totals"], state["counts"]
+
+    def lr_of(r: int, t: int) -> float:
+        st = settings[r]
+        return rates[r](t, steps, st["lr"], st["lr_final"])
+
+    def log(t: int) -> None:
+        with torch.no_grad():
+            for r, s in enumerate(setups):
+                evaluate = s.options.get("evaluate")
+                avg = None if counts[r] == 0 else totals[r] / counts[r]
+                metrics = evaluate(t, avg) if evaluate is not None else {}
+                histories[r].append({"step": t, "lr": lr_of(r, t), **metrics})
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, {"settings": settings, "step": t, "params": stacked,
+                                         "injectors": [s.injector.state_dict() for s in setups],
+                                         "totals": totals, "counts": counts, "histories": histories})
+
+    loss = _Loss(setups[0].model, setups[0].loss_fn)
+    losses = vmap(lambda p: functional_call(loss, {f"model.{k}": v for k, v in p.items()}, ()))
+
+    def grads(noisy: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        # the R losses are independent, so the gradient of their sum is each run's own gradient
+        leaves = {k: v.requires_grad_() for k, v in noisy.items()}
+        return dict(zip(leaves, torch.autograd.grad(losses(leaves).sum(), list(leaves.values()))))
+    views = [{id(p): stacked[k][r] for k, p in zip(names, own[r])} for r in range(R)]
+    if start == 0 and not any(histories) and 0 in at:
+        log(0)
+    flat = _flat_noise(setups, names, own)   # full-noise runs: one (R, length) buffer, one normal_ per run
+
+    def perturbed() -> dict[str, torch.Tensor]:
+        if flat is not None:
+            buf, blocks = flat
+            for r, s in enumerate(setups):
+                if not s.injector.draw_flat(buf[r]):
+                    buf[r].zero_()
+            return {k: stacked[k] + buf[:, a:b].view(stacked[k].shape) for k, (a, b) in zip(names, blocks)}
+        drawn = [s.injector.draw([views[r][id(p)] for p in s.injector.law.params]) for r, s in enumerate(setups)]
+        return {k: torch.stack([drawn[r].get(id(own[r][i]), stacked[k][r]) for r in range(R)])
+                for i, k in enumerate(names)}
+
+    for t in range(start, steps):
+        g = grads(perturbed())
+        lrs = torch.tensor([lr_of(r, t) for r in range(R)], dtype=stacked[names[0]].dtype)
+        with torch.no_grad():
+            for k in names:
+                stacked[k].addcmul_(lrs.view(-1, *[1] * (stacked[k].dim() - 1)), g[k], value=-1)
+            for r, s in enumerate(setups):
+                average = s.options.get("average")
+                if average is not None and t >= first[r]:
+                    q = average()
+                    totals[r] = q.clone() if totals[r] is None else totals[r].add_(q)
+                    counts[r] += 1
+        if t + 1 in at:
+            log(t + 1)
+    return [_mark(s.finish({"history": histories[r], "average": None if counts[r] == 0 else totals[r] / counts[r],
+                            "start": start}), own[r]) for r, s in enumerate(setups)]
+
+
+def _flat_noise(setups, names, own):
+    """``(buffer (R, length), [(start, end) per parameter name])`` when every run injects full noise
+    into all its parameters, in model order, on one device and dtype (:meth:`NoiseInjector.draw_flat`);
+    else None (the general path, :meth:`NoiseInjector.draw`)."""
+    for r, s in enumerate(setups):
+        law = s.injector.law
+        if (law.mode != "full" or [id(p) for p in law.params] != [id(p) for p in own[r]]
+                or len({(p.device, p.dtype) for p in own[r]}) != 1 or not all(p.is_contiguous() for p in own[r])):
+            return None
+    offsets, total = flat_layout(own[0])
+    p0 = own[0][0]
+    buf = torch.zeros(len(setups), total, dtype=p0.dtype, device=p0.device)
+    return buf, [(a, a + p.numel()) for a, p in zip(offsets, own[0])]
+
+
+def _check_options(setup: Setup) -> None:
+    """Raise what :func:`run_noisy_gd` raises for these options, without training."""
+    from noisereg.training.noisy_gd import FRACTION, POSITIVE, Interval, _check
+
+    opt = setup.options
+    _check("steps", opt["steps"], Interval(1, integer=True))
+    _check("lr", opt["lr"], POSITIVE)
+    schedule = opt.get("schedule", "constant")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {sorted(SCHEDULES)}, got {schedule!r}")
+    if schedule != "constant":
+        _check("lr_final", opt.get("lr_final"), POSITIVE)
+    _check("average_from", opt.get("average_from", 0.5), FRACTION)
+    evals = sorted(set(opt.get("eval_steps", ())))
+    for t in evals[:1] + evals[-1:]:
+        _check("eval_steps", t, Interval(0, opt["steps"], integer=True))

@@ -1,0 +1,217 @@
+"""Batched sweeps (noisereg.training.batched_gd): the same numbers as the per-run path, resume, divergence, CLI."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from noisereg import NoiseInjector
+from noisereg.cli import main
+from noisereg.experiments import EXPERIMENTS, run_experiment
+from noisereg.experiments.executors import batches
+from noisereg.noise import flat_layout
+from noisereg.training.batched_gd import Setup, run_noisy_gd_batch
+
+RTOL, ATOL = 1e-9, 1e-12          # the issue's tolerance: only summation order may differ (float64)
+BATCHED = ("lasso", "grouplasso", "logistic", "nuclear", "psd")
+
+
+def assert_same(a, b, path="", exact=False):
+    """Recursive comparison of two run records: floats within RTOL/ATOL (bit for bit if ``exact``), the rest equal;
+    ``seconds`` and ``batched`` (bookkeeping) are not compared."""
+    if isinstance(a, dict):
+        skip = {"seconds", "batched"}
+        assert set(a) - skip == set(b) - skip, (path, set(a) ^ set(b))
+        for k in set(a) - skip:
+            assert_same(a[k], b[k], f"{path}/{k}", exact)
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        for i, (u, v) in enumerate(zip(a, b)):
+            assert_same(u, v, f"{path}[{i}]", exact)
+    elif isinstance(a, float) or isinstance(b, float):
+        if exact or math.isnan(a):
+            assert a == b or (math.isnan(a) and math.isnan(b)), (path, a, b)
+        else:
+            assert abs(a - b) <= ATOL + RTOL * abs(b), (path, a, b)
+    else:
+        assert a == b, (path, a, b)
+
+
+# ------------------------------------------------------------------ the injector's draws
+
+
+def _two_param_model():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2)).double()
+
+
+@pytest.mark.parametrize("mode", ["full", "layer"])
+def test_draw_gives_the_noise_perturb_injects(mode):
+    m1, m2 = _two_param_model(), _two_param_model()
+    a = NoiseInjector(m1, sigma=0.3, mode=mode, seed=5)
+    b = NoiseInjector(m2, sigma=0.3, mode=mode, seed=5)
+    for _ in range(6):
+        with a.perturb():
+            seen = [p.detach().clone() for p in m1.parameters()]
+        drawn = b.draw()
+        assert a.last_layer == b.last_layer and a.step == b.step
+        for p, s in zip(m2.parameters(), seen):
+            assert torch.equal(drawn.get(id(p), p.detach()), s)
+
+
+def test_draw_flat_gives_the_noise_perturb_injects():
+    m1, m2 = _two_param_model(), _two_param_model()
+    a = NoiseInjector(m1, sigma=0.3, mode="full", seed=5)
+    b = NoiseInjector(m2, sigma=0.3, mode="full", seed=5)
+    params = list(m2.parameters())
+    offsets, total = flat_layout(params)
+    buf = torch.zeros(3, total, dtype=torch.float64)
+    for _ in range(4):
+        with a.perturb():
+            seen = [p.detach().clone() for p in m1.parameters()]
+        assert b.draw_flat(buf[1])                      # a row of a larger buffer, as in a batch
+        for p, off, s in zip(params, offsets, seen):
+            assert torch.equal(p.detach() + buf[1, off:off + p.numel()].view(p.shape), s)
+    with pytest.raises(ValueError, match="full mode"):
+        NoiseInjector(m2, sigma=0.3, mode="layer").draw_flat(buf[0])
+    assert not NoiseInjector(m2, sigma=0.0, mode="full").draw_flat(buf[0])
+
+
+# ------------------------------------------------------------------ same numbers as the per-run path
+
+
+def _setups(name, overrides=None):
+    exp = EXPERIMENTS[name]
+    cfg = exp.config("smoke", {"seeds": (0, 1), **(overrides or {})})
+    groups = [g for g in batches(exp.runs(cfg)).values() if len(g) > 1]
+    assert groups, f"{name}: nothing to batch at this preset"
+    return groups[0]
+
+
+@pytest.mark.parametrize("name", BATCHED)
+def test_batched_records_equal_the_per_run_records(name):
+    overrides = {"sigmas": (0.3, 0.4)} if name == "nuclear" else None
+    jobs = _setups(name, overrides)
+    reference = [j.batch[1]().run() for j in jobs]
+    batched = run_noisy_gd_batch([j.batch[1]() for j in jobs])
+    for a, b in zip(batched, reference):
+        assert_same(a, b)
+
+
+def test_the_batched_path_uses_its_noise_fast_path_and_its_general_path():
+    """Full noise everywhere: one flat buffer (draw_flat); layer-wise runs: the general draw()."""
+    from noisereg.training.batched_gd import _flat_noise
+
+    nuclear = EXPERIMENTS["nuclear"]
+    layer = batches(nuclear.runs(nuclear.config("smoke", {"seeds": (0, 1)})))["nuclear-layer"]
+    for jobs, fast in ((_setups("lasso"), True), (layer, False)):
+        setups = [j.batch[1]() for j in jobs]
+        own = [list(s.model.parameters()) for s in setups]
+        names = [k for k, _ in setups[0].model.named_parameters()]
+        assert (_flat_noise(setups, names, own) is not None) == fast
+
+
+def test_nuclear_layerwise_batch_equals_the_per_run_path():
+    exp = EXPERIMENTS["nuclear"]
+    cfg = exp.config("smoke", {"seeds": (0, 1), "sigmas": (0.3,)})
+    jobs = batches(exp.runs(cfg))["nuclear-layer"]
+    assert len(jobs) == 2
+    for a, b in zip(run_noisy_gd_batch([j.batch[1]() for j in jobs]), [j.batch[1]().run() for j in jobs]):
+        assert_same(a, b)
+
+
+# ------------------------------------------------------------------ resume, divergence, refusals
+
+
+def test_a_killed_batch_resumes_bit_for_bit(tmp_path):
+    jobs = _setups("lasso")
+    whole = run_noisy_gd_batch([j.batch[1]() for j in jobs])
+    ckpt = tmp_path / "batch.pt"
+
+    class Killed(Exception):
+        pass
+
+    setups = [j.batch[1]() for j in jobs]
+    evaluate = setups[1].options["evaluate"]
+
+    def dies(t, avg):   # the second run's evaluation at step 300 kills the process (after the 200 checkpoint)
+        if t == 300:
+            raise Killed
+        return evaluate(t, avg)
+
+    setups[1].options["evaluate"] = dies
+    with pytest.raises(Killed):
+        run_noisy_gd_batch(setups, checkpoint=ckpt)
+    assert ckpt.exists()
+    resumed = run_noisy_gd_batch([j.batch[1]() for j in jobs], checkpoint=ckpt, resume=True)
+    for a, b in zip(resumed, whole):
+        assert_same(a, b, exact=True)
+
+
+def test_a_checkpoint_of_another_batch_is_refused(tmp_path):
+    jobs = _setups("lasso")
+    run_noisy_gd_batch([j.batch[1]() for j in jobs], checkpoint=tmp_path / "b.pt")
+    other = _setups("lasso", {"lr": 0.04})
+    with pytest.raises(ValueError, match="another batch"):
+        run_noisy_gd_batch([j.batch[1]() for j in other], checkpoint=tmp_path / "b.pt", resume=True)
+
+
+def test_a_diverging_run_does_not_touch_the_others():
+    jobs = _setups("lasso")
+    setups = [j.batch[1]() for j in jobs]
+    setups[0].options["lr"] = 1e3                     # explodes
+    out = run_noisy_gd_batch(setups)
+    assert not math.isfinite(out[0]["final"]["rel_err"]) and out[0]["diverged"] is True
+    assert "diverged" not in out[1]
+    assert_same(out[1], jobs[1].batch[1]().run())
+    alone = jobs[0].batch[1]()
+    alone.options["lr"] = 1e3
+    assert alone.run()["diverged"] is True             # the per-run path marks it too
+
+
+def test_runs_of_different_shapes_or_evaluation_steps_are_refused():
+    from noisereg.experiments.lasso import setup_diagonal
+
+    cfg = EXPERIMENTS["lasso"].config("smoke")
+    a, b = setup_diagonal(cfg, 0.2, 0), setup_diagonal(EXPERIMENTS["lasso"].config("smoke", {"d": 60}), 0.2, 0)
+    with pytest.raises(ValueError, match="same parameter names and shapes"):
+        run_noisy_gd_batch([a, b])
+    c = setup_diagonal(EXPERIMENTS["lasso"].config("smoke", {"eval_every": 50}), 0.2, 0)
+    with pytest.raises(ValueError, match="same steps and eval_steps"):
+        run_noisy_gd_batch([setup_diagonal(cfg, 0.2, 0), c])
+    with pytest.raises(ValueError, match="at least one"):
+        run_noisy_gd_batch([])
+    bad = setup_diagonal(cfg, 0.2, 0)
+    bad.options["lr"] = -1.0
+    with pytest.raises(ValueError, match="lr must be"):
+        run_noisy_gd_batch([bad, setup_diagonal(cfg, 0.2, 1)])
+    assert isinstance(a, Setup)
+
+
+# ------------------------------------------------------------------ the runner and the command line
+
+
+def test_cli_batched_and_no_batch_give_the_same_results(tmp_path):
+    args = ["run", "lasso", "--preset", "smoke", "--set", "seeds=0,1", "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "b")]) == 0
+    assert main([*args, "--no-batch", "--out", str(tmp_path / "n")]) == 0
+    b, n = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("b", "n"))
+    assert b["environment"].get("batched") is True and "batched" not in n["environment"]
+    assert [r["batched"] for r in b["runs"]] == [4] * 4 and not any("batched" in r for r in n["runs"])
+    for x, y in zip(b["runs"], n["runs"]):
+        assert_same(x, y)
+
+
+def test_resume_of_a_finished_batched_sweep_changes_nothing(tmp_path):
+    exp = EXPERIMENTS["psd"]
+    first = run_experiment(exp, "smoke", tmp_path, overrides={"seeds": (0, 1)}, show_progress=False)
+    again = run_experiment(exp, "smoke", tmp_path, overrides={"seeds": (0, 1)}, show_progress=False, resume=True)
+    assert first["runs"] == again["runs"]
+
+
+def test_show_says_which_runs_are_batched(capsys):
+    assert main(["show", "lasso", "--preset", "demo"]) == 0
+    assert "8 runs (s0.1-seed0 ...) train as one batched model" in capsys.readouterr().out
+    assert main(["show", "fig3", "--preset", "smoke"]) == 0
+    assert "batching: none" in capsys.readouterr().out
