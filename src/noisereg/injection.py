@@ -45,7 +45,7 @@ from torch import nn
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from noisereg.layers import Layer
-from noisereg.noise import CONVENTIONS, MODES, ORDERS, NoiseLaw, check_sigma, noisy_copies
+from noisereg.noise import flat_layout, CONVENTIONS, MODES, ORDERS, NoiseLaw, check_sigma, noisy_copies
 
 __all__ = ["CONVENTIONS", "MODES", "NoiseInjector", "ORDERS", "check_sigma", "noisy_copies"]
 
@@ -426,23 +426,40 @@ class NoiseInjector:
         return out
 
     def draw_flat(self, out: torch.Tensor) -> bool:
-        """Full mode, parameters of one device and dtype: fill ``out`` with the next perturbation's noise
-        in :func:`noisereg.noise.flat_layout` (``out[offset:offset + numel]`` is a parameter's noise), as
-        ``perturb()`` would draw it, and advance the stream; False (nothing drawn) when σ = 0.
+        """Fill ``out`` with the next perturbation's noise in the layout :func:`noisereg.noise.flat_layout` gives
+        the injector's parameters (``out[offset:offset + numel]`` is a parameter's noise; zero for the
+        parameters a layer-wise step leaves alone), as ``perturb()`` would draw it, and advance the stream;
+        False (nothing drawn, ``out`` untouched) when σ = 0.
 
         The fast path of batched sweeps (:mod:`noisereg.training.batched_gd`): one ``normal_`` per run.
+        ``perturb()`` fills one flat buffer for the perturbed parameters; laid out from an aligned offset,
+        the chosen layer's block of the whole layout is that buffer, so the values are the same.
 
         Raises:
-            ValueError: layer-wise mode, or parameters of several devices or dtypes (use :meth:`draw`).
+            ValueError: parameters of several devices or dtypes, or a layer whose parameters are not
+                consecutive in the injector's parameter order (use :meth:`draw`).
         """
         law = self.law
-        if law.mode != "full" or len({(p.device, p.dtype) for p in law.params}) != 1:
-            raise ValueError("draw_flat needs full mode and parameters of one device and dtype; use draw()")
+        params = law.params
+        if len({(p.device, p.dtype) for p in params}) != 1:
+            raise ValueError("draw_flat needs parameters of one device and dtype; use draw()")
         if law.sigma == 0.0:
             return False
-        self.last_layer = law.choose(self.step, self._selection_gen)
+        offsets, total = flat_layout(params)
+        choice = law.choose(self.step, self._selection_gen)
+        if choice is None:
+            start, end = 0, total
+        else:
+            where = {id(p): i for i, p in enumerate(params)}
+            idx = [where[id(p)] for p in law.perturbed_params(choice)]
+            if idx != list(range(idx[0], idx[0] + len(idx))):
+                raise ValueError("draw_flat needs each layer's parameters consecutive in the injector's order; "
+                                 "use draw()")
+            start, end = offsets[idx[0]], (offsets[idx[-1] + 1] if idx[-1] + 1 < len(params) else total)
+            out.zero_()
+        self.last_layer = choice
         self.step += 1
-        out.normal_(0.0, law.std, generator=self._noise_gens[law.params[0].device])
+        out[start:end].normal_(0.0, law.std, generator=self._noise_gens[params[0].device])
         return True
 
     def _perturb_shards(self, params: list[torch.Tensor],

@@ -146,7 +146,8 @@ def setup_hadamard(cfg, sigma: float, seed: int) -> Setup:
     return Setup(net, inj, lambda: (yt - net(Xt)[:, 0]).pow(2).sum() / (2 * n),
                  dict(steps=cfg.steps, lr=cfg.lr, schedule="geometric", lr_final=cfg.lr_final, average=net.beta,
                       average_from=cfg.average_from, evaluate=evaluate, eval_steps=every(cfg.eval_every, cfg.steps)),
-                 finish)
+                 finish, batched_loss=lambda p: (yt - (p["u"].repeat_interleave(cfg.group_size, 1) * p["v"]) @ Xt.T)
+                 .pow(2).sum(1) / (2 * n))
 
 
 def train_hadamard(cfg, sigma: float, seed: int, *, checkpoint=None, resume: bool = False) -> dict:

@@ -139,7 +139,19 @@ def setup_diagonal(cfg, sigma: float, seed: int) -> Setup:
     return Setup(net, inj, lambda: (yt - net(Xt)[:, 0]).pow(2).sum() / (2 * n),
                  dict(steps=cfg.steps, lr=cfg.lr, schedule="geometric", lr_final=cfg.lr_final,
                       average=lambda: net.beta, average_from=cfg.average_from, evaluate=evaluate,
-                      eval_steps=every(cfg.eval_every, cfg.steps)), finish)
+                      eval_steps=every(cfg.eval_every, cfg.steps)), finish,
+                 batched_loss=lambda p: (yt - _predict(Xt, _beta(p))).pow(2).sum(1) / (2 * n))
+
+
+def _predict(X: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """``X @ β_r`` for each row of ``beta`` (R, d), stacked (R, n): one matrix-vector product per run, the
+    per-run path's kernel, so both paths sum in the same order (a batched matrix product would not)."""
+    return torch.stack([X @ b for b in beta.unbind(0)])
+
+
+def _beta(p: dict[str, torch.Tensor]) -> torch.Tensor:
+    """β = w1∘w1 − w2∘w2 of stacked diagonal nets ``{"w1": (R, d), "w2": (R, d)}`` (as DiagonalNet.forward)."""
+    return p["w1"] * p["w1"] - p["w2"] * p["w2"]
 
 
 def train_diagonal(cfg, sigma: float, seed: int, *, checkpoint=None, resume: bool = False) -> dict:

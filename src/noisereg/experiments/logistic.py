@@ -41,6 +41,7 @@ import torch
 from noisereg.closed_form import l1_max_margin, l2_max_margin
 from noisereg.constraints import Checked, Each, Interval, Rule
 from noisereg.experiments.base import Experiment, Job
+from noisereg.experiments.lasso import _beta, _predict
 from noisereg.experiments.stats import mean_se
 from noisereg.injection import NoiseInjector
 from noisereg.models import DiagonalNet
@@ -124,7 +125,9 @@ def setup_logistic(cfg, method: str, sigma: float, seed: int) -> Setup:
 
     evals = {0, *np.geomspace(1, cfg.steps, cfg.n_evals).astype(int).tolist()}
     return Setup(net, inj, lambda: torch.nn.functional.softplus(-yt * net(Xt)[:, 0]).mean(),
-                 dict(steps=cfg.steps, lr=cfg.lr, evaluate=evaluate, eval_steps=evals), finish)
+                 dict(steps=cfg.steps, lr=cfg.lr, evaluate=evaluate, eval_steps=evals), finish,
+                 batched_loss=lambda p: torch.stack([torch.nn.functional.softplus(-yt * z).mean()   # per-run mean
+                                                     for z in _predict(Xt, _beta(p)).unbind(0)]))
 
 
 def train_logistic(cfg, method: str, sigma: float, seed: int, *, checkpoint=None, resume: bool = False) -> dict:

@@ -137,7 +137,7 @@ def setup_run(cfg, method: str, sigma: float, seed: int) -> Setup:
     return Setup(net, inj, lambda: 0.5 * (net(X) - Y).pow(2).sum() / n,
                  dict(steps=cfg.steps, lr=cfg.lr, schedule="harmonic", lr_final=cfg.lr / cfg.lr_ratio, average=product,
                       average_from=1 - cfg.avg_frac, evaluate=evaluate, eval_steps=every(cfg.eval_every, cfg.steps)),
-                 finish)
+                 finish, batched_loss=lambda p: 0.5 * (X @ p["0.weight"].mT @ p["1.weight"].mT - Y).pow(2).sum((1, 2)) / n)
 
 
 @one_thread()
@@ -165,11 +165,11 @@ class Nuclear(Experiment):
     def runs(self, cfg):
         jobs = [Job(f"gd-s{seed}", "gd", lambda seed=seed, **kw: train_run(cfg, "gd", 0.0, seed, **kw),
                     params={"method": "gd", "sigma": 0.0, "seed": seed},
-                    batch=("nuclear-gd", functools.partial(setup_run, cfg, "gd", 0.0, seed))) for seed in cfg.seeds]
+                    batch=("nuclear", functools.partial(setup_run, cfg, "gd", 0.0, seed))) for seed in cfg.seeds]
         jobs += [Job(f"{m}-sigma{sigma:g}-s{seed}", f"sigma {sigma:g}",
                      lambda m=m, sigma=sigma, seed=seed, **kw: train_run(cfg, m, sigma, seed, **kw),
                      params={"method": m, "sigma": sigma, "seed": seed},
-                     batch=(f"nuclear-{m}", functools.partial(setup_run, cfg, m, sigma, seed)))
+                     batch=("nuclear", functools.partial(setup_run, cfg, m, sigma, seed)))
                  for sigma in cfg.sigmas for m in ("full", "layer") for seed in cfg.seeds]
         return jobs
 

@@ -180,7 +180,7 @@ def setup_run(cfg, method: str, sigma: float, seed: int) -> Setup:
     return Setup(net, inj, lambda: 0.5 * (Y - net(eye)).pow(2).sum(),
                  dict(steps=cfg.steps, lr=cfg.lr, schedule="harmonic", lr_final=cfg.lr / cfg.lr_ratio, average=product,
                       average_from=1 - cfg.avg_frac, evaluate=evaluate, eval_steps=every(cfg.eval_every, cfg.steps)),
-                 finish)
+                 finish, batched_loss=lambda p: 0.5 * (Y - p["w"] @ p["w"].mT).pow(2).sum((1, 2)))
 
 
 @one_thread()

@@ -7,9 +7,10 @@ dimension, one ``torch.func.vmap`` of ``torch.func.grad`` of the run's own loss 
 the R perturbed points, and one in-place update moves all of them. Everything else stays per run, as in
 :func:`noisereg.training.run_noisy_gd`, the reference:
 
-* the noise: each run's own :class:`noisereg.NoiseInjector` draws it (:meth:`~noisereg.NoiseInjector.draw`,
-  the stream ``perturb()`` would use), R small draws per step: that Python loop is the floor of the
-  batched step;
+* the noise: each run's own :class:`noisereg.NoiseInjector` draws it into its row of one (R, P) buffer
+  (:meth:`~noisereg.NoiseInjector.draw_flat`, the stream ``perturb()`` would use; the general
+  :meth:`~noisereg.NoiseInjector.draw` where that layout does not apply), R small draws per step:
+  that Python loop is the floor of the batched step;
 * the step size (each run's schedule), the Polyak average, the evaluations and the history;
 * each run's ``nn.Module`` keeps working: its parameters become views of the stacked tensors, so the
   run's ``evaluate`` and ``average`` callables read its current weights.
@@ -27,7 +28,7 @@ history), written atomically at every evaluation; a resumed batch repeats the un
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,10 @@ class Setup:
 
     ``loss_fn`` must compute the loss from ``model`` alone (it is re-evaluated with each run's
     parameters swapped in); ``options`` are :func:`run_noisy_gd`'s keyword arguments other than the
-    checkpoint; ``finish(out)`` turns its output into the run record.
+    checkpoint; ``finish(out)`` turns its output into the run record. ``batched_loss`` (optional) is the
+    same loss written for stacked parameters: ``{name: (R, *shape)} -> (R,)`` losses, the experiment's
+    own batched forward; without it the batch evaluates ``loss_fn`` under ``torch.func.vmap``. A batch
+    uses its first run's ``batched_loss`` (or ``loss_fn``): the runs of a batch share their data.
     """
 
     model: nn.Module
@@ -55,7 +59,7 @@ class Setup:
     loss_fn: Callable[[], torch.Tensor]
     options: dict[str, Any]
     finish: Callable[[dict[str, Any]], dict]
-    extra: dict[str, Any] = field(default_factory=dict)
+    batched_loss: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None = None
 
     def run(self, checkpoint=None, resume: bool = False) -> dict:
         """The per-run path: :func:`run_noisy_gd`, then ``finish``."""
@@ -167,7 +171,7 @@ def _run_batch(setups: list[Setup], checkpoint, resume: bool) -> list[dict]:
                                          "totals": totals, "counts": counts, "histories": histories})
 
     loss = _Loss(setups[0].model, setups[0].loss_fn)
-    losses = vmap(lambda p: functional_call(loss, {f"model.{k}": v for k, v in p.items()}, ()))
+    losses = setups[0].batched_loss or vmap(lambda p: functional_call(loss, {f"model.{k}": v for k, v in p.items()}, ()))
 
     def grads(noisy: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         # the R losses are independent, so the gradient of their sum is each run's own gradient
@@ -208,12 +212,15 @@ def _run_batch(setups: list[Setup], checkpoint, resume: bool) -> list[dict]:
 
 
 def _flat_noise(setups, names, own):
-    """``(buffer (R, length), [(start, end) per parameter name])`` when every run injects full noise
-    into all its parameters, in model order, on one device and dtype (:meth:`NoiseInjector.draw_flat`);
-    else None (the general path, :meth:`NoiseInjector.draw`)."""
+    """``(buffer (R, length), [(start, end) per parameter name])`` when every run's injector holds all its
+    parameters in model order, on one device and dtype, each layer's consecutively
+    (:meth:`NoiseInjector.draw_flat`); else None (the general path, :meth:`NoiseInjector.draw`)."""
     for r, s in enumerate(setups):
         law = s.injector.law
-        if (law.mode != "full" or [id(p) for p in law.params] != [id(p) for p in own[r]]
+        where = {id(p): i for i, p in enumerate(law.params)}
+        consecutive = all([where[id(p)] for p in ps] == list(range(where[id(ps[0])], where[id(ps[0])] + len(ps)))
+                          for _, ps in law.layers)
+        if (not consecutive or [id(p) for p in law.params] != [id(p) for p in own[r]]
                 or len({(p.device, p.dtype) for p in own[r]}) != 1 or not all(p.is_contiguous() for p in own[r])):
             return None
     offsets, total = flat_layout(own[0])
