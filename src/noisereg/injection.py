@@ -323,10 +323,13 @@ class NoiseInjector:
 
     # ------------------------------------------------------------------------------ perturb
     @contextlib.contextmanager
-    def perturb(self) -> Iterator[NoiseInjector]:
+    def perturb(self, negate: bool = False) -> Iterator[NoiseInjector]:
         """Context manager: inside, the chosen weights are ``w + noise``; on exit exactly ``w``.
 
         Each call draws fresh noise (and, in ``"layer"`` mode, a fresh layer). Yields the injector.
+        ``negate=True``: ``w − noise`` for the same draw (for antithetic pairs: load the
+        :meth:`state_dict` saved before the ``+noise`` block, then perturb with ``negate=True``;
+        :class:`noisereg.NoisyOptimizer` does this with ``antithetic=True``).
 
         Raises:
             RuntimeError: if already inside ``perturb()`` of this injector, if a perturbed
@@ -365,12 +368,12 @@ class NoiseInjector:
             guard = register_optimizer_step_pre_hook(self._refuse_step)
             with torch.no_grad():
                 if self._dtensors:
-                    params = self._perturb_shards(params, copied)  # in place; leaves the plain ones
+                    params = self._perturb_shards(params, copied, negate)  # in place; leaves the plain ones
                 by_kind: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
                 for p in params:
                     by_kind.setdefault((p.device, p.dtype), []).append(p)
                 for (device, _), group in by_kind.items():
-                    noisy = law.perturb_copies(group, self._noise_gens[device], self.foreach)
+                    noisy = law.perturb_copies(group, self._noise_gens[device], self.foreach, negate)
                     for p, new in zip(group, noisy):
                         swapped.append((p, p.data))
                         p.data = new
@@ -462,8 +465,8 @@ class NoiseInjector:
         out[start:end].normal_(0.0, law.std, generator=self._noise_gens[params[0].device])
         return True
 
-    def _perturb_shards(self, params: list[torch.Tensor],
-                        copied: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
+    def _perturb_shards(self, params: list[torch.Tensor], copied: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+                        negate: bool = False) -> list[torch.Tensor]:
         """Add the law's noise in place to the local shards of the DTensor ``params``; return the others.
 
         FSDP2 all-gathers each parameter from the storage of its local shard, so the noise must be
@@ -480,7 +483,7 @@ class NoiseInjector:
                 by_shard.setdefault((*shard, p.dtype), []).append(p)
         for (device, key, _), group in by_shard.items():
             local = [p.to_local() for p in group]
-            noisy = self.law.perturb_copies(local, self._shard_gens[device, key], self.foreach)
+            noisy = self.law.perturb_copies(local, self._shard_gens[device, key], self.foreach, negate)
             for p, t, new in zip(group, local, noisy):
                 copied.append((p, t, t.clone()))
                 t.copy_(new)

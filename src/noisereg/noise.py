@@ -138,16 +138,19 @@ def flat_layout(params: Sequence[torch.Tensor]) -> tuple[list[int], int]:
 
 
 def noisy_copies(params: Sequence[torch.Tensor], std: float, generator: torch.Generator,
-                 foreach: bool = True) -> list[torch.Tensor]:
+                 foreach: bool = True, negate: bool = False) -> list[torch.Tensor]:
     """Return new tensors ``p + std * N(0, I)`` for ``params`` (one device and dtype), same strides.
 
     One ``normal_`` call fills a flat buffer; each result is a view of it laid out like its
     parameter; ``foreach=False`` is the for-loop reference of the same computation (tested equal).
+    ``negate``: ``p − std * N(0, I)`` with the same draw (the antithetic point).
     """
     p0 = params[0]
     offsets, total = flat_layout(params)
     flat = torch.empty(total, dtype=p0.dtype, device=p0.device)
     flat.normal_(0.0, std, generator=generator)
+    if negate:
+        flat.neg_()
     views = [
         torch.as_strided(flat, p.size(), p.stride(), off) if _is_dense(p)
         else flat[off:off + p.numel()].view(p.size())
@@ -298,9 +301,9 @@ class NoiseLaw:
                 for e, j in zip(noise, layer_of)]
 
     def perturb_copies(self, params: Sequence[torch.Tensor], generator: torch.Generator,
-                       foreach: bool = True) -> list[torch.Tensor]:
-        """New tensors ``p + std · N(0, I)`` for ``params`` (one device and dtype): :func:`noisy_copies`."""
-        return noisy_copies(params, self.std, generator, foreach)
+                       foreach: bool = True, negate: bool = False) -> list[torch.Tensor]:
+        """New tensors ``p ± std · N(0, I)`` for ``params`` (one device and dtype): :func:`noisy_copies`."""
+        return noisy_copies(params, self.std, generator, foreach, negate)
 
     def __repr__(self) -> str:
         return (f"NoiseLaw(sigma={self._sigma}, mode={self.mode!r}, order={self.order!r}, "

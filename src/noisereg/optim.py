@@ -23,6 +23,10 @@ References:
 
 from __future__ import annotations
 
+import contextlib
+
+import numbers
+
 from collections import OrderedDict
 from collections.abc import Callable
 import functools
@@ -127,14 +131,35 @@ class NoisyOptimizer(_Wrapper):
     scheduler built on the wrapper drives the real learning rate, and ``isinstance(opt,
     torch.optim.Optimizer)`` holds for schedulers and training frameworks (Lightning).
 
+    Several evaluations per step (the weight-perturbation family: LPF-SGD averages k draws, NSO
+    averages two-point pairs, m-RWP mixes in the clean gradient): with ``samples=k`` the closure runs
+    at k independent draws :math:`w + \xi_i`; with ``antithetic=True`` also at :math:`w - \xi_i` for
+    each draw (the same :math:`\xi_i`); with ``clean_weight=λ > 0`` once more at the clean weights.
+    The optimizer then steps on
+
+    .. math::
+
+        g = \lambda\,\nabla L(w) + (1 - \lambda)\,\frac{1}{E}\sum_{e=1}^{E} \nabla L(w \pm \xi_{i(e)}),
+
+    E = k evaluations (2k antithetic). The closure zeroes the gradients as usual; the wrapper keeps
+    each evaluation's gradient and writes :math:`g` into ``.grad`` before stepping. A step costs
+    E (+1 with λ > 0) gradient evaluations and k draws of the injector (``injector.step`` counts
+    draws; an antithetic pair is one draw). For a quadratic loss the gradient is affine in w, so
+    one antithetic pair averages to the clean gradient exactly (up to rounding; tested).
+    The defaults (1, False, 0) are the paper's one-evaluation step.
+
     Args:
         optimizer: the ``torch.optim.Optimizer`` that applies the update.
         injector: the :class:`~noisereg.NoiseInjector` that draws the noise (its parameters
             should be the optimizer's, or a subset of them).
+        samples: draws per step, an integer k >= 1.
+        antithetic: evaluate each draw at ±ξ.
+        clean_weight: λ in [0, 1], the weight of the clean gradient.
 
     Raises:
         TypeError: ``optimizer`` is not a ``torch.optim.Optimizer`` or ``injector`` is not a
-            ``NoiseInjector``.
+            ``NoiseInjector``; ``samples`` is not an integer or ``antithetic`` not a bool.
+        ValueError: ``samples`` < 1 or ``clean_weight`` outside [0, 1].
 
     Example:
         >>> import torch, noisereg as nr
@@ -161,11 +186,27 @@ class NoisyOptimizer(_Wrapper):
         ``torch.amp.GradScaler.step`` refuses closures: with fp16 use the three-line loop.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, injector: NoiseInjector) -> None:
+    def __init__(self, optimizer: torch.optim.Optimizer, injector: NoiseInjector, *, samples: int = 1,
+                 antithetic: bool = False, clean_weight: float = 0.0) -> None:
         if not isinstance(injector, NoiseInjector):
             raise TypeError(f"injector must be a noisereg.NoiseInjector, got {type(injector).__name__}")
+        if isinstance(samples, bool) or not isinstance(samples, numbers.Integral):
+            raise TypeError(f"samples must be an integer >= 1, got {samples!r}")
+        if samples < 1:
+            raise ValueError(f"samples must be an integer >= 1, got {samples!r}")
+        if not isinstance(antithetic, bool):
+            raise TypeError(f"antithetic must be True or False, got {antithetic!r}")
+        if (isinstance(clean_weight, bool) or not isinstance(clean_weight, numbers.Real)
+                or not 0.0 <= float(clean_weight) <= 1.0):
+            raise ValueError(f"clean_weight must be a number in [0, 1], got {clean_weight!r}")
         self._wrap(optimizer)
         self.injector = injector
+        self.samples, self.antithetic, self.clean_weight = int(samples), antithetic, float(clean_weight)
+
+    @property
+    def grad_evals_per_step(self) -> int:
+        """Gradient evaluations (closure calls) per :meth:`step`: k, 2k antithetic, +1 with ``clean_weight``."""
+        return self.samples * (2 if self.antithetic else 1) + (1 if self.clean_weight > 0 else 0)
 
     # ------------------------------------------------------------------------------- step
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
@@ -197,11 +238,42 @@ class NoisyOptimizer(_Wrapper):
                 "closure inside injector.perturb(). Without a closure, write `with injector.perturb(): "
                 "loss.backward()` and call the wrapped optimizer's step() after the block"
             )
-        with self.injector.perturb():
-            with torch.enable_grad():
-                loss = closure()
+        if self.grad_evals_per_step == 1:  # the paper's step: one evaluation, the gradient left where it is
+            with self.injector.perturb():
+                with torch.enable_grad():
+                    loss = closure()
+            self.optimizer.step()
+            return loss
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        total: list[torch.Tensor | None] = [None] * len(params)
+        losses = []
+
+        def evaluate(block) -> Any:
+            with block, torch.enable_grad():
+                value = closure()
+            for i, p in enumerate(params):
+                if p.grad is not None:
+                    total[i] = p.grad.detach().clone() if total[i] is None else total[i].add_(p.grad)
+            return value
+
+        for _ in range(self.samples):
+            state = self.injector.state_dict() if self.antithetic else None
+            losses.append(evaluate(self.injector.perturb()))
+            if self.antithetic:   # the same draw, negated: rewind the stream, then w − ξ
+                self.injector.load_state_dict(state)
+                losses.append(evaluate(self.injector.perturb(negate=True)))
+        mean = [None if t is None else t / len(losses) for t in total]
+        if self.clean_weight > 0:
+            total = [None] * len(params)
+            evaluate(contextlib.nullcontext())
+            lam = self.clean_weight
+            mean = [None if m is None and c is None else        # a missing gradient counts as zero
+                    lam * c if m is None else (1 - lam) * m if c is None else lam * c + (1 - lam) * m
+                    for m, c in zip(mean, total)]
+        for p, g in zip(params, mean):
+            p.grad = g
         self.optimizer.step()
-        return loss
+        return sum(losses) / len(losses)
 
     # ------------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
