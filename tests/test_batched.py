@@ -81,7 +81,7 @@ def test_draw_flat_gives_the_noise_perturb_injects(mode):
     assert not NoiseInjector(m2, sigma=0.0, mode="full").draw_flat(buf[0])
     mixed = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2).float()).double()
     mixed[1].float()
-    with pytest.raises(ValueError, match="one device and dtype"):
+    with pytest.raises(ValueError, match="one device and dtype and scale='absolute'"):
         NoiseInjector(mixed, sigma=0.3, mode="full").draw_flat(buf[0])
 
 

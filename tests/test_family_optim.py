@@ -140,3 +140,131 @@ def test_the_default_step_is_unchanged():
         _loss(m2, x, y).backward()
     for p, q, s in zip(model.parameters(), m2.parameters(), start):
         torch.testing.assert_close(p.detach(), s - 0.1 * q.grad, rtol=0, atol=1e-15)
+
+
+# ------------------------------------------------------------------ NoiseInjector(scale=, exclude=, restore=)
+
+
+def _net():
+    torch.manual_seed(2)
+    return torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.ReLU(), torch.nn.Linear(5, 2)).double()
+
+
+def _deltas(inj, model):
+    clean = [p.detach().clone() for p in model.parameters()]
+    with inj.perturb():
+        noisy = [p.detach().clone() for p in model.parameters()]
+    return [n - c for n, c in zip(noisy, clean)], clean
+
+
+@pytest.mark.parametrize("mode", ["full", "layer"])
+def test_filter_and_element_scales_multiply_the_same_draw(mode):
+    """The same seed draws the same z: filter noise = z·σ·‖w_row‖ (‖w‖ for a 1-d parameter), element = z·σ·|w|."""
+    m0, m1, m2 = _net(), _net(), _net()
+    base = nr.NoiseInjector(m0, sigma=0.1, mode=mode, seed=4)
+    filt = nr.NoiseInjector(m1, sigma=0.1, mode=mode, seed=4, scale="filter")
+    elem = nr.NoiseInjector(m2, sigma=0.1, mode=mode, seed=4, scale="element")
+    for _ in range(4):
+        d0, clean = _deltas(base, m0)
+        d1, _ = _deltas(filt, m1)
+        d2, _ = _deltas(elem, m2)
+        assert base.last_layer == filt.last_layer == elem.last_layer
+        for a, b, c, w in zip(d0, d1, d2, clean):
+            row = w.flatten(1).norm(dim=1).view(-1, *[1] * (w.dim() - 1)) if w.dim() >= 2 else w.norm()
+            torch.testing.assert_close(b, a * row, rtol=1e-12, atol=1e-15)
+            torch.testing.assert_close(c, a * w.abs(), rtol=1e-12, atol=1e-15)
+
+
+def test_filter_noise_has_the_stated_std_per_row():
+    """Monte Carlo: each row's per-entry std is σ‖w_row‖ within 4 standard errors (2000 draws)."""
+    model = _net()
+    inj = nr.NoiseInjector(model, sigma=0.05, mode="full", seed=0, scale="filter")
+    w = model[0].weight.detach().clone()
+    draws = torch.stack([_deltas(inj, model)[0][0] for _ in range(2000)])   # (2000, 5, 3)
+    std = draws.std(0).mean(1)                                             # per row
+    expected = 0.05 * w.norm(dim=1)
+    se = expected / (2 * 2000 * 3) ** 0.5                                   # std of a sample std, pooled over 3 entries
+    assert ((std - expected).abs() < 4 * se).all()
+
+
+def test_exclude_by_name_and_by_predicate():
+    model = _net()
+    inj = nr.NoiseInjector(model, sigma=0.1, mode="layer", exclude="bias", seed=0)
+    assert inj.law.num_layers == 2 and all(p.dim() == 2 for p in inj.law.params)
+    for _ in range(4):
+        d, _ = _deltas(inj, model)
+        assert torch.equal(d[1], torch.zeros_like(d[1])) and torch.equal(d[3], torch.zeros_like(d[3]))
+    only_first = nr.NoiseInjector(model, sigma=0.1, mode="layer", exclude=lambda name, p: name.startswith("2."))
+    assert only_first.law.num_layers == 1 and only_first.law.std == pytest.approx(0.1)      # M = 1: σ√1
+    assert nr.NoiseInjector(model, sigma=0.1, mode="layer").law.std == pytest.approx(0.1 * 2**0.5)
+    with pytest.raises(ValueError, match="exclude leaves no parameter"):
+        nr.NoiseInjector(model, sigma=0.1, exclude=["weight", "bias"])
+    with pytest.raises(TypeError, match="exclude must be"):
+        nr.NoiseInjector(model, sigma=0.1, exclude=3)
+    params = iter(list(model.parameters()))
+    assert nr.NoiseInjector(params, sigma=0.1, layers="tensor", exclude=["1", "3"]).law.num_layers == 2
+
+
+@pytest.mark.parametrize("scale", ["absolute", "filter"])
+def test_regenerate_restore_matches_copy_inside_and_restores_within_an_ulp(scale):
+    a, b = _net(), _net()
+    copy = nr.NoiseInjector(a, sigma=0.3, mode="full", seed=1, scale=scale)
+    regen = nr.NoiseInjector(b, sigma=0.3, mode="full", seed=1, scale=scale, restore="regenerate")
+    x = torch.randn(7, 3, dtype=torch.float64)
+    for _ in range(5):
+        clean = [p.detach().clone() for p in b.parameters()]
+        with copy.perturb():
+            inside_a = [p.detach().clone() for p in a.parameters()]
+            a(x).sum().backward()
+        with regen.perturb():
+            inside_b = [p.detach().clone() for p in b.parameters()]
+            b(x).sum().backward()
+        for u, v in zip(inside_a, inside_b):
+            assert torch.equal(u, v)                                   # the same perturbed weights
+        for p, q in zip(a.parameters(), b.parameters()):
+            assert torch.equal(p.grad, q.grad)
+        for p, c, v in zip(b.parameters(), clean, inside_b):
+            ulp = torch.finfo(torch.float64).eps * (c.abs() + (v - c).abs())
+            assert ((p.detach() - c).abs() <= ulp).all()               # within an ulp of w + noise
+        with torch.no_grad():                                           # keep both models identical
+            for p, q in zip(a.parameters(), b.parameters()):
+                q.copy_(p)
+
+
+def test_regenerate_keeps_the_guard_rails_and_refuses_element_scale():
+    model = _net()
+    inj = nr.NoiseInjector(model, sigma=0.3, mode="full", seed=1, restore="regenerate")
+    with pytest.raises(RuntimeError, match="modified in place inside perturb"):
+        with inj.perturb():
+            with torch.no_grad():
+                model[0].weight.add_(1.0)
+    with pytest.raises(ValueError, match="restore='regenerate' needs scale='absolute' or 'filter'"):
+        nr.NoiseInjector(model, sigma=0.3, scale="element", restore="regenerate")
+    with pytest.raises(ValueError, match="restore must be one of"):
+        nr.NoiseInjector(model, sigma=0.3, restore="undo")
+    with pytest.raises(ValueError, match="scale must be one of"):
+        nr.NoiseInjector(model, sigma=0.3, scale="row")
+
+
+def test_a_state_of_another_scale_is_refused():
+    model = _net()
+    state = nr.NoiseInjector(model, sigma=0.1, scale="filter", seed=0).state_dict()
+    with pytest.raises(ValueError, match="scale='filter'"):
+        nr.NoiseInjector(model, sigma=0.1, seed=0).load_state_dict(state)
+
+
+def test_smoothed_risk_of_the_filter_law_matches_a_direct_monte_carlo():
+    """smoothed_risk(scale="filter") against a loop over the law's own samples at the captured points."""
+    model = _net()
+    x, y = torch.randn(12, 3, dtype=torch.float64), torch.randn(12, 2, dtype=torch.float64)
+    est, se = nr.smoothed_risk(model, x, y, sigma=0.3, mode="full", scale="filter", num_samples=20000, seed=0)
+    inj = nr.NoiseInjector(model, sigma=0.3, mode="full", scale="filter", seed=9)
+    vals = []
+    for _ in range(4000):
+        with inj.perturb(), torch.no_grad():
+            vals.append(float(0.5 * (model(x) - y).pow(2).sum(1).mean()))
+    direct = torch.tensor(vals)
+    se_direct = float(direct.std() / len(vals) ** 0.5)
+    assert abs(est - float(direct.mean())) < 4 * (se**2 + se_direct**2) ** 0.5
+    plain, _ = nr.smoothed_risk(model, x, y, sigma=0.3, mode="full", num_samples=20000, seed=0)
+    assert abs(plain - est) > 4 * (se**2 + se_direct**2) ** 0.5     # the scale matters at this σ

@@ -45,7 +45,7 @@ from torch import nn
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from noisereg.layers import Layer
-from noisereg.noise import flat_layout, CONVENTIONS, MODES, ORDERS, NoiseLaw, check_sigma, noisy_copies
+from noisereg.noise import CONVENTIONS, MODES, ORDERS, NoiseLaw, check_choice, check_sigma, draw_noise, flat_layout, noisy_copies
 
 __all__ = ["CONVENTIONS", "MODES", "NoiseInjector", "ORDERS", "check_sigma", "noisy_copies"]
 
@@ -149,6 +149,18 @@ class NoiseInjector:
             (the averaged gradient then averages ``world_size`` noise samples: same expectation,
             lower variance, a weaker effective noise per step).
         foreach: use ``torch._foreach_add_`` (default) or a for-loop (reference, same result).
+        scale: ``"absolute"`` (default, the paper), ``"filter"`` or ``"element"``: the per-entry std
+            multiplier (1, the row's / vector's norm, |w_i|), computed from the clean weights at each
+            perturbation; see :class:`noisereg.noise.NoiseLaw`. RWP and LPF-SGD use ``"filter"``.
+        exclude: parameters never perturbed (name substrings or a predicate ``(name, param) -> bool``,
+            e.g. ``exclude=["bias", "norm"]``); they form no layer, M counts the others.
+        restore: ``"copy"`` (default): the perturbed weights are new tensors and the clean ones come
+            back bit for bit. ``"regenerate"``: the noise is added in place and, on exit, drawn again
+            from the saved generator state and subtracted, so no copy of the weights is held during
+            the block (for ``scale="filter"`` only the row norms are kept). Not bit-exact: each
+            restore leaves an error of at most half an ulp of ``w + noise`` per entry (float32: about
+            ``6e-8·(|w| + |noise|)``), a random walk over steps. Refused with ``scale="element"``
+            (|w_i| cannot be recomputed from the perturbed weights) and for DTensor (FSDP2) parameters.
 
     Raises:
         ValueError: an argument out of range; ``seed`` with ``generator``; with DTensor (FSDP2)
@@ -212,13 +224,24 @@ class NoiseInjector:
         generator: torch.Generator | None = None,
         independent_ranks: bool = False,
         foreach: bool = True,
+        scale: str = "absolute",
+        exclude=None,
+        restore: str = "copy",
     ) -> None:
-        self.law = NoiseLaw(model, sigma, mode=mode, layers=layers, order=order, convention=convention)
+        self.law = NoiseLaw(model, sigma, mode=mode, layers=layers, order=order, convention=convention, scale=scale,
+                            exclude=exclude)
         self.foreach = bool(foreach)
+        self.restore = check_choice("restore", restore, ("copy", "regenerate"))
         params = self.law.params
         devices = list(dict.fromkeys(p.device for p in params))
         dtensor = _dtensor_type()
         self._dtensors = frozenset(id(p) for p in params if dtensor is not None and isinstance(p, dtensor))
+        if self.restore == "regenerate" and (self.law.scale == "element" or self._dtensors):
+            raise ValueError("restore='regenerate' needs scale='absolute' or 'filter' and plain parameters "
+                             "(scale='element' cannot recompute |w| from the perturbed weights; DTensor shards "
+                             "are restored from a copy): use restore='copy'")
+        if self.law.scale != "absolute" and self._dtensors:
+            raise ValueError("scale='filter' / 'element' is not supported with DTensor (FSDP2) parameters")
 
         if seed is not None and generator is not None:
             raise ValueError("give seed or generator, not both")
@@ -349,6 +372,7 @@ class NoiseInjector:
         guard = None  # the hook that refuses optimizer.step() inside the block
         swapped: list[tuple[torch.Tensor, torch.Tensor]] = []  # (parameter, its original data)
         copied: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # DTensor: (param, shard, saved copy)
+        regenerated: list[tuple[list[torch.Tensor], torch.device, torch.Tensor, Any]] = []  # restore="regenerate"
         try:
             law = self.law
             if law.sigma == 0.0:
@@ -373,10 +397,17 @@ class NoiseInjector:
                 for p in params:
                     by_kind.setdefault((p.device, p.dtype), []).append(p)
                 for (device, _), group in by_kind.items():
-                    noisy = law.perturb_copies(group, self._noise_gens[device], self.foreach, negate)
+                    gen = self._noise_gens[device]
+                    if self.restore == "regenerate":   # in place; the exit redraws the noise and subtracts it
+                        mult = law.multipliers(group)
+                        regenerated.append((group, device, gen.get_state(), mult))
+                        torch._foreach_add_(group, draw_noise(group, law.std, gen, negate, mult))
+                        continue
+                    noisy = law.perturb_copies(group, gen, self.foreach, negate)
                     for p, new in zip(group, noisy):
                         swapped.append((p, p.data))
                         p.data = new
+            swapped += [(p, None) for group, *_ in regenerated for p in group]
             versions = [p._version for p, _ in swapped]
             shard_versions = [(p._version, t._version) for p, t, _ in copied]
             yield self
@@ -392,9 +423,15 @@ class NoiseInjector:
                 guard.remove()
             with torch.no_grad():
                 for p, original in swapped:
+                    if original is None:   # restored below, by regenerating its noise
+                        continue
                     p.data = original
                     # a backward() after the block would see the clean weights: make it fail loudly
                     torch.autograd.graph.increment_version(p)
+                for group, device, state, mult in regenerated:  # the same draw from the saved state, subtracted
+                    gen = torch.Generator(device=device)
+                    gen.set_state(state)
+                    torch._foreach_sub_(group, draw_noise(group, self.law.std, gen, negate, mult))
                 for p, _, saved in copied:
                     # the shard FSDP holds now (its lazy init may re-pad it once, copying the values)
                     p.to_local().copy_(saved)
@@ -444,8 +481,8 @@ class NoiseInjector:
         """
         law = self.law
         params = law.params
-        if len({(p.device, p.dtype) for p in params}) != 1:
-            raise ValueError("draw_flat needs parameters of one device and dtype; use draw()")
+        if len({(p.device, p.dtype) for p in params}) != 1 or law.scale != "absolute":
+            raise ValueError("draw_flat needs parameters of one device and dtype and scale='absolute'; use draw()")
         if law.sigma == 0.0:
             return False
         offsets, total = flat_layout(params)
@@ -546,6 +583,7 @@ class NoiseInjector:
             "mode": self.mode,
             "order": self.order,
             "convention": self.convention,
+            "scale": self.law.scale,
             "layer_names": [name for name, _ in self.layers],
             "step": self.step,
             "last_layer": self.last_layer,
@@ -568,6 +606,9 @@ class NoiseInjector:
         missing = {"step", "selection_rng", "noise_rng"} - set(sd)
         if missing:
             raise ValueError(f"state_dict lacks keys {sorted(missing)}; is it a NoiseInjector state?")
+        if sd.setdefault("scale", self.law.scale) != self.law.scale:
+            raise ValueError(f"state_dict is for scale={sd['scale']!r}, this injector has scale={self.law.scale!r}: "
+                             "build the injector as the saved one was")
         for key in ("mode", "order", "convention"):
             if sd.setdefault(key, getattr(self, key)) != getattr(self, key):
                 raise ValueError(f"state_dict is for {key}={sd[key]!r}, this injector has {key}="

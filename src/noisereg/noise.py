@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import numbers
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterator, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -40,6 +40,8 @@ from noisereg.layers import Layer, resolve_layers
 
 MODES = ("full", "layer")
 ORDERS = ("random", "cyclic")
+SCALES = ("absolute", "filter", "element")
+"""Per-entry std multipliers of :class:`NoiseLaw` (``scale=``)."""
 CONVENTIONS = ("paper", "official")
 _ALIGN_BYTES = 64  # every tensor's slot in the flat noise buffer starts on a 64-byte boundary
 
@@ -137,13 +139,14 @@ def flat_layout(params: Sequence[torch.Tensor]) -> tuple[list[int], int]:
     return offsets, total
 
 
-def noisy_copies(params: Sequence[torch.Tensor], std: float, generator: torch.Generator,
-                 foreach: bool = True, negate: bool = False) -> list[torch.Tensor]:
-    """Return new tensors ``p + std * N(0, I)`` for ``params`` (one device and dtype), same strides.
+def draw_noise(params: Sequence[torch.Tensor], std: float, generator: torch.Generator, negate: bool = False,
+               multipliers: Sequence[torch.Tensor | None] | None = None) -> list[torch.Tensor]:
+    """New tensors ``± std · m ∘ N(0, I)`` shaped and strided like ``params`` (one device and dtype).
 
-    One ``normal_`` call fills a flat buffer; each result is a view of it laid out like its
-    parameter; ``foreach=False`` is the for-loop reference of the same computation (tested equal).
-    ``negate``: ``p − std * N(0, I)`` with the same draw (the antithetic point).
+    One ``normal_`` call fills a flat buffer (:func:`flat_layout`); each result is a view of it laid
+    out like its parameter. ``negate``: the same draw with its sign flipped (the antithetic point).
+    ``multipliers``: per-parameter std multipliers m broadcastable to the parameter (None: 1), see
+    :meth:`NoiseLaw.multipliers`.
     """
     p0 = params[0]
     offsets, total = flat_layout(params)
@@ -156,6 +159,20 @@ def noisy_copies(params: Sequence[torch.Tensor], std: float, generator: torch.Ge
         else flat[off:off + p.numel()].view(p.size())
         for p, off in zip(params, offsets)
     ]
+    for v, m in zip(views, multipliers or ()):
+        if m is not None:
+            v.mul_(m)
+    return views
+
+
+def noisy_copies(params: Sequence[torch.Tensor], std: float, generator: torch.Generator,
+                 foreach: bool = True, negate: bool = False,
+                 multipliers: Sequence[torch.Tensor | None] | None = None) -> list[torch.Tensor]:
+    """Return new tensors ``p ± std · m ∘ N(0, I)`` for ``params`` (one device and dtype), same strides:
+    :func:`draw_noise` plus the parameters; ``foreach=False`` is the for-loop reference of the same
+    computation (tested equal).
+    """
+    views = draw_noise(params, std, generator, negate, multipliers)
     if foreach:
         torch._foreach_add_(views, list(params))
     else:
@@ -205,6 +222,13 @@ class NoiseLaw:
         layers: ``"module"`` (default), ``"tensor"`` or a list of ``(name, [Parameter, ...])`` groups.
         order: ``"random"`` (default) or ``"cyclic"``: how :meth:`choose` picks the layer.
         convention: ``"paper"`` (default) or ``"official"``; see :func:`noise_std`.
+        scale: the per-entry std multiplier m, computed from the clean weights at each draw:
+            ``"absolute"`` (default, the paper: 1), ``"filter"`` (‖w_row‖ for each slice along dim 0
+            of a parameter with ≥ 2 dims, ‖w‖ for a 1-d one: the per-filter noise of RWP and LPF-SGD)
+            or ``"element"`` (|w_i|); the mode's factor and the convention apply on top.
+        exclude: parameters never perturbed: a name substring, a list of them, or a predicate
+            ``(name, parameter) -> bool``; names are ``model.named_parameters()``'s (an iterable of
+            parameters: their positions, ``"0"``, ``"1"``, ...). They form no layer: M counts the others.
 
     Attributes:
         layers: the M layers, ``[(name, [Parameter, ...]), ...]`` in model order.
@@ -222,11 +246,14 @@ class NoiseLaw:
 
     def __init__(self, model: nn.Module | Iterable[torch.Tensor], sigma: float, *, mode: str = "layer",
                  layers: str | Sequence[tuple[str, Iterable[torch.Tensor]]] = "module", order: str = "random",
-                 convention: str = "paper") -> None:
+                 convention: str = "paper", scale: str = "absolute", exclude=None) -> None:
         self.mode = check_choice("mode", mode, MODES)
         self.order = check_choice("order", order, ORDERS)
         self.convention = check_choice("convention", convention, CONVENTIONS)
-        self.layers: list[Layer] = resolve_layers(model, layers)
+        self.scale = check_choice("scale", scale, SCALES)
+        if isinstance(model, Iterator):
+            model = list(model)   # read twice (layers, exclude names)
+        self.layers: list[Layer] = _without(resolve_layers(model, layers), model, exclude)
         self.params: list[torch.Tensor] = [p for _, ps in self.layers for p in ps]
         check_supported(model, self.params)
         self.sigma = sigma
@@ -267,21 +294,35 @@ class NoiseLaw:
             return step % len(self.layers)
         return int(torch.randint(len(self.layers), (1,), generator=generator))
 
+    def multipliers(self, params: Sequence[torch.Tensor]) -> list[torch.Tensor] | None:
+        """The std multipliers of ``params`` under :attr:`scale`, from their current (clean) values:
+        None for ``"absolute"``; else one tensor per parameter, broadcastable to it."""
+        if self.scale == "absolute":
+            return None
+        with torch.no_grad():
+            if self.scale == "element":
+                return [p.detach().abs() for p in params]
+            return [p.detach().flatten(1).norm(dim=1).view(-1, *[1] * (p.dim() - 1)) if p.dim() >= 2
+                    else p.detach().norm() for p in params]
+
     def perturbed_params(self, choice: int | None) -> list[torch.Tensor]:
         """The parameters a sample with layer ``choice`` perturbs (``None``: all of them)."""
         return self.params if choice is None else self.layers[choice][1]
 
     def sample(self, params: Sequence[torch.Tensor], generator: torch.Generator,
                batch: tuple[int, ...] = ()) -> list[torch.Tensor]:
-        """Independent noise ``std · N(0, I)`` of shape ``(*batch, *p.shape)`` for each of ``params``.
+        """Independent noise ``std · m ∘ N(0, I)`` of shape ``(*batch, *p.shape)`` for each of ``params``
+        (m: :meth:`multipliers`, 1 for ``scale="absolute"``).
 
         Drawn on the CPU ``generator`` in the parameters' dtype, one ``randn`` per tensor in the
         given order, then moved to each parameter's device (for Monte-Carlo estimators; the
         training hot path uses :meth:`perturb_copies`).
         """
         std = self.std
-        return [torch.randn((*batch, *p.shape), generator=generator, dtype=p.dtype).to(p.device) * std
-                for p in params]
+        noise = [torch.randn((*batch, *p.shape), generator=generator, dtype=p.dtype).to(p.device) * std
+                 for p in params]
+        mult = self.multipliers(params)
+        return noise if mult is None else [e * m for e, m in zip(noise, mult)]
 
     def sample_batch(self, num: int, generator: torch.Generator) -> list[torch.Tensor]:
         """``num`` i.i.d. samples of the whole law at once: one tensor ``(num, *p.shape)`` per parameter.
@@ -302,9 +343,33 @@ class NoiseLaw:
 
     def perturb_copies(self, params: Sequence[torch.Tensor], generator: torch.Generator,
                        foreach: bool = True, negate: bool = False) -> list[torch.Tensor]:
-        """New tensors ``p ± std · N(0, I)`` for ``params`` (one device and dtype): :func:`noisy_copies`."""
-        return noisy_copies(params, self.std, generator, foreach, negate)
+        """New tensors ``p ± std · m ∘ N(0, I)`` for ``params`` (one device and dtype): :func:`noisy_copies`
+        with this law's :meth:`multipliers`."""
+        return noisy_copies(params, self.std, generator, foreach, negate, self.multipliers(params))
 
     def __repr__(self) -> str:
         return (f"NoiseLaw(sigma={self._sigma}, mode={self.mode!r}, order={self.order!r}, "
-                f"convention={self.convention!r}, num_layers={len(self.layers)})")
+                f"convention={self.convention!r}, scale={self.scale!r}, num_layers={len(self.layers)})")
+
+
+def _without(layers: list[Layer], model, exclude) -> list[Layer]:
+    """``layers`` without the parameters ``exclude`` names (see :class:`NoiseLaw`); empty layers dropped."""
+    if exclude is None:
+        return layers
+    if isinstance(exclude, str):
+        exclude = [exclude]
+    if callable(exclude):
+        hit = exclude
+    elif isinstance(exclude, (list, tuple)) and all(isinstance(e, str) for e in exclude):
+        hit = lambda name, p: any(e in name for e in exclude)  # noqa: E731
+    else:
+        raise TypeError("exclude must be a name substring, a list of them, or a predicate (name, parameter) -> bool, "
+                        f"got {type(exclude).__name__}")
+    named = (list(model.named_parameters()) if isinstance(model, nn.Module)
+             else [(str(i), p) for i, p in enumerate(model)])
+    name_of = {id(p): n for n, p in named}
+    kept = [(name, [p for p in ps if not hit(name_of.get(id(p), ""), p)]) for name, ps in layers]
+    kept = [(name, ps) for name, ps in kept if ps]
+    if not kept:
+        raise ValueError("exclude leaves no parameter to perturb")
+    return kept

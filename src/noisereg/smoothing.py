@@ -44,6 +44,10 @@ def effective_risk(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str
     ``NoiseInjector(model, sigma, layers=layers, convention=convention)`` injects, in either mode
     (docs/THEORY.md §3-§4). It is the second-order expansion of :math:`R_\sigma` and
     :math:`\tilde R_\sigma` when :math:`D^2\Phi[I] = 0`; the experiments log it as ``reg_loss``.
+    It is the paper's law (``scale="absolute"``): under ``scale="filter"`` or ``"element"`` (per-entry
+    std σ·m_a) the second-order term is the weighted trace :math:`\tfrac{\sigma^2}{2}\sum_a m_a^2\,
+    \mathrm{GGN}_{aa}`, which this function does not compute (:func:`smoothed_risk` estimates that
+    law's smoothed risk).
 
     Args:
         model, x, y, loss: as in :func:`noisereg.ggn_trace`.
@@ -67,7 +71,7 @@ def effective_risk(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str
 def smoothed_risk(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "square",
                   sigma: float = 0.1, mode: str = "full", num_samples: int = 1000,
                   antithetic: bool = True, seed: int = 0, layers="module",
-                  convention: str = "paper") -> tuple[float, float]:
+                  convention: str = "paper", scale: str = "absolute", exclude=None) -> tuple[float, float]:
     r"""Monte-Carlo estimate of :math:`R_\sigma` (``mode="full"``) or :math:`\tilde R_\sigma` (``"layer"``).
 
     The noise is that of ``NoiseInjector(model, sigma, mode=mode, layers=layers,
@@ -84,7 +88,10 @@ def smoothed_risk(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str 
         sigma: noise scale σ ≥ 0. mode: ``"full"`` or ``"layer"``.
         num_samples: function evaluations in total (≥ 2 per stratum; even when antithetic).
         antithetic: use ±ε pairs. seed: seed of the noise (CPU generator, moved to the device).
-        layers, convention: as in :class:`noisereg.NoiseInjector`.
+        layers, convention, scale, exclude: as in :class:`noisereg.NoiseInjector`; with
+            ``scale="filter"`` or ``"element"`` the estimate is of the smoothed risk under that law
+            (per-entry std σ·m, m from the clean weights), whose second-order term is a weighted GGN
+            trace, not :func:`effective_risk`.
 
     Returns:
         ``(estimate, standard error)``.
@@ -104,7 +111,7 @@ def smoothed_risk(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str 
     """
     check_loss(loss)
     check_eval_mode(model)
-    law = NoiseLaw(model, sigma, mode=mode, layers=layers, convention=convention)
+    law = NoiseLaw(model, sigma, mode=mode, layers=layers, convention=convention, scale=scale, exclude=exclude)
     strata = [law.perturbed_params(j) for j in range(law.num_layers)] if mode == "layer" else [law.params]
     per_stratum = num_samples // len(strata)
     if per_stratum < 2 or (antithetic and per_stratum % 2):

@@ -220,7 +220,7 @@ def _flat_noise(setups, names, own):
         where = {id(p): i for i, p in enumerate(law.params)}
         consecutive = all([where[id(p)] for p in ps] == list(range(where[id(ps[0])], where[id(ps[0])] + len(ps)))
                           for _, ps in law.layers)
-        if (not consecutive or [id(p) for p in law.params] != [id(p) for p in own[r]]
+        if (not consecutive or law.scale != "absolute" or [id(p) for p in law.params] != [id(p) for p in own[r]]
                 or len({(p.device, p.dtype) for p in own[r]}) != 1 or not all(p.is_contiguous() for p in own[r])):
             return None
     offsets, total = flat_layout(own[0])
