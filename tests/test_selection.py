@@ -10,7 +10,7 @@ from noisereg.errors import UserError
 from noisereg.experiments import EXPERIMENTS, run_experiment
 from noisereg.experiments.classify import select
 from noisereg.report import rebuild
-from noisereg.training.settings import GRAD_EVALS
+from noisereg.training.settings import grad_evals_per_step
 
 SWEEP = {"methods": ("gd", "layer", "sam"), "sigmas": (0.05, 0.1), "rhos": (0.02, 0.05), "n_val": 64,
          "epochs": 4}
@@ -47,7 +47,7 @@ def test_sam_runs_and_their_equal_compute_twins():
     assert (half.spec.method, half.spec.sigma, half.spec.epochs, half.spec.noise_stop_epoch) == ("sam", 0.05, 2, 2)
     assert half.params == {"arm": "sam_half"} and full.params == {}
     assert not any(r.id.startswith("sam_half") for r in exp.runs(cfg.__class__(**{**cfg.__dict__, "sam_half": False})))
-    assert GRAD_EVALS["sam"] == 2
+    assert grad_evals_per_step(full.spec) == 2
 
 
 def test_a_sweep_selects_sigma_on_validation_data_and_reports_it(tmp_path):

@@ -27,10 +27,10 @@ from noisereg.data import Split
 from noisereg.injection import NoiseInjector
 from noisereg.losses import loss_value
 from noisereg.noise import NoiseLaw
-from noisereg.optim import SAM
+from noisereg.optim import SAM, NoisyOptimizer
 from noisereg.smoothing import effective_risk
 from noisereg.training.checkpoint import load_checkpoint, save_checkpoint
-from noisereg.training.settings import GRAD_EVALS, SIGMA_SCHEDULES, TrainSpec
+from noisereg.training.settings import FAMILY, TrainSpec, grad_evals_per_step, sigma_factor_at
 
 
 
@@ -53,7 +53,7 @@ def sigma_at(spec: TrainSpec, epoch: int) -> float:
     """σ used in ``epoch`` (0-based): the schedule applied to ``spec.sigma``, 0 from the noise stop on."""
     if spec.noise_stop_epoch is not None and epoch >= spec.noise_stop_epoch:
         return 0.0
-    return spec.sigma * SIGMA_SCHEDULES[spec.sigma_schedule](epoch / spec.epochs)
+    return spec.sigma * sigma_factor_at(spec.sigma_schedule, epoch / spec.epochs, spec.sigma_factor)
 
 
 def _loss(spec: TrainSpec, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -101,7 +101,7 @@ def curvature_metrics(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor, spec
             else:
                 out["hessian_trace"], out["hessian_trace_se"] = hessian_trace(
                     model, xs, ys, loss, num_samples=HUTCHINSON_PROBES, seed=spec.seed)
-    if "reg_loss" in spec.log:
+    if "reg_loss" in spec.log and sigma_reg is not None:   # None: R_eff not defined for this run's law
         out["reg_loss"] = effective_risk(model, xs, ys, loss, sigma_reg, layers=spec.layers,
                                          convention=spec.convention, trace=trace)
         if se is not None:
@@ -180,12 +180,20 @@ def train(model_fn: Callable[[], nn.Module], data: Split, spec: TrainSpec, *, de
     data = data.to(device)
     model = build_model(model_fn, spec.seed, device)
     opt, sched = _make_optimizer(model, spec)
+    rule = FAMILY.get(spec.method, {})
     inj = None if spec.method in ("gd", "sam") else NoiseInjector(
-        model, spec.sigma, mode=spec.method, layers=spec.layers, order=spec.order,
-        convention=spec.convention, seed=spec.seed)
+        model, spec.sigma, mode="full" if rule else spec.method, layers=spec.layers, order=spec.order,
+        convention=spec.convention, seed=spec.seed, scale=rule.get("scale", "absolute"))
     sam = SAM(opt, rho=spec.sigma) if spec.method == "sam" else None  # ρ = sigma, scheduled like σ
+    several = None  # the family's several-evaluation steps (m-RWP, LPF-SGD, NSO): NoisyOptimizer
+    if rule and grad_evals_per_step(spec) > 1:
+        samples = rule.get("samples", 1)
+        several = NoisyOptimizer(opt, inj, samples=getattr(spec, samples) if isinstance(samples, str) else samples,
+                                 antithetic=rule.get("antithetic", False), clean_weight=rule.get("clean_weight", 0.0))
     gen = torch.Generator().manual_seed(spec.seed + 7919)  # data order and augmentation
     sigma_reg = spec.reg_sigma if spec.reg_sigma is not None else 0.0 if sam is not None else spec.sigma
+    if rule.get("scale", "absolute") != "absolute" and spec.reg_sigma is None:
+        sigma_reg = None   # a per-filter law's R_eff is a weighted GGN trace: not computed, reg_loss not logged
     history: list[dict[str, float]] = []
     start, seconds, diverged = 0, 0.0, False
     if resume and checkpoint is not None and Path(checkpoint).exists():
@@ -229,14 +237,14 @@ def train(model_fn: Callable[[], nn.Module], data: Split, spec: TrainSpec, *, de
             xb, yb = data.x_train[idx], data.y_train[idx]
             if spec.augment:
                 xb = _augment(xb, gen)
-            if sam is not None:  # two gradients: at w (its loss is logged) and at w + ρ g/||g||
+            if sam is not None or several is not None:  # SAM: at w (logged) and w + ρ g/‖g‖; family: see FAMILY
                 def closure(xb=xb, yb=yb):
                     opt.zero_grad(set_to_none=True)
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec.amp):
                         loss = _loss(spec, model(xb).float(), yb)
                     loss.backward()
                     return loss
-                loss = sam.step(closure)
+                loss = (sam or several).step(closure)
                 loss_sum += loss.detach()
                 continue
             opt.zero_grad(set_to_none=True)
@@ -265,7 +273,7 @@ def train(model_fn: Callable[[], nn.Module], data: Split, spec: TrainSpec, *, de
         if diverged:
             break
     final = {k: v for k, v in history[-1].items() if k not in ("step", "epoch")}
-    per_step = GRAD_EVALS.get(spec.method, 1)  # gradient evaluations (forward + backward on a batch) per step
+    per_step = grad_evals_per_step(spec)  # gradient evaluations (forward + backward on a batch) per step
     return {"method": spec.method, "sigma": spec.sigma, "seed": spec.seed, "diverged": diverged,
             "final": final, "history": history, "seconds": round(seconds, 3),
             "grad_evals_per_step": per_step, "grad_evals": per_step * history[-1]["step"]}

@@ -23,14 +23,23 @@ from noisereg.constraints import Checked, Each, Interval, IsBool, OneOf, OrNone
 from noisereg.injection import CONVENTIONS, MODES, ORDERS
 from noisereg.layers import LAYER_SCHEMES
 
-METHODS = ("gd", *MODES, "sam")                # "gd": no noise; "full"/"layer": NoiseInjector modes; "sam": nr.SAM, ρ = sigma
-GRAD_EVALS = {"sam": 2}                        # gradient evaluations per step (1 unless listed)
+METHODS = ("gd", *MODES, "sam", "rwp", "mrwp", "lpf", "nso")
+"""``"gd"``: no noise; ``"full"``/``"layer"``: the paper's NoiseInjector modes; ``"sam"``: nr.SAM, ρ = sigma;
+the weight-perturbation family (:data:`FAMILY`), σ their noise scale γ."""
+FAMILY = {   # the family's rules as NoiseInjector + NoisyOptimizer settings (docs/EXPERIMENTS.md, "family")
+    "rwp": {"scale": "filter"},                             # RWP (Li et al. 2022): per-filter std γ‖w_row‖
+    "mrwp": {"scale": "filter", "clean_weight": 0.5},       # m-RWP: λ g(w + ξ) + (1 − λ) g(w), λ = 1/2
+    "lpf": {"scale": "filter", "samples": "lpf_samples"},   # LPF-SGD (Bisla et al. 2022): k per-filter draws
+    "nso": {"scale": "absolute", "antithetic": True, "samples": "nso_pairs"},  # NSO: k pairs ½(g(w+ξ) + g(w−ξ))
+}
+"""Method -> injector ``scale`` and :class:`noisereg.NoisyOptimizer` settings (a string: the TrainSettings field)."""
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("constant", "cosine")          # "cosine": annealed to 0 over the epochs
 SIGMA_SCHEDULES = {                            # factor on σ at the fraction t = epoch / epochs
     "constant": lambda t: 1.0,
     "linear": lambda t: 1.0 - t,
     "cosine": lambda t: 0.5 * (1.0 + math.cos(math.pi * t)),
+    "cosine_up": None,   # γ to γ·sigma_factor along a half cosine (LPF-SGD's radius schedule), see sigma_factor_at
 }
 LOGGABLE = ("reg_loss", "ggn_trace", "hessian_trace")
 TRACE_ESTIMATORS = ("exact", "sampled")        # ggn_trace, or sampled_ggn_trace (with a standard error)
@@ -38,6 +47,26 @@ TRAIN_LOSSES = ("cross_entropy", "square")
 
 # constraints shared by the training settings and by experiment configs (one definition each)
 METHOD = OneOf(*METHODS)
+
+
+def sigma_factor_at(schedule: str, t: float, factor: float = 1.0) -> float:
+    """The factor on σ at the fraction ``t`` of training: :data:`SIGMA_SCHEDULES`; ``"cosine_up"`` rises from
+    1 to ``factor`` as ``1 + (factor − 1)(1 − cos πt)/2``."""
+    if schedule == "cosine_up":
+        return 1.0 + (factor - 1.0) * 0.5 * (1.0 - math.cos(math.pi * t))
+    return SIGMA_SCHEDULES[schedule](t)
+
+
+def grad_evals_per_step(spec) -> int:
+    """Gradient evaluations (forward + backward on a batch) per update of a run: 2 for SAM and m-RWP,
+    ``lpf_samples`` for LPF-SGD, 2·``nso_pairs`` for NSO, 1 otherwise."""
+    if spec.method in ("sam", "mrwp"):
+        return 2
+    if spec.method == "lpf":
+        return spec.lpf_samples
+    if spec.method == "nso":
+        return 2 * spec.nso_pairs
+    return 1
 SIGMA = Interval(0)
 SEED = Interval(0, integer=True)
 SEEDS = Each(SEED, unique=True)  # a sweep's seeds: a repeated seed would pair a run with itself
@@ -67,6 +96,9 @@ class TrainSettings(Checked):
     augment: bool = False             # random crop (pad 4 for 32x32, 1 otherwise) + horizontal flip
     checkpoint_every: int = 0         # epochs between checkpoints (0: at every evaluation)
     amp: bool = False                 # bfloat16 autocast for forward and loss (no GradScaler needed)
+    sigma_factor: float = 2.0         # "cosine_up": σ rises to σ·sigma_factor
+    lpf_samples: int = 4              # lpf: noise draws per step (k gradient evaluations)
+    nso_pairs: int = 1                # nso: antithetic pairs per step (2k gradient evaluations)
 
     CONSTRAINTS = {
         "epochs": POSITIVE_INT,
@@ -88,6 +120,9 @@ class TrainSettings(Checked):
         "augment": IsBool(),
         "checkpoint_every": Interval(0, integer=True),
         "amp": IsBool(),
+        "sigma_factor": Interval(1),
+        "lpf_samples": POSITIVE_INT,
+        "nso_pairs": POSITIVE_INT,
     }
 
     def spec(self, **run) -> TrainSpec:
