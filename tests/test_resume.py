@@ -65,7 +65,7 @@ def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    ({"method": "asam"}, r"method must be one of \('gd', 'full', 'layer', 'sam'\), got 'asam'"),
+    ({"method": "asam"}, r"method must be one of \('gd', 'full', 'layer', 'sam', 'rwp', 'mrwp', 'lpf', 'nso'\), got 'asam'"),
     ({"optimizer": "lbfgs"}, "optimizer must be"), ({"schedule": "step"}, "schedule must be"),
     ({"loss": "hinge"}, "loss must be"), ({"epochs": 0}, "epochs must be an integer >= 1, got 0"),
     ({"batch_size": 0}, "batch_size must be None or an integer >= 1"), ({"lr": 0.0}, "lr must be a finite number > 0"),
