@@ -307,3 +307,33 @@ def test_cosine_up_schedule_rises_from_sigma_to_sigma_times_factor():
     vals = [sigma_at(spec, e) for e in range(11)]
     assert vals[0] == pytest.approx(0.1) and vals[10] == pytest.approx(0.3) and vals[5] == pytest.approx(0.2)
     assert all(b >= a for a, b in zip(vals, vals[1:]))
+
+
+def test_family_runs_pair_every_several_gradient_method_with_an_equal_compute_arm():
+    from noisereg.experiments import EXPERIMENTS
+    from noisereg.training.settings import grad_evals_per_step
+
+    exp = EXPERIMENTS["family"]
+    cfg = exp.config("cpu")
+    runs = exp.runs(cfg)
+    cost = {r.id: grad_evals_per_step(r.spec) * r.spec.epochs for r in runs}   # full batch: one step per epoch
+    gd = cost["gd-s0"]
+    eq = [r for r in runs if r.params.get("arm", "").endswith("_eq")]
+    assert {r.params["arm"] for r in eq} == {"mrwp_eq", "lpf_eq", "nso_eq"}
+    assert all(cost[r.id] == gd for r in eq)                                   # equal gradient evaluations
+    assert {r.spec.sigma_schedule for r in runs if r.spec.method == "lpf"} == {"cosine_up"}
+    assert {r.spec.sigma_schedule for r in runs if r.spec.method != "lpf"} == {"constant"}
+    grids = {m: sorted({r.spec.sigma for r in runs if r.spec.method == m}) for m in ("rwp", "mrwp", "lpf", "nso")}
+    assert grids == {"rwp": [0.005, 0.02], "mrwp": [0.005, 0.02], "lpf": [0.005, 0.02], "nso": [0.01, 0.035]}
+    assert len({r.spec.seed for r in runs}) == 3
+
+
+def test_family_claims_are_measured_and_paired(tmp_path):
+    from noisereg.experiments import EXPERIMENTS, run_experiment
+
+    res = run_experiment(EXPERIMENTS["family"], "smoke", tmp_path, show_progress=False,
+                         overrides={"methods": ("gd", "rwp", "nso"), "seeds": (0, 1, 2)})
+    rows = EXPERIMENTS["family"].claims(res)
+    assert {r["verdict"] for r in rows} == {"measured"}
+    assert any(r["claim"].startswith("nso_eq vs GD (equal gradient evaluations") for r in rows)
+    assert all("paired d̄" in r["ours"] for r in rows)

@@ -15,7 +15,7 @@ def python_blocks():
 
 def test_readme_usage_example_runs():
     blocks = python_blocks()
-    assert len(blocks) == 6, "README python examples changed: update this test"
+    assert len(blocks) == 7, "README python examples changed: update this test"
     scope = {}
     exec(compile(blocks[0], "README.md", "exec"), scope)
     model, inj = scope["model"], scope["inj"]
@@ -32,7 +32,20 @@ def test_readme_regularizer_logging_example_runs(capsys):
 
 
 def integration_blocks():
-    return [b for b in python_blocks() if "NoisyOptimizer(" in b or "noisereg.integrations" in b]
+    return [b for b in python_blocks() if ("NoisyOptimizer(" in b or "noisereg.integrations" in b)
+            and "scale=" not in b]
+
+
+def test_readme_family_example_runs():
+    """The family block continues the closure block's session (model, closure)."""
+    closure_block = integration_blocks()[0]
+    family = next(b for b in python_blocks() if 'scale="filter"' in b)
+    scope = {}
+    exec(compile(closure_block, "README.md", "exec"), scope)
+    before = [p.detach().clone() for p in scope["model"].parameters()]
+    exec(compile(family, "README.md", "exec"), scope)
+    assert scope["nso"].injector.step == 1 and torch.isfinite(scope["loss"])
+    assert any(not torch.equal(a, p) for a, p in zip(before, scope["model"].parameters()))
 
 
 def test_readme_closure_example_runs():

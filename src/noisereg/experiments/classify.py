@@ -20,7 +20,7 @@ from noisereg.data.validate import check_classification
 from noisereg.errors import UserError
 from noisereg.experiments.base import Experiment, Run, data_note
 from noisereg.experiments.stats import EMPTY, RULE, Paired, Sample, arm, final_stats, fmt, paired, resolution
-from noisereg.training.settings import METHOD, POSITIVE_INT, SEED, SEEDS, SIGMA, TrainSettings
+from noisereg.training.settings import FAMILY, METHOD, POSITIVE_INT, SEED, SEEDS, SIGMA, TrainSettings
 
 _SETTINGS = {f.name for f in dataclasses.fields(TrainSettings)}
 _DIR_DATASETS = ("fashion_mnist", "cifar10")  # the data sets read from --data-dir
@@ -48,6 +48,10 @@ class ClassifyConfig(TrainSettings):
     seeds: tuple[int, ...] = (0,)
     rhos: tuple[float, ...] = (0.05,)  # SAM's ρ grid (method "sam")
     sam_half: bool = True             # with "sam": also SAM with half the epochs (as many gradients as GD)
+    rwp_sigmas: tuple[float, ...] = (0.01,)    # the weight-perturbation family's grids (methods rwp, mrwp, lpf, nso;
+    mrwp_sigmas: tuple[float, ...] = (0.01,)   # per-filter γ for rwp/mrwp/lpf, isotropic σ for nso)
+    lpf_sigmas: tuple[float, ...] = (0.01,)
+    nso_sigmas: tuple[float, ...] = (0.01,)
 
     CONSTRAINTS = {
         "dataset": Satisfies(lambda v: v in DATASETS or v.endswith(".npz"),
@@ -60,11 +64,16 @@ class ClassifyConfig(TrainSettings):
         "seeds": SEEDS,
         "rhos": Each(Interval(0, low_open=True)),
         "sam_half": IsBool(),
+        "rwp_sigmas": Each(Interval(0, low_open=True)),
+        "mrwp_sigmas": Each(Interval(0, low_open=True)),
+        "lpf_sigmas": Each(Interval(0, low_open=True)),
+        "nso_sigmas": Each(Interval(0, low_open=True)),
     }
 
 
 class ClassifyExperiment(Experiment):
-    """Runs: GD once per seed, each noisy method per σ and seed (SAM per ρ), for every variant.
+    """Runs: GD once per seed, each noisy method per σ and seed (SAM per ρ; the family's methods per their own
+    grid, ``rwp_sigmas`` ...), for every variant.
 
     Subclasses judge the paper's claims in :meth:`judge`; :meth:`claims` adds the SAM rows and
     refuses to judge results without a validation split."""
@@ -111,7 +120,8 @@ class ClassifyExperiment(Experiment):
                 if "gd" in cfg.methods:
                     out.append(run(f"{tag}gd-s{seed}", "gd", 0.0, seed))
                 for m in (m for m in cfg.methods if m not in ("gd", "sam")):
-                    out += [run(f"{tag}{m}-sigma{s:g}-s{seed}", m, s, seed) for s in cfg.sigmas]
+                    grid = getattr(cfg, f"{m}_sigmas") if m in FAMILY else cfg.sigmas
+                    out += [run(f"{tag}{m}-sigma{s:g}-s{seed}", m, s, seed) for s in grid]
                 if "sam" in cfg.methods:
                     out += [run(f"{tag}sam-rho{r:g}-s{seed}", "sam", r, seed) for r in cfg.rhos]
                     if cfg.sam_half:

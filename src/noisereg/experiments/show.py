@@ -15,6 +15,7 @@ import numpy as np
 
 from noisereg.experiments.executors import batches
 from noisereg.experiments.base import Experiment, Run
+from noisereg.training.settings import grad_evals_per_step
 
 
 def _npz_shapes(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -85,7 +86,7 @@ def show(exp: Experiment, preset: str, overrides: dict, data: str | None, data_d
     for r in runs:
         if isinstance(r, Run):
             per_epoch = 1 if r.spec.batch_size is None else f"⌈n_train/{r.spec.batch_size}⌉"
-            evals = 2 if r.spec.method == "sam" else 1
+            evals = grad_evals_per_step(r.spec)
             cost = (f"{r.spec.epochs * evals} gradient evaluations" if per_epoch == 1 else
                     f"{r.spec.epochs} epochs × {per_epoch} steps × {evals} gradient evaluation(s)")
             lines.append(f"  {r.id}: method {r.spec.method}, σ {r.spec.sigma:g}, seed {r.spec.seed}, {cost}")
