@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Rerun every experiment's documented preset (the cpu presets) into docs/results at one commit, then rebuild
-# docs/results/REPORT.md. About 2 hours on 2 cores with the default --jobs 2 (each run at one thread).
+# docs/results/REPORT.md. About 45 minutes on 2 cores with the default --jobs 2 (plus the family experiment, about 25) (each run at one thread).
 # Refuses a dirty work tree, so every results.json records the same clean commit.
 # Usage: bash scripts/regenerate.sh [--jobs N] [EXPERIMENT ...]     (default: every experiment)
 set -euo pipefail
