@@ -97,7 +97,7 @@ def cmd_demo(args) -> int:
     for exp in plan:
         print(f"noisereg demo: {exp.name} ({exp.description}), preset {args.preset}")
         run_experiment(exp, args.preset, out / exp.name, resume=args.resume, show_progress=not args.quiet,
-                       device="cpu")
+                       device="cpu", batch=not args.no_batch)
     path = rebuild(out)
     print(f"\nDone in {time.perf_counter() - t0:.0f} s. Report: {path}")
     for line in path.read_text().splitlines():  # every judged claim, favourable or not
@@ -155,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
     d.add_argument("--resume", action="store_true", help="continue a killed demo")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
+    d.add_argument("--no-batch", action="store_true", help="train every run alone (see `run --no-batch`)")
     d.add_argument("--preset", default="demo", choices=["demo", "smoke"],
                    help="demo (default) or smoke (seconds): the preset each experiment runs at")
     d.set_defaults(func=cmd_demo)

@@ -311,6 +311,7 @@ class NoiseInjector:
         self.step = 0  # number of perturbations done (sigma > 0), drives the cyclic order
         self.last_layer: int | None = None  # index into self.layers of the last perturbed layer
         self._active = False
+        self._flat_layout: tuple[list[int], int] | None = None   # draw_flat's layout, computed on first use
 
     # ----------------------------------------------------------------------------- settings
     # The law (layers, std, layer choice) lives in :class:`noisereg.noise.NoiseLaw`; these are views of it.
@@ -481,11 +482,13 @@ class NoiseInjector:
         """
         law = self.law
         params = law.params
-        if len({(p.device, p.dtype) for p in params}) != 1 or law.scale != "absolute":
-            raise ValueError("draw_flat needs parameters of one device and dtype and scale='absolute'; use draw()")
+        if self._flat_layout is None:   # checked and laid out once: the parameters are fixed at construction
+            if len({(p.device, p.dtype) for p in params}) != 1 or law.scale != "absolute":
+                raise ValueError("draw_flat needs parameters of one device and dtype and scale='absolute'; use draw()")
+            self._flat_layout = flat_layout(params)
         if law.sigma == 0.0:
             return False
-        offsets, total = flat_layout(params)
+        offsets, total = self._flat_layout
         choice = law.choose(self.step, self._selection_gen)
         if choice is None:
             start, end = 0, total

@@ -266,6 +266,7 @@ class NoiseLaw:
     @sigma.setter
     def sigma(self, value: float) -> None:
         self._sigma = check_sigma(value)
+        self._std = (None, None)
 
     @property
     def num_layers(self) -> int:
@@ -274,8 +275,10 @@ class NoiseLaw:
 
     @property
     def std(self) -> float:
-        """Per-entry std of a perturbed entry, :func:`noise_std` of this law."""
-        return noise_std(self._sigma, self.mode, self.convention, len(self.layers))
+        """Per-entry std of a perturbed entry, :func:`noise_std` of this law (cached per σ)."""
+        if self._std[0] != self._sigma:
+            self._std = (self._sigma, noise_std(self._sigma, self.mode, self.convention, len(self.layers)))
+        return self._std[1]
 
     @property
     def regularizer_coefficient(self) -> float:

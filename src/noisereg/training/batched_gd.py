@@ -158,6 +158,9 @@ def _run_batch(setups: list[Setup], checkpoint, resume: bool) -> list[dict]:
         st = settings[r]
         return rates[r](t, steps, st["lr"], st["lr_final"])
 
+    dtype = stacked[names[0]].dtype   # every step's R step sizes, tabulated once (as the per-run path computes them)
+    lr_table = torch.tensor([[lr_of(r, t) for r in range(R)] for t in range(steps)], dtype=dtype)
+
     def log(t: int) -> None:
         with torch.no_grad():
             for r, s in enumerate(setups):
@@ -195,7 +198,7 @@ def _run_batch(setups: list[Setup], checkpoint, resume: bool) -> list[dict]:
 
     for t in range(start, steps):
         g = grads(perturbed())
-        lrs = torch.tensor([lr_of(r, t) for r in range(R)], dtype=stacked[names[0]].dtype)
+        lrs = lr_table[t]
         with torch.no_grad():
             for k in names:
                 stacked[k].addcmul_(lrs.view(-1, *[1] * (stacked[k].dim() - 1)), g[k], value=-1)
