@@ -237,10 +237,20 @@ def test_ddp_two_processes_share_the_noise_and_equal_one_process_on_the_union(tm
         torch.testing.assert_close(p, q.detach(), rtol=1e-12, atol=1e-14)
 
 
-def test_noisy_optimizer_with_lightning_accumulation_is_refused_before_any_update():
-    """Lightning runs the earlier micro-batches of a window outside step(): they would see no noise."""
+@pytest.mark.parametrize("built_from", ["module", "parameters"])
+def test_noisy_optimizer_with_lightning_accumulation_is_refused_before_any_update(built_from, monkeypatch):
+    """Lightning runs the earlier micro-batches of a window outside step(): they would see no noise. An
+    injector built from the LightningModule is refused at fit start (configure_optimizers), before any
+    training step; one built from a parameter iterable at the first optimizer step, before any update."""
     module = Net(noisy={"sigma": 0.1, "mode": "layer", "seed": 7})
+    if built_from == "parameters":
+        real = nr.NoiseInjector
+        monkeypatch.setattr(nr, "NoiseInjector", lambda model, **kw: real(list(model.parameters()), **kw))
+    steps = []
+    real_step = module.training_step
+    module.training_step = lambda *a, **k: (steps.append(1), real_step(*a, **k))[1]
     before = [p.detach().clone() for p in module.parameters()]
     with pytest.raises(RuntimeError, match=r"accumulate_grad_batches > 1.*NoiseInjection instead; nothing was updated"):
         trainer(accumulate_grad_batches=2).fit(module, loader())
     assert all(torch.equal(p, q) for p, q in zip(module.parameters(), before))
+    assert len(steps) == (0 if built_from == "module" else 1)   # fit start vs the first step (1 micro-batch ran)

@@ -104,6 +104,24 @@ class _Wrapper(torch.optim.Optimizer):
         self.__dict__.update(state)
 
 
+_LIGHTNING_ACCUMULATION = (
+    "NoisyOptimizer under Lightning with accumulate_grad_batches > 1: Lightning runs the earlier "
+    "micro-batches of each window outside step(), so they would see no noise. Return the plain "
+    "optimizer from configure_optimizers and add the callback "
+    "noisereg.integrations.lightning.NoiseInjection instead; nothing was updated")
+
+
+def _attached_trainer_accumulates(model: Any) -> bool:
+    """Whether ``model`` is a LightningModule attached to a Trainer that accumulates gradients under automatic
+    optimization: then a NoisyOptimizer built in ``configure_optimizers`` (at fit start, before any step) is
+    refused. Duck-typed: the core does not import Lightning."""
+    trainer = getattr(model, "_trainer", None)
+    return (trainer is not None and type(model).__module__ != "builtins"
+            and getattr(model, "automatic_optimization", False) is True
+            and isinstance(getattr(trainer, "accumulate_grad_batches", 1), int)
+            and trainer.accumulate_grad_batches > 1)
+
+
 def _lightning_accumulates(closure: Any) -> bool:
     """Whether ``closure`` is Lightning's automatic-optimization closure of the last micro-batch of an
     accumulation window (Lightning 2.x): its zero-grad function is None because the window's earlier
@@ -199,6 +217,8 @@ class NoisyOptimizer(_Wrapper):
         if (isinstance(clean_weight, bool) or not isinstance(clean_weight, numbers.Real)
                 or not 0.0 <= float(clean_weight) <= 1.0):
             raise ValueError(f"clean_weight must be a number in [0, 1], got {clean_weight!r}")
+        if _attached_trainer_accumulates(getattr(injector, "_model", None)):
+            raise RuntimeError(_LIGHTNING_ACCUMULATION)
         self._wrap(optimizer)
         self.injector = injector
         self.samples, self.antithetic, self.clean_weight = int(samples), antithetic, float(clean_weight)
@@ -222,15 +242,11 @@ class NoisyOptimizer(_Wrapper):
             TypeError: no closure was given.
             RuntimeError: Lightning's automatic optimization accumulates gradients over micro-batches
                 (``accumulate_grad_batches > 1``): it runs the earlier micro-batches outside ``step()``,
-                without noise; refused at the first step, before any update.
+                without noise; refused at the first step, before any update (the constructor already
+                refuses it at fit start when the injector was built from the LightningModule).
         """
         if _lightning_accumulates(closure):
-            raise RuntimeError(
-                "NoisyOptimizer under Lightning with accumulate_grad_batches > 1: Lightning runs the earlier "
-                "micro-batches of each window outside step(), so they would see no noise. Return the plain "
-                "optimizer from configure_optimizers and add the callback "
-                "noisereg.integrations.lightning.NoiseInjection instead; nothing was updated"
-            )
+            raise RuntimeError(_LIGHTNING_ACCUMULATION)
         if closure is None:
             raise TypeError(
                 "NoisyOptimizer.step() needs a closure (zero_grad, forward, backward, return loss): the "
