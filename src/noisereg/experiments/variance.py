@@ -93,6 +93,15 @@ def _points(results: dict, net: str, mode: str) -> list[tuple[int, dict]]:
                   if r["params"]["net"] == net and r["params"]["mode"] == mode)
 
 
+def _record(cfg, mode: str, draws: list[dict]) -> dict:
+    """The run record of a point: the draws' metrics averaged (standard errors in quadrature), ``excess`` the
+    exact value where there is one, else the Monte-Carlo estimate."""
+    final = {k: sum(d[k] for d in draws) / len(draws) for k in draws[0]}
+    final["excess_mc_se"] = math.sqrt(sum(d["excess_mc_se"] ** 2 for d in draws)) / len(draws)
+    final["excess"] = final.get("excess_exact", final["excess_mc"])
+    return {"method": mode, "sigma": cfg.sigma, "seed": cfg.seed, "final": final, "history": [{"step": 0, **final}]}
+
+
 def slope(xs, ys) -> float:
     """Least-squares slope of log(ys) against log(xs) (nan if fewer than 2 positive points)."""
     pts = [(math.log(a), math.log(b)) for a, b in zip(xs, ys) if b is not None and b > 0]
@@ -147,11 +156,7 @@ class Variance(Experiment):
                 Ws = [w.detach() for w in model.weights]
                 d["excess_exact"] = deep_linear_penalty(x, Ws, cfg.sigma).item()
             draws.append(d)
-        final = {k: sum(d[k] for d in draws) / len(draws) for k in draws[0]}
-        final["excess_mc_se"] = math.sqrt(sum(d["excess_mc_se"] ** 2 for d in draws)) / len(draws)
-        final["excess"] = final.get("excess_exact", final["excess_mc"])
-        return {"method": mode, "sigma": cfg.sigma, "seed": cfg.seed, "final": final,
-                "history": [{"step": 0, **final}]}
+        return _record(cfg, mode, draws)
 
     def point(self, cfg, kind, mode, width, x, y, *, checkpoint=None, resume=False):
         """Excess risk and gradient variance at ``width``, averaged over ``cfg.weight_seeds`` weight draws.
@@ -170,11 +175,7 @@ class Variance(Experiment):
                 d["excess_exact"] = (linear_net_full_noise_risk(x, y, W1, W2, cfg.sigma).item() - r if mode == "full"
                                      else linear_net_penalty(x, W1, W2, cfg.sigma).item())
             draws.append(d)
-        final = {k: sum(d[k] for d in draws) / len(draws) for k in draws[0]}
-        final["excess_mc_se"] = math.sqrt(sum(d["excess_mc_se"] ** 2 for d in draws)) / len(draws)
-        final["excess"] = final.get("excess_exact", final["excess_mc"])
-        return {"method": mode, "sigma": cfg.sigma, "seed": cfg.seed, "final": final,
-                "history": [{"step": 0, **final}]}
+        return _record(cfg, mode, draws)
 
     def slopes(self, results):
         """Fitted log-log slopes ``{(net, mode, "excess" | "grad_var"): slope}``."""
