@@ -106,7 +106,7 @@ class Family(Fig3):
             budget = ("equal gradient evaluations" if total == gd_total else
                       f"equal steps, {per_step} gradient evaluations per step")
             rows.append({"claim": f"{a} vs GD ({budget}; {total} vs {gd_total} gradient evaluations)",
-                         "paper": "–", "ours": f"{a} {fmt(stat)} at σ={sig:g} vs GD {fmt(gd)}; "
+                         "paper": "–", "ours": f"{a} {fmt(stat)} at {'ρ' if a.startswith('sam') else 'σ'}={sig:g} vs GD {fmt(gd)}; "
                          + judge_pair(results, stat, gd).text(), "verdict": "measured"})
         return rows
 
