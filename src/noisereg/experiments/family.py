@@ -84,12 +84,16 @@ class Family(Fig3):
         gd, best, _ = compare(results, "")
         evals = {arm(r): r.get("grad_evals") for r in results["runs"]}
         points = [("gd", gd, None)] + [(a, s, sig) for a, (s, sig) in best.items()]
+        import matplotlib
+
+        colors = matplotlib.colormaps["tab20"]
         for k, (a, stat, sig) in enumerate(points):
             mean, se, n = stat
             if not math.isfinite(mean) or evals.get(a) is None:
                 continue
-            ax.errorbar([evals[a]], [100 * mean], yerr=[100 * se if n > 1 else 0], marker="os^vD<>ph*"[k % 10],
-                        capsize=3, color=f"C{k % 10}", label=a + ("" if sig is None else f" (σ={sig:g})"))
+            x = evals[a] * (1 + 0.015 * (k - len(points) / 2))   # spread the arms of one budget apart
+            ax.errorbar([x], [100 * mean], yerr=[100 * se if n > 1 else 0], marker="os^vD<>ph*"[k % 10], capsize=3,
+                        color=colors(k % 20), label=a + ("" if sig is None else f" ({'ρ' if a.startswith('sam') else 'σ'}={sig:g})"))
         ax.set(xscale="log", xlabel="gradient evaluations per run", ylabel="test accuracy (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, ncol=2)
