@@ -323,6 +323,10 @@ def test_injector_built_before_fully_shard_raises(one_rank):
 
 def test_dtensor_arguments_that_cannot_be_supported_raise(one_rank):
     model = make_model()
+    with pytest.raises(ValueError, match="restore='regenerate' needs"):
+        nr.NoiseInjector(model, SIGMA, seed=0, restore="regenerate")
+    with pytest.raises(ValueError, match="scale='filter' / 'element' is not supported with DTensor"):
+        nr.NoiseInjector(model, SIGMA, seed=0, scale="filter")
     with pytest.raises(ValueError, match="need seed=, not generator="):
         nr.NoiseInjector(model, SIGMA, generator=torch.Generator())
     with pytest.raises(ValueError, match="independent_ranks=True is not supported with DTensor"):
