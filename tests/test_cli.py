@@ -112,6 +112,16 @@ def test_demo_smoke_runs_every_experiment_with_a_demo_preset_in_registry_order(t
     assert "](fig2/fig2.png)" in text
 
 
+def test_demo_jobs_parallelises_the_trained_sweeps_and_keeps_the_theory_ones_batched(tmp_path, capsys):
+    assert main(["demo", "--preset", "smoke", "--jobs", "2", "--out", str(tmp_path), "--quiet"]) == 0
+    env = {n: json.loads((tmp_path / n / "results.json").read_text())["environment"] for n in ("fig3", "lasso", "taylor")}
+    assert env["fig3"]["executor"] == "processes" and env["fig3"]["jobs"] == 2
+    assert "executor" not in env["lasso"] and env["lasso"]["batched"] is True
+    assert "executor" not in env["taylor"]
+    assert main(["demo", "--preset", "smoke", "--jobs", "0", "--out", str(tmp_path / "x")]) == 2
+    assert "--jobs must be an integer >= 1" in capsys.readouterr().err
+
+
 def test_version(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--version"])

@@ -86,9 +86,11 @@ def cmd_report(args) -> int:
 
 def cmd_demo(args) -> int:
     """The main job on embedded data: the ``demo`` preset of each experiment that has one, then one report."""
-    from noisereg.experiments import EXPERIMENTS, run_experiment
+    from noisereg.experiments import EXPERIMENTS, Run, run_experiment
     from noisereg.report import rebuild
 
+    if args.jobs < 1:
+        raise UserError(f"--jobs must be an integer >= 1, got {args.jobs}")
     out = Path(args.out)
     plan = [exp for exp in EXPERIMENTS.values() if "demo" in exp.PRESETS]
     for exp in plan:  # check every config before the first run starts
@@ -96,8 +98,11 @@ def cmd_demo(args) -> int:
     t0 = time.perf_counter()
     for exp in plan:
         print(f"noisereg demo: {exp.name} ({exp.description}), preset {args.preset}")
+        # --jobs N parallelises the sweeps of trained networks; the theory experiments stay in this process,
+        # batched (their runs are too small for worker processes to pay off)
+        trains = any(isinstance(r, Run) for r in exp.runs(exp.config(args.preset)))
         run_experiment(exp, args.preset, out / exp.name, resume=args.resume, show_progress=not args.quiet,
-                       device="cpu", batch=not args.no_batch)
+                       device="cpu", batch=not args.no_batch, jobs=args.jobs if trains else 1)
     path = rebuild(out)
     print(f"\nDone in {time.perf_counter() - t0:.0f} s. Report: {path}")
     for line in path.read_text().splitlines():  # every judged claim, favourable or not
@@ -156,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--resume", action="store_true", help="continue a killed demo")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
     d.add_argument("--no-batch", action="store_true", help="train every run alone (see `run --no-batch`)")
+    d.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="runs at once for the sweeps of trained networks (fig2-fig4), in worker processes with the "
+                        "CPU threads divided between them; the theory experiments stay batched in this process")
     d.add_argument("--preset", default="demo", choices=["demo", "smoke"],
                    help="demo (default) or smoke (seconds): the preset each experiment runs at")
     d.set_defaults(func=cmd_demo)
