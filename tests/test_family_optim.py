@@ -235,6 +235,11 @@ def test_regenerate_restore_matches_copy_inside_and_restores_within_an_ulp(scale
 def test_regenerate_keeps_the_guard_rails_and_refuses_element_scale():
     model = _net()
     inj = nr.NoiseInjector(model, sigma=0.3, mode="full", seed=1, restore="regenerate")
+    clean = [p.detach().clone() for p in model.parameters()]
+    with inj.perturb():
+        inj.sigma = 0.05                       # a schedule inside the block: the restore subtracts what was added
+    for p, c in zip(model.parameters(), clean):
+        torch.testing.assert_close(p.detach(), c, rtol=0, atol=1e-14)
     with pytest.raises(RuntimeError, match="modified in place inside perturb"):
         with inj.perturb():
             with torch.no_grad():

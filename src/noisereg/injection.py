@@ -373,7 +373,7 @@ class NoiseInjector:
         guard = None  # the hook that refuses optimizer.step() inside the block
         swapped: list[tuple[torch.Tensor, torch.Tensor]] = []  # (parameter, its original data)
         copied: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # DTensor: (param, shard, saved copy)
-        regenerated: list[tuple[list[torch.Tensor], torch.device, torch.Tensor, Any]] = []  # restore="regenerate"
+        regenerated: list[tuple[list[torch.Tensor], torch.device, torch.Tensor, float, Any]] = []  # restore="regenerate"
         try:
             law = self.law
             if law.sigma == 0.0:
@@ -400,9 +400,9 @@ class NoiseInjector:
                 for (device, _), group in by_kind.items():
                     gen = self._noise_gens[device]
                     if self.restore == "regenerate":   # in place; the exit redraws the noise and subtracts it
-                        mult = law.multipliers(group)
-                        regenerated.append((group, device, gen.get_state(), mult))
-                        torch._foreach_add_(group, draw_noise(group, law.std, gen, negate, mult))
+                        mult, std = law.multipliers(group), law.std   # kept: σ may change inside the block
+                        regenerated.append((group, device, gen.get_state(), std, mult))
+                        torch._foreach_add_(group, draw_noise(group, std, gen, negate, mult))
                         continue
                     noisy = law.perturb_copies(group, gen, self.foreach, negate)
                     for p, new in zip(group, noisy):
@@ -429,10 +429,10 @@ class NoiseInjector:
                     p.data = original
                     # a backward() after the block would see the clean weights: make it fail loudly
                     torch.autograd.graph.increment_version(p)
-                for group, device, state, mult in regenerated:  # the same draw from the saved state, subtracted
+                for group, device, state, std, mult in regenerated:  # the same draw from the saved state, subtracted
                     gen = torch.Generator(device=device)
                     gen.set_state(state)
-                    torch._foreach_sub_(group, draw_noise(group, self.law.std, gen, negate, mult))
+                    torch._foreach_sub_(group, draw_noise(group, std, gen, negate, mult))
                 for p, _, saved in copied:
                     # the shard FSDP holds now (its lazy init may re-pad it once, copying the values)
                     p.to_local().copy_(saved)
