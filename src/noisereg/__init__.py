@@ -9,7 +9,8 @@ from noisereg.curvature import ggn_trace, hessian_trace, sampled_ggn_trace
 from noisereg.injection import NoiseInjector
 from noisereg.layers import resolve_layers
 from noisereg.optim import SAM, NoisyOptimizer
+from noisereg.pac_bayes import pac_bayes_bound, sharpness
 from noisereg.smoothing import effective_risk, risk, smoothed_risk
 
 __all__ = ["SAM", "NoiseInjector", "NoisyOptimizer", "closed_form", "effective_risk", "ggn_trace", "hessian_trace",
-           "resolve_layers", "risk", "sampled_ggn_trace", "smoothed_risk"]
+           "pac_bayes_bound", "resolve_layers", "risk", "sampled_ggn_trace", "sharpness", "smoothed_risk"]

@@ -1,0 +1,117 @@
+"""PAC-Bayes certificates and sharpness (issue 22, parts 1, 2 and 4): every formula against a direct computation."""
+
+import math
+
+import pytest
+import torch
+
+import noisereg as nr
+from noisereg.pac_bayes import PRIOR_GRID, binary_kl, certificate, gaussian_kl, kl_inverse
+
+
+@pytest.mark.parametrize("q,c", [(0.0, 0.01), (0.1, 0.05), (0.3, 0.001), (0.5, 2.0), (0.9, 0.2), (1.0, 0.1),
+                                 (0.2, 0.0)])
+def test_kl_inverse_against_a_direct_search(q, c):
+    grid = [i / 100000 for i in range(100001)]
+    direct = max(p for p in grid if p >= q and binary_kl(q, p) <= c + 1e-15)
+    p = kl_inverse(q, c)
+    assert direct - 1e-5 <= p <= direct + 1e-5 + 1e-12
+    assert p >= q and (p == 1.0 or binary_kl(q, p) >= c - 1e-9)
+
+
+def test_kl_inverse_refuses_bad_input():
+    with pytest.raises(ValueError, match=r"q must be in \[0, 1\]"):
+        kl_inverse(1.5, 0.1)
+    with pytest.raises(ValueError, match="c must be a finite number >= 0"):
+        kl_inverse(0.1, -1.0)
+
+
+def test_gaussian_kl_against_torch_distributions():
+    torch.manual_seed(0)
+    w, w0 = torch.randn(50, dtype=torch.float64), torch.randn(50, dtype=torch.float64)
+    q = torch.distributions.Normal(w, 0.3)
+    p = torch.distributions.Normal(w0, 0.7)
+    direct = float(torch.distributions.kl_divergence(q, p).sum())
+    assert gaussian_kl(w, w0, 0.3, 0.7) == pytest.approx(direct, rel=1e-12)
+
+
+def _problem(n, seed):
+    """Two Gaussian classes in R^5 (means ±0.5 along every axis), a fixed linear classifier."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 2, (n,), generator=g)
+    x = torch.randn(n, 5, generator=g, dtype=torch.float64) + (y.double() - 0.5)[:, None]
+    return x, y
+
+
+def _classifier():
+    torch.manual_seed(1)
+    net = torch.nn.Linear(5, 2).double()
+    with torch.no_grad():
+        net.weight.copy_(torch.tensor([[-1.0] * 5, [1.0] * 5], dtype=torch.float64))
+        net.bias.zero_()
+    return net
+
+
+def test_every_field_follows_from_the_others():
+    net, prior = _classifier(), torch.nn.Linear(5, 2).double()
+    x, y = _problem(500, 0)
+    b = nr.pac_bayes_bound(net, x, y, 0.3, prior=prior, delta=0.05, samples=200, seed=1)
+    w = torch.cat([p.detach().reshape(-1) for p in net.parameters()])
+    w0 = torch.cat([p.detach().reshape(-1) for p in prior.parameters()])
+    assert b["kl"] == pytest.approx(gaussian_kl(w, w0, 0.3, b["prior_sigma"]), rel=1e-12)
+    assert b["grid_size"] == len(PRIOR_GRID) and b["prior_sigma"] in PRIOR_GRID and b["n"] == 500
+    emp_bound = kl_inverse(b["empirical_risk"], math.log(2 / b["delta"]) / b["samples"])      # Langford & Caruana
+    risk = kl_inverse(emp_bound, (b["kl"] + math.log(4 * b["grid_size"] * math.sqrt(b["n"]) / b["delta"])) / b["n"])
+    assert b["empirical_risk_bound"] == emp_bound and b["risk_bound"] == risk                 # Maurer, δ/2 each
+    assert b["empirical_risk"] <= b["empirical_risk_bound"] <= b["risk_bound"] <= 1
+    fixed = nr.pac_bayes_bound(net, x, y, 0.3, prior=prior, prior_sigma=b["prior_sigma"], samples=200, seed=1)
+    assert fixed["grid_size"] == 1 and fixed["risk_bound"] < b["risk_bound"]   # the same prior without the union
+
+
+def test_the_certificate_holds_on_fresh_data():
+    """Validity: the stochastic classifier's error on 20,000 fresh points stays under its certificate."""
+    net = _classifier()
+    x, y = _problem(4000, 0)
+    b = nr.pac_bayes_bound(net, x, y, 0.5, samples=300, seed=2)
+    fresh_x, fresh_y = _problem(20000, 7)
+    err, se = nr.pac_bayes.stochastic_error(net, fresh_x, fresh_y, 0.5, 300, seed=3)
+    assert err + 3 * se < b["risk_bound"] < 0.5       # valid and not vacuous on this easy problem
+    assert abs(err - b["empirical_risk"]) < 0.02
+
+
+@pytest.mark.parametrize("field,values,direction", [
+    ("n", (1000, 4000, 16000), -1), ("delta", (0.01, 0.05, 0.2), -1), ("samples", (10, 100, 1000), -1)])
+def test_the_bound_is_monotone(field, values, direction):
+    base = {"empirical_risk": 0.1, "kl": 50.0, "n": 4000, "samples": 500, "delta": 0.05, "grid_size": 1}
+    bounds = [certificate(**{**base, field: v})["risk_bound"] for v in values]
+    assert all((b - a) * direction > 0 for a, b in zip(bounds, bounds[1:]))
+
+
+def test_pac_bayes_bound_refuses_bad_input():
+    net = _classifier()
+    x, y = _problem(50, 0)
+    with pytest.raises(ValueError, match="sigma must be"):
+        nr.pac_bayes_bound(net, x, y, 0.0)
+    with pytest.raises(ValueError, match="delta must be"):
+        nr.pac_bayes_bound(net, x, y, 0.1, delta=1.0)
+    with pytest.raises(ValueError, match="prior has 6 trainable parameters"):
+        nr.pac_bayes_bound(net, x, y, 0.1, prior=torch.nn.Linear(2, 2))
+
+
+def test_sharpness_brackets_the_allowed_drop():
+    net = _classifier()
+    x, y = _problem(1000, 0)
+    s = nr.sharpness(net, x, y, drop=0.1, samples=50, seed=0)
+    assert s["low"] < s["high"] <= 2 * s["low"] + 1e-9 or s["high"] - s["low"] < 1e-3
+    assert s["clean_accuracy"] - s["accuracy"] <= 0.1
+    e_hi, _ = nr.pac_bayes.stochastic_error(net, x, y, s["high"], 50, seed=0)
+    assert s["clean_accuracy"] - (1 - e_hi) > 0.1              # the upper end exceeds the drop
+    assert nr.sharpness(net, x, y, drop=0.2, samples=50)["sigma"] > s["sigma"]
+
+
+def test_sharpness_expands_a_bracket_that_starts_too_low():
+    net = _classifier()
+    x, y = _problem(1000, 0)
+    s = nr.sharpness(net, x, y, drop=0.1, samples=50, seed=0)
+    small = nr.sharpness(net, x, y, drop=0.1, samples=50, seed=0, high=0.01)   # the drop is not reached at 0.01
+    assert abs(small["sigma"] - s["sigma"]) < 1e-3 * s["sigma"]
