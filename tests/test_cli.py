@@ -226,7 +226,7 @@ def test_resume_and_device_reach_the_runs(tmp_path, capsys, monkeypatch):
     built, build = [], loop.build_model
     monkeypatch.setattr(loop, "build_model", lambda *a, **k: built.append(1) or build(*a, **k))
     assert main([*argv, "--out", str(out), "--resume"]) == 0
-    assert len(built) == 1  # the last run only
+    assert len(built) == 2  # the last run only: its model, and its certificate's prior (the same initialisation)
     again = json.loads((out / "results.json").read_text())
     assert [r["id"] for r in again["runs"]] == [r["id"] for r in res["runs"]]
     assert again["runs"][-1]["final"] == res["runs"][-1]["final"]

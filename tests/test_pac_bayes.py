@@ -115,3 +115,31 @@ def test_sharpness_expands_a_bracket_that_starts_too_low():
     s = nr.sharpness(net, x, y, drop=0.1, samples=50, seed=0)
     small = nr.sharpness(net, x, y, drop=0.1, samples=50, seed=0, high=0.01)   # the drop is not reached at 0.01
     assert abs(small["sigma"] - s["sigma"]) < 1e-3 * s["sigma"]
+
+
+# ------------------------------------------------------------------ certificates of the experiments' runs (point 3)
+
+
+def test_classification_runs_end_with_a_deterministic_certificate(tmp_path):
+    from noisereg.experiments import EXPERIMENTS, run_experiment
+    from noisereg.noise import paper_sigma
+
+    over = {"seeds": (0, 1, 2), "convention": "official", "layers": "tensor", "epochs": 40}
+    res = run_experiment(EXPERIMENTS["fig3"], "smoke", tmp_path / "a", overrides=over, show_progress=False)
+    again = run_experiment(EXPERIMENTS["fig3"], "smoke", tmp_path / "b", overrides=over, show_progress=False)
+    assert [r["certificate"] for r in res["runs"]] == [r["certificate"] for r in again["runs"]]   # same seed, same bound
+    T = 6  # the smoke MLP (2 hidden layers): 3 Linear layers, weight and bias each
+    for r in res["runs"]:
+        c = r["certificate"]
+        assert r["final"]["risk_bound"] == c["risk_bound"] and c["n"] == res["sizes"]["train"]
+        if r["method"] == "gd":
+            assert c["grid_size"] == 32 * 6 and c["sigma"] in (0.001, 0.002, 0.005, 0.01, 0.02, 0.05)
+            assert c["samples"] == max(10, int(0.1 * 3 * 40 * c["n"] // (c["n"] * 6)))
+        else:   # the run's σ converted to the paper convention: σ/√T
+            assert c["grid_size"] == 32 and c["sigma"] == pytest.approx(paper_sigma(r["sigma"], "official", T))
+            assert c["samples"] == int(0.1 * 3 * 40)
+    rows = [row for row in EXPERIMENTS["fig3"].claims(res) if "PAC-Bayes" in row["claim"]]
+    assert {row["verdict"] for row in rows} == {"measured"} and len(rows) == 2
+    assert all("paired d̄" in row["ours"] for row in rows)
+    notes = "\n".join(EXPERIMENTS["fig3"].notes(res))
+    assert "PAC-Bayes risk certificate |" in notes

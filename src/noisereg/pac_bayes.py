@@ -103,7 +103,8 @@ def stochastic_error(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sigma: 
 
 
 def pac_bayes_bound(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sigma: float, *, prior: nn.Module | None = None,
-                    prior_sigma: float | None = None, delta: float = 0.05, samples: int = 1000, seed: int = 0) -> dict:
+                    prior_sigma: float | None = None, delta: float = 0.05, samples: int = 1000, seed: int = 0,
+                    candidates: int = 1) -> dict:
     r"""A PAC-Bayes certificate on the 0-1 risk of the stochastic classifier :math:`Q = N(w, \sigma^2 I)`.
 
     See the module docstring for the bound. The posterior perturbs every trainable parameter with std σ
@@ -118,6 +119,8 @@ def pac_bayes_bound(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sigma: f
             batch-norm layers. x, y: the training data (the bound holds for the data it is computed on
             being an i.i.d. sample, and for a prior chosen without it). sigma: posterior std σ > 0.
         prior, prior_sigma, delta, samples, seed: see above; 0 < δ < 1, samples >= 1.
+        candidates: how many posterior σ the caller searches with the same δ (it keeps the best): the union
+            bound's G is multiplied by it (``grid_size`` = prior stds × candidates).
 
     Returns:
         ``{"risk_bound", "empirical_risk", "empirical_risk_bound", "kl", "n", "samples", "delta",
@@ -146,15 +149,17 @@ def pac_bayes_bound(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sigma: f
     n = len(x)
     emp, se = stochastic_error(model, x, y, sigma, samples, seed)
     grid = (prior_sigma,) if prior_sigma is not None else PRIOR_GRID
+    if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
+        raise ValueError(f"candidates must be an integer >= 1, got {candidates!r}")
     best = None
     for s0 in grid:
         kl = gaussian_kl(w, w0, sigma, s0)
-        cert = certificate(emp, kl, n, samples, delta, len(grid))
+        cert = certificate(emp, kl, n, samples, delta, len(grid) * candidates)
         if best is None or cert["risk_bound"] < best[0]["risk_bound"]:
             best = (cert, kl, s0)
     cert, kl, s0 = best
     return {"risk_bound": cert["risk_bound"], "empirical_risk": emp, "empirical_risk_bound": cert["empirical_risk_bound"],
-            "kl": kl, "n": n, "samples": samples, "delta": delta, "prior_sigma": s0, "grid_size": len(grid),
+            "kl": kl, "n": n, "samples": samples, "delta": delta, "prior_sigma": s0, "grid_size": len(grid) * candidates,
             "sigma": float(sigma), "empirical_risk_se": se}
 
 

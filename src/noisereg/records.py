@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 METRICS = ("train_loss", "val_loss", "test_loss", "train_acc", "val_acc", "test_acc", "reg_loss", "hessian_trace",
-           "hessian_trace_se", "ggn_trace", "ggn_trace_se", "reg_loss_se")
+           "hessian_trace_se", "ggn_trace", "ggn_trace_se", "reg_loss_se", "risk_bound")
 """The metric names a run records (results.json ``final`` and ``history``), in the report's order."""
 
 

@@ -36,6 +36,7 @@ class ClassifyConfig(TrainSettings):
     each figure adds its model fields."""
 
     epochs: int = 100                 # with batch_size None: full-batch GD iterations
+    certificate: bool = True          # every run ends with a PAC-Bayes risk certificate (docs/THEORY.md §9)
     lr: float = 0.05
     momentum: float = 0.9
     eval_every: int = 10
@@ -141,7 +142,7 @@ class ClassifyExperiment(Experiment):
             return [{"claim": "every claim of this section", "paper": "", "verdict": "inconclusive",
                      "ours": "not judged: these results hold no validation split, so σ could only be chosen on "
                              "the test data; rerun them with this version"}]
-        return self.judge(results) + sam_rows(results)
+        return self.judge(results) + sam_rows(results) + certificate_rows(results)
 
     def judge(self, results: dict) -> list[dict[str, str]]:
         """Rows ``{"claim", "paper", "ours", "verdict"}`` on the paper's claims (see :meth:`claims`)."""
@@ -158,9 +159,11 @@ class ClassifyExperiment(Experiment):
                  "accuracy over seeds (`results.json[\"selected\"]`). Compute: gradient evaluations (forward + "
                  "backward passes on a batch) per run; SAM takes two per step, `sam_half` is SAM with half the "
                  "steps, as many gradient evaluations as GD.", "",
-                 "| variant | method | selected σ / ρ | gradient evaluations per run | val acc | test acc |",
-                 "|---|---|---|---|---|---|"]
+                 "| variant | method | selected σ / ρ | gradient evaluations per run | val acc | test acc | "
+                 "PAC-Bayes risk certificate |",
+                 "|---|---|---|---|---|---|---|"]
         val, test = final_stats(results, "val_acc"), final_stats(results, "test_acc")
+        cert = final_stats(results, "risk_bound")
         for v in dict.fromkeys(r["variant"] for r in results["runs"]):
             has_gd = any(arm(r) == "gd" and r["variant"] == v for r in results["runs"])
             chosen = {"gd": 0.0, **select(results, v)} if has_gd else select(results, v)
@@ -169,7 +172,7 @@ class ClassifyExperiment(Experiment):
                          if r["variant"] == v and arm(r) == a and float(r["sigma"]) == s}
                 lines.append(f"| {v or '–'} | {a} | {'–' if a == 'gd' else f'{s:g}'} | "
                              f"{', '.join(str(e) for e in sorted(evals, key=str))} | {fmt(val[(v, a, s)])} | "
-                             f"{fmt(test[(v, a, s)])} |")
+                             f"{fmt(test[(v, a, s)])} | {_cert_text(cert.get((v, a, s)))} |")
         return lines
 
 
@@ -245,6 +248,38 @@ def sam_rows(results: dict) -> list[dict[str, str]]:
                 rows.append({"claim": f"{tag}SAM vs the best of GD and noise injection (on validation), {what}",
                              "paper": "–", "ours": f"{a} {fmt(stat)} (ρ={rho:g}) vs {ref_text}; "
                              + judge_pair(results, stat, rs).text(), "verdict": "measured"})
+    return rows
+
+
+def _cert_text(stat) -> str:
+    """The certificate cell: the mean risk bound over seeds as a percentage, "—" where none was recorded."""
+    if stat is None or not math.isfinite(stat[0]):
+        return "—"
+    return fmt(stat)
+
+
+def certificate_rows(results: dict) -> list[dict[str, str]]:
+    """``measured`` rows: GD's PAC-Bayes risk certificate against each noisy arm's (at its σ chosen on validation),
+    seed-paired (lower is better), with a plain statement when every certificate is vacuous (at least the error
+    of guessing, 1 − 1/classes)."""
+    stats = final_stats(results, "risk_bound")
+    if not any(math.isfinite(m) for m, _, _ in stats.values()):
+        return []
+    rows = []
+    classes = results.get("classes") or 10
+    for v in dict.fromkeys(r["variant"] for r in results["runs"]):
+        gd = stats.get((v, "gd", 0.0), EMPTY)
+        for a, s in select(results, v).items():
+            if a not in NOISY or (v, a, s) not in stats:
+                continue
+            noisy = stats[(v, a, s)]
+            p = judge_pair(results, noisy, gd, metric="risk_bound", lower_is_better=True)
+            bounds = [m for m in (gd[0], noisy[0]) if math.isfinite(m)]
+            vacuous = bounds and min(bounds) >= 1 - 1 / classes
+            rows.append({"claim": f"{v + ': ' if v else ''}PAC-Bayes risk certificate (δ = 0.05) of {a} noise vs GD",
+                         "paper": "–", "ours": f"{a} {fmt(noisy)} at σ={s:g} vs GD {fmt(gd)}; {p.text()}"
+                         + ("; every certificate here is vacuous (≥ the error of guessing)" if vacuous else ""),
+                         "verdict": "measured"})
     return rows
 
 

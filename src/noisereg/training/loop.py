@@ -26,7 +26,7 @@ from noisereg.curvature import ggn_trace, hessian_trace, is_piecewise_linear, sa
 from noisereg.data import Split
 from noisereg.injection import NoiseInjector
 from noisereg.losses import loss_value
-from noisereg.noise import NoiseLaw
+from noisereg.noise import NoiseLaw, paper_sigma
 from noisereg.optim import SAM, NoisyOptimizer
 from noisereg.smoothing import effective_risk
 from noisereg.training.checkpoint import load_checkpoint, save_checkpoint
@@ -156,6 +156,51 @@ def build_model(model_fn: Callable[[], nn.Module], seed: int, device: torch.devi
         return model_fn().to(device)
 
 
+POSTERIOR_GRID = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05)
+"""Posterior stds searched for the certificate of a run whose own noise is not the paper's isotropic law (GD, SAM,
+the per-filter family); each one counts in the union bound (``grid_size`` = 32 prior stds × 6)."""
+CERTIFICATE_SHARE = 0.1   # a certificate may cost at most this share of its run's training compute
+CERTIFICATE_SAMPLES = (10, 1000)   # ... within these bounds on its weight draws
+
+
+def certify(model: nn.Module, model_fn: Callable[[], nn.Module], data: Split, spec: TrainSpec, steps: int,
+            device: torch.device) -> dict[str, Any]:
+    """The PAC-Bayes certificate of a trained classifier (:func:`noisereg.pac_bayes_bound`, docs/THEORY.md §9).
+
+    Prior: the run's own initialisation (``model_fn`` under the run's seed: fixed before the data), std
+    searched over :data:`noisereg.pac_bayes.PRIOR_GRID`. Posterior std: the run's σ in the paper convention
+    for ``full`` and ``layer`` (layer-wise noise's per-layer std σ√M is a different law; its all-parameter
+    counterpart σ is certified), else the best of :data:`POSTERIOR_GRID` (paid by the union bound). The
+    number of weight draws is set by a deterministic cost model, so that the same seed gives the same
+    certificate: training costs about 3 forward passes per gradient evaluation on its batch, a draw one
+    forward pass over the n training points, and all draws together get :data:`CERTIFICATE_SHARE` of the
+    training's forward passes: ``samples = 0.1 · 3 · grad_evals · batch / (n · posterior stds)``, clamped to
+    :data:`CERTIFICATE_SAMPLES` (the lower clamp can exceed the share for very short runs); the record says
+    how many. Seed: the run's.
+    """
+    from noisereg.pac_bayes import pac_bayes_bound
+
+    prior = build_model(model_fn, spec.seed, device)
+    x, y = data.x_train, data.y_train
+    n = len(x)
+    batch = n if spec.batch_size is None else min(spec.batch_size, n)
+    model.eval()
+    if spec.method in ("full", "layer"):
+        sigmas = (paper_sigma(spec.sigma, spec.convention, NoiseLaw(model, 1.0, layers=spec.layers).num_layers),)
+    else:
+        sigmas = POSTERIOR_GRID
+    lo, hi = CERTIFICATE_SAMPLES
+    budget = CERTIFICATE_SHARE * 3 * grad_evals_per_step(spec) * steps * batch   # forward passes of single points
+    samples = int(min(hi, max(lo, budget // (n * len(sigmas)))))
+    best = None
+    for s in sigmas:
+        b = pac_bayes_bound(model, x, y, s, prior=prior, samples=samples, seed=spec.seed, candidates=len(sigmas))
+        if best is None or b["risk_bound"] < best["risk_bound"]:
+            best = b
+    model.train()
+    return best
+
+
 def train(model_fn: Callable[[], nn.Module], data: Split, spec: TrainSpec, *, device: str | torch.device = "cpu",
           checkpoint: str | Path | None = None, resume: bool = False, progress=None,
           callback: Callable[[int], None] | None = None) -> dict[str, Any]:
@@ -274,6 +319,10 @@ def train(model_fn: Callable[[], nn.Module], data: Split, spec: TrainSpec, *, de
             break
     final = {k: v for k, v in history[-1].items() if k not in ("step", "epoch")}
     per_step = grad_evals_per_step(spec)  # gradient evaluations (forward + backward on a batch) per step
-    return {"method": spec.method, "sigma": spec.sigma, "seed": spec.seed, "diverged": diverged,
-            "final": final, "history": history, "seconds": round(seconds, 3),
-            "grad_evals_per_step": per_step, "grad_evals": per_step * history[-1]["step"]}
+    record = {"method": spec.method, "sigma": spec.sigma, "seed": spec.seed, "diverged": diverged,
+              "final": final, "history": history, "seconds": round(seconds, 3),
+              "grad_evals_per_step": per_step, "grad_evals": per_step * history[-1]["step"]}
+    if spec.certificate and spec.loss == "cross_entropy" and not diverged:
+        record["certificate"] = certify(model, model_fn, data, spec, history[-1]["step"], device)
+        final["risk_bound"] = record["certificate"]["risk_bound"]
+    return record

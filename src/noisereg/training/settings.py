@@ -99,6 +99,7 @@ class TrainSettings(Checked):
     sigma_factor: float = 2.0         # "cosine_up": σ rises to σ·sigma_factor
     lpf_samples: int = 4              # lpf: noise draws per step (k gradient evaluations)
     nso_pairs: int = 1                # nso: antithetic pairs per step (2k gradient evaluations)
+    certificate: bool = False         # cross-entropy runs: a PAC-Bayes risk certificate at the end (run["certificate"])
 
     CONSTRAINTS = {
         "epochs": POSITIVE_INT,
@@ -123,6 +124,7 @@ class TrainSettings(Checked):
         "sigma_factor": Interval(1),
         "lpf_samples": POSITIVE_INT,
         "nso_pairs": POSITIVE_INT,
+        "certificate": IsBool(),
     }
 
     def spec(self, **run) -> TrainSpec:
