@@ -155,7 +155,7 @@ def pac_bayes_bound(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sigma: f
     for s0 in grid:
         kl = gaussian_kl(w, w0, sigma, s0)
         cert = certificate(emp, kl, n, samples, delta, len(grid) * candidates)
-        if best is None or cert["risk_bound"] < best[0]["risk_bound"]:
+        if best is None or (cert["risk_bound"], kl) < (best[0]["risk_bound"], best[1]):   # ties (vacuous): smaller KL
             best = (cert, kl, s0)
     cert, kl, s0 = best
     return {"risk_bound": cert["risk_bound"], "empirical_risk": emp, "empirical_risk_bound": cert["empirical_risk_bound"],
