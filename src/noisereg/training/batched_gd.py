@@ -39,7 +39,7 @@ from torch.func import functional_call, vmap
 from noisereg.injection import NoiseInjector
 from noisereg.noise import flat_layout
 from noisereg.training.checkpoint import load_checkpoint, save_checkpoint
-from noisereg.training.noisy_gd import SCHEDULES, run_noisy_gd
+from noisereg.training.noisy_gd import SCHEDULES, check_options, run_noisy_gd
 
 
 @dataclass
@@ -126,9 +126,10 @@ def _run_batch(setups: list[Setup], checkpoint, resume: bool) -> list[dict]:
     for s in setups[1:]:
         if [k for k, _ in s.model.named_parameters()] != names or [tuple(p.shape) for p in s.model.parameters()] != shapes:
             raise ValueError("runs of one batch need models with the same parameter names and shapes")
-    # validate every run's options with the reference driver's checks (zero steps: nothing is trained)
-    for s in setups:
-        _check_options(s)
+    for s in setups:   # the reference driver's checks
+        o = s.options
+        check_options(o["steps"], o["lr"], o.get("schedule", "constant"), o.get("lr_final"),
+                      o.get("average_from", 0.5), o.get("eval_steps", ()))
 
     R = len(setups)
     with torch.no_grad():
@@ -230,21 +231,3 @@ def _flat_noise(setups, names, own):
     p0 = own[0][0]
     buf = torch.zeros(len(setups), total, dtype=p0.dtype, device=p0.device)
     return buf, [(a, a + p.numel()) for a, p in zip(offsets, own[0])]
-
-
-def _check_options(setup: Setup) -> None:
-    """Raise what :func:`run_noisy_gd` raises for these options, without training."""
-    from noisereg.training.noisy_gd import FRACTION, POSITIVE, Interval, _check
-
-    opt = setup.options
-    _check("steps", opt["steps"], Interval(1, integer=True))
-    _check("lr", opt["lr"], POSITIVE)
-    schedule = opt.get("schedule", "constant")
-    if schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {sorted(SCHEDULES)}, got {schedule!r}")
-    if schedule != "constant":
-        _check("lr_final", opt.get("lr_final"), POSITIVE)
-    _check("average_from", opt.get("average_from", 0.5), FRACTION)
-    evals = sorted(set(opt.get("eval_steps", ())))
-    for t in evals[:1] + evals[-1:]:
-        _check("eval_steps", t, Interval(0, opt["steps"], integer=True))

@@ -89,6 +89,22 @@ def _check(name: str, value: Any, constraint: Constraint) -> None:
         raise error(f"{name} must be {constraint.rule}, got {value!r}")
 
 
+def check_options(steps: int, lr: float, schedule: str = "constant", lr_final: float | None = None,
+                  average_from: float = 0.5, eval_steps: Iterable[int] = ()) -> list[int]:
+    """Check :func:`run_noisy_gd`'s schedule arguments (its Raises); the sorted evaluation steps."""
+    _check("steps", steps, Interval(1, integer=True))
+    _check("lr", lr, POSITIVE)
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {sorted(SCHEDULES)}, got {schedule!r}")
+    if schedule != "constant":
+        _check("lr_final", lr_final, POSITIVE)
+    _check("average_from", average_from, FRACTION)
+    evals = sorted(set(eval_steps))
+    for t in evals[:1] + evals[-1:]:
+        _check("eval_steps", t, Interval(0, steps, integer=True))
+    return evals
+
+
 # ----------------------------------------------------------------------------------- driver
 def run_noisy_gd(model: nn.Module, injector: NoiseInjector, loss_fn: Callable[[], torch.Tensor], *,
                  steps: int, lr: float, schedule: str = "constant", lr_final: float | None = None,
@@ -123,17 +139,8 @@ def run_noisy_gd(model: nn.Module, injector: NoiseInjector, loss_fn: Callable[[]
         ValueError: an argument out of its range, an unknown schedule, or a checkpoint written
             with other settings.
     """
-    _check("steps", steps, Interval(1, integer=True))
-    _check("lr", lr, POSITIVE)
-    if schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {sorted(SCHEDULES)}, got {schedule!r}")
-    if schedule != "constant":
-        _check("lr_final", lr_final, POSITIVE)
-    _check("average_from", average_from, FRACTION)
-    evals = sorted(set(eval_steps))
+    evals = check_options(steps, lr, schedule, lr_final, average_from, eval_steps)
     at = set(evals)
-    for t in evals[:1] + evals[-1:]:
-        _check("eval_steps", t, Interval(0, steps, integer=True))
     rate = SCHEDULES[schedule]
     first = int(average_from * steps)
     settings = {"steps": steps, "lr": lr, "schedule": schedule, "lr_final": lr_final,
