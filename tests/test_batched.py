@@ -228,3 +228,77 @@ def test_show_says_which_runs_are_batched(capsys):
     assert "8 runs (s0.1-seed0 ...) train as one batched model" in capsys.readouterr().out
     assert main(["show", "fig3", "--preset", "smoke"]) == 0
     assert "batching: none" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ the experiments' written-out gradients
+
+
+def _autograd(model, loss):
+    model.zero_grad(set_to_none=True)
+    loss.backward()
+    return {k: p.grad for k, p in model.named_parameters()}
+
+
+def test_logistic_grad_is_autograds_gradient_bit_for_bit():
+    """The written-out gradient must equal autograd's exactly: the logistic runs amplify any rounding."""
+    from noisereg.experiments.logistic import logistic_grad, separable_problem
+    from noisereg.models import DiagonalNet
+
+    X, y, _ = separable_problem(30, 50, 3, 3.0, 0)
+    X, y = torch.from_numpy(X), torch.from_numpy(y)
+    g = torch.Generator().manual_seed(0)
+    for scale in (0.1, 1.0, 5.0):   # 5.0: margins beyond softplus's threshold, where its backward switches formula
+        p = {k: scale * torch.randn(4, 50, generator=g, dtype=torch.float64) for k in ("w1", "w2")}
+        mine = logistic_grad(X, y)(p)
+        for r in range(4):
+            net = DiagonalNet(50).double()
+            net.load_state_dict({k: v[r] for k, v in p.items()})
+            ref = _autograd(net, torch.nn.functional.softplus(-y * net(X)[:, 0]).mean())
+            for k in ("w1", "w2"):
+                assert torch.equal(mine[k][r], ref[k]), (scale, r, k)
+
+
+def test_two_layer_grad_is_autograds_gradient():
+    from noisereg.experiments.nuclear import two_layer_grad
+    from noisereg.models import DeepLinearNet
+
+    g = torch.Generator().manual_seed(1)
+    X, Y = torch.randn(20, 4, generator=g, dtype=torch.float64), torch.randn(20, 3, generator=g, dtype=torch.float64)
+    nets = [DeepLinearNet((4, 6, 3), generator=torch.Generator().manual_seed(r)).double() for r in range(3)]
+    p = {k: torch.stack([dict(n.named_parameters())[k].detach() for n in nets]) for k in ("0.weight", "1.weight")}
+    mine = two_layer_grad(X, Y)(p)
+    for r, net in enumerate(nets):
+        ref = _autograd(net, 0.5 * (net(X) - Y).pow(2).sum() / 20)
+        for k in p:
+            torch.testing.assert_close(mine[k][r], ref[k], rtol=1e-13, atol=1e-15)
+
+
+def test_a_killed_batch_that_averages_as_one_tensor_resumes_bit_for_bit(tmp_path):
+    """nuclear averages W2 W1 of all its runs as one stacked sum (batched_average); killed after it started."""
+    exp = EXPERIMENTS["nuclear"]
+    cfg = exp.config("smoke", {"seeds": (0, 1), "sigmas": (0.3,)})
+    jobs = batches(exp.runs(cfg))["nuclear"]
+    assert all(j.batch[1]().batched_average is not None for j in jobs)
+    whole = run_noisy_gd_batch([j.batch[1]() for j in jobs])
+    kill_at = cfg.steps - cfg.eval_every      # the averaging window is the last avg_frac of the steps
+    assert kill_at > cfg.steps * (1 - cfg.avg_frac)
+    setups = [j.batch[1]() for j in jobs]
+    evaluate = setups[0].options["evaluate"]
+
+    class Killed(Exception):
+        pass
+
+    def dies(t, avg):
+        if t == kill_at:
+            raise Killed
+        return evaluate(t, avg)
+
+    setups[0].options["evaluate"] = dies
+    ckpt = tmp_path / "batch.pt"
+    with pytest.raises(Killed):
+        run_noisy_gd_batch(setups, checkpoint=ckpt)
+    resumed = run_noisy_gd_batch([j.batch[1]() for j in jobs], checkpoint=ckpt, resume=True)
+    for a, b in zip(resumed, whole):
+        assert_same(a, b, exact=True)
+    for a, b in zip(whole, [j.batch[1]().run() for j in jobs]):   # and the stacked average is the per-run one
+        assert_same(a, b)

@@ -312,6 +312,7 @@ class NoiseInjector:
         self.last_layer: int | None = None  # index into self.layers of the last perturbed layer
         self._active = False
         self._flat_layout: tuple[list[int], int] | None = None   # draw_flat's layout, computed on first use
+        self._flat_spans: dict[int, tuple[int, int]] = {}          # draw_flat's block of each layer, on first use
 
     # ----------------------------------------------------------------------------- settings
     # The law (layers, std, layer choice) lives in :class:`noisereg.noise.NoiseLaw`; these are views of it.
@@ -493,12 +494,15 @@ class NoiseInjector:
         if choice is None:
             start, end = 0, total
         else:
-            where = {id(p): i for i, p in enumerate(params)}
-            idx = [where[id(p)] for p in law.perturbed_params(choice)]
-            if idx != list(range(idx[0], idx[0] + len(idx))):
-                raise ValueError("draw_flat needs each layer's parameters consecutive in the injector's order; "
-                                 "use draw()")
-            start, end = offsets[idx[0]], (offsets[idx[-1] + 1] if idx[-1] + 1 < len(params) else total)
+            if choice not in self._flat_spans:
+                where = {id(p): i for i, p in enumerate(params)}
+                idx = [where[id(p)] for p in law.perturbed_params(choice)]
+                if idx != list(range(idx[0], idx[0] + len(idx))):
+                    raise ValueError("draw_flat needs each layer's parameters consecutive in the injector's order; "
+                                     "use draw()")
+                self._flat_spans[choice] = (offsets[idx[0]],
+                                            offsets[idx[-1] + 1] if idx[-1] + 1 < len(params) else total)
+            start, end = self._flat_spans[choice]
             out.zero_()
         self.last_layer = choice
         self.step += 1

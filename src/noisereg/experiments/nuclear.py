@@ -137,7 +137,27 @@ def setup_run(cfg, method: str, sigma: float, seed: int) -> Setup:
     return Setup(net, inj, lambda: 0.5 * (net(X) - Y).pow(2).sum() / n,
                  dict(steps=cfg.steps, lr=cfg.lr, schedule="harmonic", lr_final=cfg.lr / cfg.lr_ratio, average=product,
                       average_from=1 - cfg.avg_frac, evaluate=evaluate, eval_steps=every(cfg.eval_every, cfg.steps)),
-                 finish, batched_loss=lambda p: 0.5 * (X @ p["0.weight"].mT @ p["1.weight"].mT - Y).pow(2).sum((1, 2)) / n)
+                 finish, batched_grad=two_layer_grad(X, Y), batched_average=lambda p: p["1.weight"] @ p["0.weight"])
+
+
+def two_layer_grad(X: torch.Tensor, Y: torch.Tensor):
+    r"""The gradients of R two-layer linear nets' square losses, written out (batched matrix products):
+    ``{"0.weight": (R, d1, d0), "1.weight": (R, d2, d1)} -> same``.
+
+    With :math:`H = XW_1^\top`, :math:`E = HW_2^\top - Y` and :math:`L = \frac1{2n}\|E\|_F^2`:
+    :math:`\nabla_{W_2}L = \frac1n E^\top H`, :math:`\nabla_{W_1}L = \frac1n (EW_2)^\top X`. Equal to
+    autograd's gradient of the per-run loss up to summation order (tested); the runs of this experiment
+    do not amplify rounding (each run's final numbers equal the per-run path's within 1e-9).
+    """
+    n = X.shape[0]
+
+    def grad(p: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        W1, W2 = p["0.weight"], p["1.weight"]
+        H = X @ W1.mT
+        G = (H @ W2.mT - Y) / n
+        return {"0.weight": (G @ W2).mT @ X, "1.weight": G.mT @ H}
+
+    return grad
 
 
 @one_thread()

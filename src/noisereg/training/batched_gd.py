@@ -50,8 +50,14 @@ class Setup:
     parameters swapped in); ``options`` are :func:`run_noisy_gd`'s keyword arguments other than the
     checkpoint; ``finish(out)`` turns its output into the run record. ``batched_loss`` (optional) is the
     same loss written for stacked parameters: ``{name: (R, *shape)} -> (R,)`` losses, the experiment's
-    own batched forward; without it the batch evaluates ``loss_fn`` under ``torch.func.vmap``. A batch
-    uses its first run's ``batched_loss`` (or ``loss_fn``): the runs of a batch share their data.
+    own batched forward; without it the batch evaluates ``loss_fn`` under ``torch.func.vmap``.
+    ``batched_grad`` (optional) goes one step further: ``{name: (R, *shape)} -> {name: (R, *shape)}``, the R
+    gradients written out by the experiment (its model's backward by hand: no autograd graph, whose
+    bookkeeping dominates a step of a tiny model); it takes precedence over ``batched_loss``, and a test
+    must hold it to autograd's gradient of ``loss_fn``. ``batched_average`` (optional): the ``average``
+    option's quantity for stacked parameters, ``(R, *shape)``, used when every run averages from the same
+    step. A batch uses its first run's ``batched_grad``, ``batched_loss`` or ``loss_fn`` and
+    ``batched_average``: the runs of a batch share their data.
     """
 
     model: nn.Module
@@ -60,6 +66,8 @@ class Setup:
     options: dict[str, Any]
     finish: Callable[[dict[str, Any]], dict]
     batched_loss: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None = None
+    batched_grad: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None
+    batched_average: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None = None
 
     def run(self, checkpoint=None, resume: bool = False) -> dict:
         """The per-run path: :func:`run_noisy_gd`, then ``finish``."""
@@ -154,6 +162,13 @@ def _run_batch(setups: list[Setup], checkpoint, resume: bool) -> list[dict]:
         for s, inj_state in zip(setups, state["injectors"]):
             s.injector.load_state_dict(inj_state)
         start, histories, totals, counts = state["step"], state["histories"], state["totals"], state["counts"]
+    average_all = setups[0].batched_average   # one batched average for all runs, when they average alike
+    if average_all is not None and (len(set(first)) != 1 or any(s.options.get("average") is None for s in setups)):
+        average_all = None
+    total_all = None
+    if average_all is not None and totals[0] is not None:   # resumed: the runs' sums as rows of one tensor again
+        total_all = torch.stack(totals)
+        totals = list(total_all.unbind(0))
 
     def lr_of(r: int, t: int) -> float:
         st = settings[r]
@@ -177,38 +192,53 @@ def _run_batch(setups: list[Setup], checkpoint, resume: bool) -> list[dict]:
     loss = _Loss(setups[0].model, setups[0].loss_fn)
     losses = setups[0].batched_loss or vmap(lambda p: functional_call(loss, {f"model.{k}": v for k, v in p.items()}, ()))
 
-    def grads(noisy: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def autograd_grads(noisy: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         # the R losses are independent, so the gradient of their sum is each run's own gradient
         leaves = {k: v.requires_grad_() for k, v in noisy.items()}
         return dict(zip(leaves, torch.autograd.grad(losses(leaves).sum(), list(leaves.values()))))
+    grads = setups[0].batched_grad or autograd_grads
     views = [{id(p): stacked[k][r] for k, p in zip(names, own[r])} for r in range(R)]
     if start == 0 and not any(histories) and 0 in at:
         log(0)
     flat = _flat_noise(setups, names, own)   # full-noise runs: one (R, length) buffer, one normal_ per run
 
+    if flat is not None:   # the buffer's rows and each parameter's (R, *shape) view of it, made once
+        rows = list(flat[0].unbind(0))
+        noise = {k: flat[0][:, a:b].view(stacked[k].shape) for k, (a, b) in zip(names, flat[1])}
+        injectors = [s.injector for s in setups]
+
     def perturbed() -> dict[str, torch.Tensor]:
         if flat is not None:
-            buf, blocks = flat
-            for r, s in enumerate(setups):
-                if not s.injector.draw_flat(buf[r]):
-                    buf[r].zero_()
-            return {k: stacked[k] + buf[:, a:b].view(stacked[k].shape) for k, (a, b) in zip(names, blocks)}
+            for inj, row in zip(injectors, rows):
+                if not inj.draw_flat(row):
+                    row.zero_()
+            return {k: stacked[k] + noise[k] for k in names}
         drawn = [s.injector.draw([views[r][id(p)] for p in s.injector.law.params]) for r, s in enumerate(setups)]
         return {k: torch.stack([drawn[r].get(id(own[r][i]), stacked[k][r]) for r in range(R)])
                 for i, k in enumerate(names)}
 
+    lr_shaped = {k: lr_table.view(steps, R, *[1] * (stacked[k].dim() - 1)) for k in names}
     for t in range(start, steps):
         g = grads(perturbed())
-        lrs = lr_table[t]
         with torch.no_grad():
             for k in names:
-                stacked[k].addcmul_(lrs.view(-1, *[1] * (stacked[k].dim() - 1)), g[k], value=-1)
-            for r, s in enumerate(setups):
-                average = s.options.get("average")
-                if average is not None and t >= first[r]:
-                    q = average()
-                    totals[r] = q.clone() if totals[r] is None else totals[r].add_(q)
-                    counts[r] += 1
+                stacked[k].addcmul_(lr_shaped[k][t], g[k], value=-1)
+            if average_all is not None:
+                if t >= first[0]:
+                    q = average_all(stacked)
+                    if total_all is None:
+                        total_all = q.clone()
+                        totals = list(total_all.unbind(0))
+                    else:
+                        total_all.add_(q)
+                    counts = [c + 1 for c in counts]
+            else:
+                for r, s in enumerate(setups):
+                    average = s.options.get("average")
+                    if average is not None and t >= first[r]:
+                        q = average()
+                        totals[r] = q.clone() if totals[r] is None else totals[r].add_(q)
+                        counts[r] += 1
         if t + 1 in at:
             log(t + 1)
     return [_mark(s.finish({"history": histories[r], "average": None if counts[r] == 0 else totals[r] / counts[r],
