@@ -20,7 +20,7 @@ import torch
 
 from noisereg.experiments import EXPERIMENTS, run_experiment
 
-NAMES = ("lasso", "logistic", "nuclear", "grouplasso", "psd")
+NAMES = ("lasso", "logistic", "nuclear", "grouplasso", "psd", "fig2")
 
 
 def worst_difference(a, b) -> float:

@@ -14,7 +14,7 @@ from noisereg.noise import flat_layout
 from noisereg.training.batched_gd import Setup, run_noisy_gd_batch
 
 RTOL, ATOL = 1e-9, 1e-12          # the tolerance: only summation order may differ (float64)
-BATCHED = ("lasso", "grouplasso", "logistic", "nuclear", "psd")
+BATCHED = ("lasso", "grouplasso", "logistic", "nuclear", "psd", "fig2")
 
 
 def assert_same(a, b, path="", exact=False):

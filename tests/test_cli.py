@@ -29,7 +29,7 @@ def test_smoke_preset_runs_and_reports(name, tmp_path, capsys):
         if name.startswith("fig"):  # training experiments: evaluation at step 0, training.METRICS names only
             assert steps[0] == 0
             assert set(r["final"]) <= METRIC_NAMES
-            assert all(set(h) - {"step", "epoch"} <= METRIC_NAMES for h in r["history"])
+            assert all(set(h) - {"step", "epoch", "lr"} <= METRIC_NAMES for h in r["history"])
     report = (out / "REPORT.md").read_text()
     assert "| claim (paper) | paper | ours | verdict |" in report and f"noisereg run {name} --preset smoke" in report
     pngs = list(out.glob("*.png"))

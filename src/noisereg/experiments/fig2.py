@@ -9,7 +9,9 @@ minimises the regularized loss (the full scheme's σ⁴·d1·d2 variance term gr
 Settings the paper does not give, chosen here: n = 40 training points (d1 = 300 gives 3300
 weights), a 3-sparse β*, label noise 0.1; mean-field initialisation (entries of W_j ~
 N(0, 1/(d_j d_{j-1})), Sec. 3.1); σ = 0.1; full-batch GD with lr 0.05 (stable for both widths);
-2000 iterations; 3 seeds (initialisation and noise; the data are fixed). The paper, cpu and demo presets
+2000 iterations; 3 seeds (initialisation and noise; the data are fixed); float64. The runs train with
+the noisy-GD driver of the theory experiments (:func:`noisereg.training.run_noisy_gd`; the runs of one
+width as one batched model by default, ``--no-batch`` one at a time). The paper, cpu and demo presets
 are the same (the experiment is small). The claims are judged against R_eff*, the smallest R_eff any
 factorization reaches (the nuclear-norm regression of Eq. (10), computed exactly), by the seed-paired rule.
 """
@@ -17,29 +19,35 @@ factorization reaches (the nuclear-norm regression of Eq. (10), computed exactly
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 
 import torch
 
-from noisereg.constraints import Each, Interval, Rule
+from noisereg.constraints import Checked, Each, Interval, Rule
 from noisereg.data import sparse_regression
-from noisereg.experiments.base import Experiment, Run
+from noisereg.experiments.base import Experiment, Job
+from noisereg.experiments.nuclear import one_thread, two_layer_grad
 from noisereg.experiments.stats import decide_all, fmt
+from noisereg.injection import NoiseInjector
+from noisereg.losses import loss_value
 from noisereg.models import DeepLinearNet
-from noisereg.training.settings import POSITIVE_INT, SEEDS, SIGMA, TrainSettings
+from noisereg.smoothing import effective_risk
+from noisereg.training.batched_gd import Setup
+from noisereg.training.noisy_gd import POSITIVE, every
+from noisereg.training.settings import POSITIVE_INT, SEEDS, SIGMA
+
+METHODS = ("gd", "full", "layer")
 
 
 @dataclass(frozen=True)
-class Fig2Config(TrainSettings):
+class Fig2Config(Checked):
     """Settings of Fig. 2 (see the module docstring for the choices): the data, the widths, σ, and
-    the training settings (full-batch GD: one epoch is one step)."""
+    full-batch GD (one epoch is one step)."""
 
     epochs: int = 2000                # full-batch GD iterations
     lr: float = 0.05
     eval_every: int = 50
-    log: tuple[str, ...] = ("reg_loss",)
-    trace_points: int | None = None   # R_eff on all training points
-    checkpoint_every: int = 500
     n: int = 40                       # training points
     d: int = 10                       # input dimension (paper: 10)
     sparsity: int = 3                 # non-zeros of the ground truth
@@ -48,9 +56,41 @@ class Fig2Config(TrainSettings):
     sigma: float = 0.1
     seeds: tuple[int, ...] = (0,)
 
-    CONSTRAINTS = {"n": POSITIVE_INT, "d": POSITIVE_INT, "sparsity": POSITIVE_INT, "noise": Interval(0),
+    CONSTRAINTS = {"epochs": POSITIVE_INT, "lr": POSITIVE, "eval_every": POSITIVE_INT, "n": POSITIVE_INT,
+                   "d": POSITIVE_INT, "sparsity": POSITIVE_INT, "noise": Interval(0),
                    "widths": Each(POSITIVE_INT), "sigma": SIGMA, "seeds": SEEDS}
     RULES = (Rule(("sparsity", "d"), "sparsity must be <= d", lambda c: c.sparsity <= c.d),)
+
+
+def setup_fig2(cfg: Fig2Config, width: int, method: str, seed: int) -> Setup:
+    """One run of Fig. 2, ready to train (per run or batched): GD, or GD with full or layer-wise noise at σ,
+    on the linear net d → width → 1; every evaluation logs R (``train_loss``), the test loss and
+    R_eff at σ (``reg_loss``, Eq. (6), exact GGN trace) for every method."""
+    data = fig2_data(dataclasses.asdict(cfg))
+    X, Y = data.x_train.double(), data.y_train.double().reshape(-1, 1)
+    Xs, Ys = data.x_test.double(), data.y_test.double().reshape(-1, 1)
+    net = DeepLinearNet((cfg.d, width, 1), init="mean_field", generator=torch.Generator().manual_seed(1000 + seed)).double()
+    inj = NoiseInjector(net, sigma=0.0 if method == "gd" else cfg.sigma, mode="full" if method == "gd" else method,
+                        seed=seed, convention="paper")
+
+    def evaluate(t, avg):
+        return {"train_loss": float(loss_value("square", net(X), Y)), "test_loss": float(loss_value("square", net(Xs), Ys)),
+                "reg_loss": effective_risk(net, X, Y, "square", cfg.sigma)}
+
+    def finish(out):
+        return {"method": method, "sigma": 0.0 if method == "gd" else cfg.sigma, "seed": seed,
+                "final": {k: v for k, v in out["history"][-1].items() if k not in ("step", "lr")},
+                "history": out["history"]}
+
+    return Setup(net, inj, lambda: loss_value("square", net(X), Y),
+                 dict(steps=cfg.epochs, lr=cfg.lr, evaluate=evaluate, eval_steps=every(cfg.eval_every, cfg.epochs)),
+                 finish, batched_grad=two_layer_grad(X, Y))
+
+
+@one_thread()
+def train_fig2(cfg: Fig2Config, width: int, method: str, seed: int, *, checkpoint=None, resume: bool = False) -> dict:
+    """One run of Fig. 2 on the per-run path (one intra-op thread: the matrices are tiny); the run record."""
+    return setup_fig2(cfg, width, method, seed).run(checkpoint, resume)
 
 
 class Fig2(Experiment):
@@ -59,7 +99,7 @@ class Fig2(Experiment):
     order = 2
     Config = Fig2Config
     PRESETS = {
-        "smoke": dict(n=20, widths=(8, 40), epochs=30, eval_every=10, checkpoint_every=10),
+        "smoke": dict(n=20, widths=(8, 40), epochs=30, eval_every=10),
         "cpu": dict(seeds=(0, 1, 2)),
         "demo": dict(seeds=(0, 1, 2)),
         "paper": dict(seeds=(0, 1, 2)),
@@ -67,17 +107,14 @@ class Fig2(Experiment):
 
     def data(self, cfg, data, data_dir):
         self.own_data_only(data, data_dir)
-        return fig2_data(dataclasses.asdict(cfg))
+        return (f"synthetic sparse regression: X ~ N(0, 1) ({cfg.n}×{cfg.d}), y = Xβ* + {cfg.noise:g}·N(0, 1), "
+                f"β* {cfg.sparsity}-sparse with ±1 entries; 1000 test points")
 
     def runs(self, cfg):
-        return [Run(f"w{w}-{m}-s{seed}", f"width {w}",
-                    cfg.spec(method=m, sigma=0.0 if m == "gd" else cfg.sigma, seed=seed, loss="square",
-                             reg_sigma=cfg.sigma), {"width": w})
-                for w in cfg.widths for m in ("gd", "full", "layer") for seed in cfg.seeds]
-
-    def model(self, cfg, run, data):
-        return DeepLinearNet((cfg.d, run.params["width"], 1), init="mean_field",
-                             generator=torch.Generator().manual_seed(1000 + run.spec.seed))
+        return [Job(f"w{w}-{m}-s{seed}", f"width {w}",
+                    lambda w=w, m=m, r=seed, **kw: train_fig2(cfg, w, m, r, **kw),
+                    params={"width": w}, batch=(f"width {w}", functools.partial(setup_fig2, cfg, w, m, seed)))
+                for w in cfg.widths for m in METHODS for seed in cfg.seeds]
 
     def figures(self, cfg):
         return [{"file": "fig2.png", "kind": "curves", "metrics": ["train_loss", "reg_loss"], "panels": "variant",
