@@ -39,7 +39,7 @@ from torch.func import functional_call, vmap
 from noisereg.injection import NoiseInjector
 from noisereg.noise import flat_layout
 from noisereg.training.checkpoint import load_checkpoint, save_checkpoint
-from noisereg.training.noisy_gd import SCHEDULES, check_options, run_noisy_gd
+from noisereg.training.noisy_gd import SCHEDULES, checked_settings, run_noisy_gd
 
 
 @dataclass
@@ -93,13 +93,6 @@ class _Loss(nn.Module):
         return self.loss_fn()
 
 
-def _settings(opt: dict[str, Any]) -> dict[str, Any]:
-    steps = opt["steps"]
-    return {"steps": steps, "lr": opt["lr"], "schedule": opt.get("schedule", "constant"),
-            "lr_final": opt.get("lr_final"), "average_from": opt.get("average_from", 0.5),
-            "eval_steps": sorted(set(opt.get("eval_steps", ())))}
-
-
 def run_noisy_gd_batch(setups: list[Setup], *, checkpoint: str | Path | None = None,
                        resume: bool = False) -> list[dict]:
     """Train the runs of ``setups`` as one batched model; their records, in order (see the module docstring).
@@ -125,7 +118,7 @@ def run_noisy_gd_batch(setups: list[Setup], *, checkpoint: str | Path | None = N
 
 
 def _run_batch(setups: list[Setup], checkpoint, resume: bool) -> list[dict]:
-    settings = [_settings(s.options) for s in setups]
+    settings = [checked_settings(**s.options) for s in setups]   # the reference driver's checks
     steps, evals = settings[0]["steps"], settings[0]["eval_steps"]
     if any(st["steps"] != steps or st["eval_steps"] != evals for st in settings):
         raise ValueError("runs of one batch need the same steps and eval_steps")
@@ -134,10 +127,6 @@ def _run_batch(setups: list[Setup], checkpoint, resume: bool) -> list[dict]:
     for s in setups[1:]:
         if [k for k, _ in s.model.named_parameters()] != names or [tuple(p.shape) for p in s.model.parameters()] != shapes:
             raise ValueError("runs of one batch need models with the same parameter names and shapes")
-    for s in setups:   # the reference driver's checks
-        o = s.options
-        check_options(o["steps"], o["lr"], o.get("schedule", "constant"), o.get("lr_final"),
-                      o.get("average_from", 0.5), o.get("eval_steps", ()))
 
     R = len(setups)
     with torch.no_grad():

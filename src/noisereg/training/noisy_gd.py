@@ -105,6 +105,15 @@ def check_options(steps: int, lr: float, schedule: str = "constant", lr_final: f
     return evals
 
 
+def checked_settings(*, steps: int, lr: float, schedule: str = "constant", lr_final: float | None = None,
+                     average_from: float = 0.5, eval_steps: Iterable[int] = (), **_: Any) -> dict[str, Any]:
+    """The schedule arguments of :func:`run_noisy_gd` (other keywords ignored), checked by :func:`check_options`,
+    as its checkpoints record them (the sorted evaluation steps); a resumed run must present the same."""
+    evals = check_options(steps, lr, schedule, lr_final, average_from, eval_steps)
+    return {"steps": steps, "lr": lr, "schedule": schedule, "lr_final": lr_final,
+            "average_from": average_from, "eval_steps": evals}
+
+
 # ----------------------------------------------------------------------------------- driver
 def run_noisy_gd(model: nn.Module, injector: NoiseInjector, loss_fn: Callable[[], torch.Tensor], *,
                  steps: int, lr: float, schedule: str = "constant", lr_final: float | None = None,
@@ -139,12 +148,12 @@ def run_noisy_gd(model: nn.Module, injector: NoiseInjector, loss_fn: Callable[[]
         ValueError: an argument out of its range, an unknown schedule, or a checkpoint written
             with other settings.
     """
-    evals = check_options(steps, lr, schedule, lr_final, average_from, eval_steps)
+    settings = checked_settings(steps=steps, lr=lr, schedule=schedule, lr_final=lr_final,
+                                average_from=average_from, eval_steps=eval_steps)
+    evals = settings["eval_steps"]
     at = set(evals)
     rate = SCHEDULES[schedule]
     first = int(average_from * steps)
-    settings = {"steps": steps, "lr": lr, "schedule": schedule, "lr_final": lr_final,
-                "average_from": average_from, "eval_steps": evals}
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     start, history, total, count = 0, [], None, 0
     if resume and checkpoint is not None and Path(checkpoint).exists():
