@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from noisereg.experiments.plotting import order, style
-from noisereg.experiments.stats import MARGIN, Paired, final_stats, paired, resolution
+from noisereg.experiments.stats import MARGIN, Paired, arm, final_stats, paired, resolution
 
 CLIP = 10.0
 """Accuracy points: a value further below the best on its panel is drawn at the panel's edge."""
@@ -46,7 +46,8 @@ class Diff:
 
 
 def differences(results: dict, metric: str, variant: str = "", selected: dict | None = None) -> list[Diff]:
-    """Every non-GD arm at every σ of ``variant`` against GD, by the rule (empty without GD runs).
+    """Every non-GD arm at every σ of ``variant`` against GD, by the rule (empty without GD runs that
+    recorded ``metric``).
 
     Args:
         results: a results.json dict.
@@ -56,7 +57,8 @@ def differences(results: dict, metric: str, variant: str = "", selected: dict | 
     """
     stats = final_stats(results, metric)
     gd = stats.get((variant, "gd", 0.0))
-    if gd is None:
+    if gd is None or not any(r["final"].get(metric) is not None for r in results["runs"]
+                             if r["variant"] == variant and arm(r) == "gd"):
         return []
     r, selected = resolution(results, metric), selected or {}
     keys = [k for k in stats if k[0] == variant and k[1] != "gd"]
@@ -143,7 +145,7 @@ def draw_paired(ax, diffs: list[Diff], metric: str, *, position=None, margin: bo
         ax: a matplotlib axes.
         diffs: from :func:`differences` (any subset: the selected σ only, say).
         metric: the metric's name (``*_acc``: drawn in points and clipped, see the module docstring).
-        position: ``Diff -> x`` (default its σ).
+        position: ``Diff -> x`` (default its σ, the arms pulled apart by a few percent).
         margin: also draw −δ, the non-inferiority margin of "at least matches" (accuracies only).
         legend: label each arm with d̄ and [L, U] at its selected σ.
 
@@ -152,12 +154,14 @@ def draw_paired(ax, diffs: list[Diff], metric: str, *, position=None, margin: bo
     """
     if any(not isinstance(d, Diff) for d in diffs):
         raise TypeError("diffs must be Diff records (from panels.differences)")
-    position = position or (lambda d: d.sigma)
+    arms = list(dict.fromkeys(d.arm for d in diffs))
+    if position is None:  # σ, the arms pulled apart a little on the log axis so their bars do not overlap
+        position = lambda d: d.sigma * math.exp(0.03 * (arms.index(d.arm) - (len(arms) - 1) / 2))  # noqa: E731
     k = scale(metric)
     fit = Fit([k * d.paired.mean for d in diffs] + [0.0], metric,
               extent=[(k * d.paired.mean, k * v) for d in diffs for v in (d.paired.low, d.paired.high)])
     shown, selected_label = [], "σ chosen on validation"
-    for a in dict.fromkeys(d.arm for d in diffs):
+    for a in arms:
         st, rows = style(a), [d for d in diffs if d.arm == a]
         pts = [fit.place(a, position(d), k * d.paired.mean, 2) for d in rows]
         shown += pts

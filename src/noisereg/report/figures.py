@@ -22,7 +22,7 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
-from noisereg.experiments.panels import Fit, band, differences, draw_paired, mark_clipped, mark_selected
+from noisereg.experiments.panels import CLIP, Fit, band, differences, draw_paired, mark_clipped, mark_selected
 from noisereg.experiments.panels import outside, scale, sigma_axis
 from noisereg.experiments.plotting import figure, order, save, style
 from noisereg.experiments.stats import arm, mean_se
@@ -56,7 +56,7 @@ def _draw_curves(ax, runs, metric, log, selected=None):
         if selected is None or arm(r) == "gd" or selected.get(arm(r)) == r["sigma"]:
             groups[(arm(r), r["sigma"])].append(r)
     arms = order(a for a, _ in groups)
-    k = scale(metric)
+    k, finals = scale(metric), []
     for (a, sigma), rs in sorted(groups.items(), key=lambda kv: (arms.index(kv[0][0]), kv[0][1])):
         steps = [h["step"] for h in rs[0]["history"] if metric in h]
         if not steps:
@@ -71,6 +71,10 @@ def _draw_curves(ax, runs, metric, log, selected=None):
                         markerfacecolor=st["markerfacecolor"], label=label,
                         linestyle=st["linestyle"] if len(sigmas) == 1 else LINESTYLES[sigmas.index(sigma) % 4])
         ax.fill_between(steps[:len(mean)], mean - se, mean + se, color=line.get_color(), alpha=0.15)
+        finals.append(mean[-1])
+    if selected is not None and metric.endswith("_acc") and finals:  # the informative range: the plateau
+        top = max(v for v in finals if math.isfinite(v)) if any(math.isfinite(v) for v in finals) else 100.0
+        ax.set_ylim(min([top - CLIP] + [v for v in finals if math.isfinite(v)]) - 1, min(100.5, top + 2))
     if log:
         ax.set_yscale("log")
     ax.set_xlabel("iteration")
@@ -79,12 +83,18 @@ def _draw_curves(ax, runs, metric, log, selected=None):
 def _draw_vs_sigma(ax, runs, metric, selected):
     """One line per noisy arm against σ, GD as a horizontal line; returns the points as drawn."""
     k = scale(metric)
-    points = {}
+    points = {}  # arm -> [(σ, mean, se)]; nan where a run diverged (drawn at the edge, "diverged")
     for a in order(arm(r) for r in runs):
-        sigmas = sorted({r["sigma"] for r in runs if arm(r) == a})
-        points[a] = [(s, *mean_se([k * r["final"][metric] if r["final"].get(metric) is not None
-                                   and not r.get("diverged") else math.nan
-                                   for r in runs if arm(r) == a and r["sigma"] == s])[:2]) for s in sigmas]
+        points[a] = []
+        for s in sorted({r["sigma"] for r in runs if arm(r) == a}):
+            rs = [r for r in runs if arm(r) == a and r["sigma"] == s and (r.get("diverged") or
+                                                                          r["final"].get(metric) is not None)]
+            if not rs:  # the metric was not recorded at this σ
+                continue
+            values = [math.nan if r.get("diverged") else k * r["final"][metric] for r in rs]
+            finite = all(math.isfinite(v) for v in values)
+            points[a].append((s, *(mean_se(values)[:2] if finite else (math.nan, math.nan))))
+    points = {a: pts for a, pts in points.items() if pts}
     gd = points.pop("gd", None)
     means = [m for pts in points.values() for _, m, _ in pts] + ([gd[0][1]] if gd else [])
     spread = [(m, m + sign * se) for pts in [*points.values(), gd or []] for _, m, se in pts for sign in (-1, 1)]
@@ -94,6 +104,8 @@ def _draw_vs_sigma(ax, runs, metric, selected):
         st = style("gd")
         ax.axhline(m, color=st["color"], label=f"{st['label']} ({m:.4g})")
         ax.axhspan(m - se, m + se, color=st["color"], alpha=0.12)
+    elif gd:
+        ax.text(0.02, 0.96, "GD diverged", transform=ax.transAxes, va="top", fontsize=8)
     shown, ring = [], "σ chosen on validation"
     for a, pts in points.items():
         st = style(a)
@@ -142,7 +154,8 @@ def draw(results: dict, spec: dict, out: Path) -> Path:
             ax.set_title(TITLES.get(metric, metric) + tag + (", each method at its selected σ"
                                                              if spec.get("at") == "selected" else ""))
             ax.grid(alpha=0.3)
-            outside(ax)
+            if spec["kind"] == "vs_sigma" or j == len(metrics) - 1:  # curves: one legend per row
+                outside(ax)
             if pair:
                 below = axes[i * 2 + 1][j]
                 diffs = differences(results, metric, variant or "", selected)
@@ -172,7 +185,8 @@ def caption(spec: dict) -> str:
         return text + (" " + paired if spec.get("paired", True) else "")
     if spec.get("at") == "selected":
         return ("Training curves, mean ± standard error over seeds (band), each method at its σ (SAM: ρ) chosen "
-                "on validation data.")
+                "on validation data; accuracy axes start at most 10 points below the best final accuracy, so the "
+                "first steps of training may lie below them.")
     return ("Curves over training, mean ± standard error over seeds (band); line styles tell a method's σ "
             "apart (solid: the smallest)." + (" " + paired.replace("Lower panels", "Lower panels, at the final "
                                                                    "step against σ") if spec.get("paired") else ""))
