@@ -65,9 +65,10 @@ def _draw_curves(ax, runs, metric, log, selected=None):
                 for r in rs]
         mean, se = band(rows)
         st, sigmas = style(a), sorted({s for b, s in groups if b == a})
-        label = st["label"] + ("" if a == "gd" else f", σ={sigma:g}") + (
+        label = st["label"] + ("" if a == "gd" else f", {'ρ' if a.startswith('sam') else 'σ'}={sigma:g}") + (
             " (diverged)" if any(r.get("diverged") for r in rs) else "")
         line, = ax.plot(steps[:len(mean)], mean, color=st["color"], marker=st["marker"], markersize=4,
+                        markevery=max(1, len(mean) // 12),
                         markerfacecolor=st["markerfacecolor"], label=label,
                         linestyle=st["linestyle"] if len(sigmas) == 1 else LINESTYLES[sigmas.index(sigma) % 4])
         ax.fill_between(steps[:len(mean)], mean - se, mean + se, color=line.get_color(), alpha=0.15)
@@ -179,6 +180,9 @@ def caption(spec: dict) -> str:
               "method's marker; bar: the interval [L, U] of the verdict rule), with the zero line: \"beats GD\" "
               "is reproduced where the whole bar lies above zero (by more than the resolution r), not reproduced "
               "where it lies below.")
+    if any(not m.endswith("_acc") for m in spec.get("metrics", ())):
+        paired += (" For a trace (lower is better) the panel still shows method − GD, the negative of the claim's "
+                   "d̄ = GD − method.")
     if spec["kind"] == "vs_sigma":
         text = (f"Final metrics against σ, mean ± standard error over seeds; GD is the horizontal line and band; "
                 f"{ring}; {clip}.")
