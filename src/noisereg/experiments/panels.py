@@ -120,14 +120,16 @@ class Fit:
 
 def mark_clipped(ax, shown: list[Shown]) -> None:
     """Draw the clipped points of ``shown`` at the edge: a hollow down-triangle (a cross when diverged)
-    in the arm's colour, the value written beside it (stacked where several share an x)."""
-    stacked: dict[float, int] = {}
+    in the arm's colour, the value written above it (stacked where several share an x); the arm's line
+    stops short of them (their y is nan there)."""
+    done: list[float] = []
+    near = lambda a, b: a == b or (a > 0 and b > 0 and abs(math.log(a / b)) < 0.15)  # noqa: E731 - same σ, dodged
     for s in (s for s in shown if s.clipped):
-        st, k = style(s.arm), stacked.get(s.x, 0)
-        stacked[s.x] = k + 1
+        st, k = style(s.arm), sum(near(s.x, x) for x in done)
+        done.append(s.x)
         ax.plot([s.x], [s.y], marker="x" if s.text == "diverged" else "v", color=st["color"], markersize=8,
                 markerfacecolor="white", linestyle="none", zorder=4)
-        ax.annotate(s.text, (s.x, s.y), textcoords="offset points", xytext=(-6, 6 + 10 * k), ha="right", fontsize=7,
+        ax.annotate(s.text, (s.x, s.y), textcoords="offset points", xytext=(0, 7 + 10 * k), ha="center", fontsize=7,
                     color=st["color"], bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8})
 
 
@@ -180,7 +182,7 @@ def draw_paired(ax, diffs: list[Diff], metric: str, *, position=None, margin: bo
             p = chosen.paired
             label += (f": d̄ = {k * p.mean:+.2f}, [L, U] = [{k * p.low:+.2f}, {k * p.high:+.2f}]"
                       if math.isfinite(p.low) else ": diverged" if p.diverged else f": d̄ = {k * p.mean:+.2f}")
-        ax.plot([p.x for p in pts], [p.y for p in pts], color=st["color"], marker=st["marker"],
+        ax.plot([p.x for p in pts], [math.nan if p.clipped else p.y for p in pts], color=st["color"], marker=st["marker"],
                 markerfacecolor=st["markerfacecolor"], linestyle=st["linestyle"], linewidth=1, label=label)
     mark_clipped(ax, shown)
     ax.axhline(0.0, color="0.25", linewidth=1, zorder=1)

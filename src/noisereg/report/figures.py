@@ -112,8 +112,8 @@ def _draw_vs_sigma(ax, runs, metric, selected):
         st = style(a)
         placed = [fit.place(a, s, m) for s, m, _ in pts]
         shown += placed
-        ax.errorbar([p.x for p in placed], [p.y for p in placed], yerr=[0 if p.clipped or not math.isfinite(se) else se
-                                                                        for p, (_, _, se) in zip(placed, pts)],
+        ax.errorbar([p.x for p in placed], [math.nan if p.clipped else p.y for p in placed],  # clipped: mark_clipped
+                    yerr=[0 if p.clipped or not math.isfinite(se) else se for p, (_, _, se) in zip(placed, pts)],
                     capsize=3, color=st["color"], marker=st["marker"], markerfacecolor=st["markerfacecolor"],
                     linestyle=st["linestyle"], label=st["label"])
         chosen = selected.get(a)
