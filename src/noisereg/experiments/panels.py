@@ -14,6 +14,7 @@ panel's lower edge with a hollow triangle (a cross when diverged) and its value 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -220,6 +221,8 @@ def band(values_by_seed: list[list[float]]) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard error over seeds at each position (rows: seeds, cut to the shortest)."""
     width = min(len(r) for r in values_by_seed)
     a = np.array([r[:width] for r in values_by_seed], dtype=float)
-    mean = np.nanmean(a, axis=0) if len(a) else np.zeros(width)
-    se = np.nanstd(a, axis=0, ddof=1) / math.sqrt(len(a)) if len(a) > 1 else np.zeros(width)
+    with warnings.catch_warnings():  # a step where every seed diverged is nan, without a warning
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(a, axis=0) if len(a) else np.zeros(width)
+        se = np.nanstd(a, axis=0, ddof=1) / math.sqrt(len(a)) if len(a) > 1 else np.zeros(width)
     return mean, se
