@@ -41,12 +41,13 @@ def test_smoke_preset_runs_and_reports(name, tmp_path, capsys):
 def test_report_rebuilds_from_results_json_alone(tmp_path):
     out = tmp_path / "fig3"
     main(["run", "fig3", "--preset", "smoke", "--out", str(out), "--quiet"])
-    for f in [*out.glob("*.png"), out / "REPORT.md"]:
+    for f in [*out.glob("*.png"), *out.glob("*.svg"), out / "REPORT.md"]:
         f.unlink()
     import shutil
     shutil.rmtree(out / "checkpoints")
     assert main(["report", str(out)]) == 0
-    assert (out / "REPORT.md").exists() and (out / "fig3.png").exists()
+    assert (out / "REPORT.md").exists()
+    assert all((out / f).exists() for f in ("fig3.png", "fig3.svg", "fig3_curves.png", "fig3_curves.svg"))
 
 
 def test_divergent_runs_are_recorded_and_the_sweep_goes_on(tmp_path):

@@ -37,7 +37,7 @@ def test_the_registry_holds_every_experiment_module_in_order():
 
     import noisereg.experiments as pkg
 
-    helpers = {"base", "classify", "executors", "memory", "plotting", "show", "stats"}
+    helpers = {"base", "classify", "executors", "memory", "panels", "plotting", "show", "stats"}
     modules = {m.name for m in pkgutil.iter_modules(pkg.__path__)} - helpers
     assert {type(e).__module__.rsplit(".", 1)[1] for e in EXPERIMENTS.values()} == modules
     assert list(EXPERIMENTS)[:7] == ["fig2", "fig3", "fig4", "fig5", "fig6", "variance", "taylor"]

@@ -15,12 +15,14 @@ from noisereg.report import rebuild, write_report  # noqa: E402
 
 @pytest.fixture
 def saved(monkeypatch):
-    """Counts ``Figure.savefig`` calls by file name (figures are saved via a temporary name)."""
+    """Counts ``Figure.savefig`` calls of PNGs by file name (figures are saved via a temporary name; the
+    SVG beside each PNG comes from the same drawing)."""
     calls = Counter()
     real = Figure.savefig
 
     def counting(self, fname, *args, **kwargs):
-        calls[str(fname).split("/")[-1].removeprefix(".").removesuffix(".tmp.png")] += 1
+        if str(fname).endswith(".tmp.png"):
+            calls[str(fname).split("/")[-1].removeprefix(".").removesuffix(".tmp.png")] += 1
         return real(self, fname, *args, **kwargs)
 
     monkeypatch.setattr(Figure, "savefig", counting)
@@ -118,3 +120,76 @@ def test_metrics_table_shows_each_experiments_own_metrics_and_marks_missing_ones
     table = text[text.index("| variant | method"):]
     assert "| gap | gap_se | ratio | ratio_se |" in table
     assert "| v | full | 0.1 | 1 | 0.5 | 0.01 | — | — |" in table and "diverged" not in table
+
+
+# ------------------------------------------------------------------ the figures of issue 25
+
+
+def test_vs_sigma_figure_clips_a_collapse_rings_the_selected_sigma_and_saves_png_and_svg(tmp_path):
+    import matplotlib.pyplot as plt
+    from xml.etree import ElementTree
+
+    from test_panels import LAYER_WINS, fig3_results
+
+    from noisereg.report import draw_figures
+    from noisereg.report.figures import _draw_vs_sigma
+
+    res = fig3_results(LAYER_WINS)
+    _, ax = plt.subplots()
+    shown = {(s.arm, s.x): s for s in _draw_vs_sigma(ax, res["runs"], "test_acc", res["selected"])}
+    assert shown[("full", 0.1)].clipped and shown[("full", 0.1)].text == "20.0"   # 62.7 points below the best
+    assert shown[("layer", 0.1)].clipped and shown[("layer", 0.1)].text == "70.0"  # 12.7 below
+    assert not shown[("full", 0.01)].clipped and ax.get_ylim()[0] > 75               # the axis fits the rest
+    assert {"20.0", "70.0"} <= {t.get_text() for t in ax.texts}
+    rings = [(line.get_xdata()[0], line.get_ydata()[0]) for line in ax.lines if line.get_markersize() == 13]
+    assert rings == [(0.01, pytest.approx(shown[("full", 0.01)].y)), (0.01, pytest.approx(shown[("layer", 0.01)].y))]
+    plt.close("all")
+    paths = draw_figures(res, tmp_path)
+    assert [p.name for p in paths] == ["fig3.png", "fig3_curves.png"]
+    for p in paths:
+        assert p.stat().st_size > 5000 and ElementTree.parse(p.with_suffix(".svg")).getroot().tag.endswith("svg")
+    svg = (tmp_path / "fig3.svg").read_bytes()
+    draw_figures(res, tmp_path)
+    assert (tmp_path / "fig3.svg").read_bytes() == svg  # deterministic: a rebuilt report changes no figure
+    assert not list(tmp_path.glob(".*"))
+
+
+def test_training_curves_show_each_method_at_its_selected_sigma(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from test_panels import LAYER_WINS, fig3_results
+
+    from noisereg.report.figures import _draw_curves
+
+    res = fig3_results(LAYER_WINS)
+    _, ax = plt.subplots()
+    _draw_curves(ax, res["runs"], "test_acc", False, res["selected"])
+    labels = [line.get_label() for line in ax.lines]
+    assert labels == ["GD", "GD + noise, σ=0.01", "GD + noise (layer), σ=0.01"]
+    assert ax.get_ylim()[0] == pytest.approx(82.7 - 10 - 1)  # the plateau (best − 10, less 1), not the first steps
+    plt.close("all")
+
+
+def test_report_puts_each_claim_under_its_figure(monkeypatch):
+    from test_panels import LAYER_WINS, fig3_results
+
+    from noisereg.report import section
+
+    res = fig3_results(LAYER_WINS)
+    fig3 = EXPERIMENTS["fig3"]
+    rows = fig3.claims(res) + [{"claim": "a curve claim", "paper": "", "ours": "x", "verdict": "measured",
+                                "figure": "fig3_curves.png"}]
+    monkeypatch.setattr(fig3, "claims", lambda results: rows)
+    text = section(res)
+    main, curves, claim, curve_claim = (text.index(s) for s in ("![fig3.png]", "![fig3_curves.png]",
+                                                                 "layer-wise noise raises", "a curve claim"))
+    assert main < claim < curves < curve_claim
+    assert text.count("| claim (paper) | paper | ours | verdict |") == 2
+    assert "seed-paired difference to GD" in text[main:claim]  # the caption says how to read the figure
+
+
+def test_draw_rejects_an_unknown_kind(tmp_path):
+    from noisereg.report.figures import draw
+
+    with pytest.raises(ValueError, match="figure kind must be one of"):
+        draw({"runs": [], "experiment": "fig3"}, {"file": "f.png", "kind": "bars", "metrics": []}, tmp_path)

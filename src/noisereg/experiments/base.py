@@ -122,7 +122,7 @@ class Experiment:
     def figures(self, cfg_dict: dict) -> list[dict[str, Any]]:
         """Declarative figure specs drawn by :mod:`noisereg.report` (one PNG each), e.g.
         ``{"file": "fig2.png", "kind": "curves", "metrics": ["train_loss"], "panels": "variant"}``;
-        kind ``"custom"`` calls :meth:`draw`."""
+        kind ``"custom"`` calls :meth:`draw`; the kinds and their keys: :mod:`noisereg.report.figures`."""
         return []
 
     def draw(self, results: dict, spec: dict[str, Any], out: Path) -> Path:
@@ -130,7 +130,8 @@ class Experiment:
         raise NotImplementedError(f"{self.name} declares a custom figure but has no draw()")
 
     def claims(self, results: dict) -> list[dict[str, str]]:
-        """Rows ``{"claim", "paper", "ours", "verdict"}`` judging the paper's claims on ``results``."""
+        """Rows ``{"claim", "paper", "ours", "verdict"}`` judging the paper's claims on ``results``; a row may
+        add ``"figure"`` (a figure's file) to stand under that figure in REPORT.md (default: the first)."""
         return []
 
     def selected(self, results: dict) -> dict | None:

@@ -176,6 +176,15 @@ class ClassifyExperiment(Experiment):
         return lines
 
 
+def training_curves(name: str, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The figure spec of ``<name>_curves.png``: test accuracy and training loss (and ``extra`` metrics,
+    log-scaled) over training steps, mean ± standard error over seeds, each method at its σ chosen on
+    validation data, one row per variant. Every classification experiment lists it in ``figures()``."""
+    return {"file": f"{name}_curves.png", "kind": "curves", "metrics": ["test_acc", "train_loss", *extra],
+            "log": ("train_loss", *extra), "panels": "variant", "at": "selected",
+            "title": f"{name}: training curves at the selected σ"}
+
+
 def noise_note(cfg: dict) -> str:
     """One line on the noise convention of the runs (docs/THEORY.md §3), for the report."""
     conv, layers, order = cfg.get("convention", "paper"), cfg.get("layers", "module"), cfg.get("order", "random")

@@ -26,9 +26,10 @@ import math
 from dataclasses import dataclass
 
 from noisereg.constraints import IsBool, OneOf
-from noisereg.experiments.classify import compare, judge_pair
+from noisereg.experiments.classify import compare, judge_pair, select, training_curves
 from noisereg.experiments.fig3 import Fig3, Fig3Config
-from noisereg.experiments.plotting import figure, save
+from noisereg.experiments.panels import Fit, differences, draw_paired, mark_clipped, outside
+from noisereg.experiments.plotting import figure, order, save, style
 from noisereg.experiments.stats import arm, final_stats, fmt
 from noisereg.training.settings import FAMILY, SIGMA_SCHEDULES, grad_evals_per_step
 
@@ -76,27 +77,43 @@ class Family(Fig3):
 
     def figures(self, cfg):
         return [{"file": "family.png", "kind": "custom",
-                 "title": "Test accuracy against gradient evaluations (σ chosen on validation; mean ± SE over seeds)"}]
+                 "title": "Test accuracy against gradient evaluations (σ chosen on validation; mean ± SE over seeds)",
+                 "caption": "Top: each method at its σ (γ, ρ) chosen on validation data, test accuracy against the "
+                 "gradient evaluations of a run (mean ± standard error over seeds; an accuracy more than 10 points "
+                 "below the best is drawn at the lower edge, value written). Bottom: the seed-paired difference to "
+                 "GD at that σ (dots: seeds; marker: mean d̄; bar: the interval [L, U] of the verdict rule)."},
+                training_curves(self.name)]
 
     def draw(self, results, spec, out):
-        fig, axes = figure(1, 1, size=(7.5, 5.0))
-        ax = axes[0][0]
+        fig, axes = figure(2, 1, size=(10.0, 4.4), height_ratios=[3, 2])
+        ax, below = axes[0][0], axes[1][0]
         gd, best, _ = compare(results, "")
         evals = {arm(r): r.get("grad_evals") for r in results["runs"]}
-        points = [("gd", gd, None)] + [(a, s, sig) for a, (s, sig) in best.items()]
-        import matplotlib
-
-        colors = matplotlib.colormaps["tab20"]
+        arms = [("gd", (gd, None)), *((a, best[a]) for a in order(best))]
+        points = [(a, s, sig) for a, (s, sig) in arms if evals.get(a) is not None]
+        fit = Fit([100 * st[0] for _, st, _ in points], "test_acc",
+                  extent=[(100 * st[0], 100 * (st[0] + sign * st[1])) for _, st, _ in points for sign in (-1, 1)])
+        shown = []
         for k, (a, stat, sig) in enumerate(points):
             mean, se, n = stat
-            if not math.isfinite(mean) or evals.get(a) is None:
-                continue
-            x = evals[a] * (1 + 0.015 * (k - len(points) / 2))   # spread the arms of one budget apart
-            ax.errorbar([x], [100 * mean], yerr=[100 * se if n > 1 else 0], marker="os^vD<>ph*"[k % 10], capsize=3,
-                        color=colors(k % 20), label=a + ("" if sig is None else f" ({'ρ' if a.startswith('sam') else 'σ'}={sig:g})"))
+            x = evals[a] * math.exp(0.03 * (k - len(points) / 2))   # spread the arms of one budget apart
+            p = fit.place(a, x, 100 * mean)
+            shown.append(p)
+            st = style(a)
+            ax.errorbar([x], [p.y], yerr=[100 * se if n > 1 and not p.clipped else 0], capsize=3, color=st["color"],
+                        marker=st["marker"], markerfacecolor=st["markerfacecolor"], linestyle="none",
+                        label=st["label"] + ("" if sig is None else f" ({'ρ' if a.startswith('sam') else 'σ'}={sig:g})"))
+        mark_clipped(ax, shown)
+        fit.apply(ax)
         ax.set(xscale="log", xlabel="gradient evaluations per run", ylabel="test accuracy (%)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, ncol=2)
+        outside(ax)
+        diffs = [d for d in differences(results, "test_acc", "", select(results, "")) if d.selected]
+        names = [d.arm for d in diffs]
+        draw_paired(below, diffs, "test_acc", position=lambda d: names.index(d.arm))
+        below.set_xticks(range(len(names)), names, rotation=30, fontsize=8)
+        below.set_title("paired difference to GD, each method at its selected σ", fontsize=9)
+        below.grid(alpha=0.3)
         return save(fig, out / spec["file"], spec.get("title"))
 
     def judge(self, results):

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from noisereg.constraints import Each
 from noisereg.experiments.classify import OFFICIAL_NOISE, ClassifyConfig, ClassifyExperiment
-from noisereg.experiments.classify import compare, judge_pair, scale_note
+from noisereg.experiments.classify import compare, judge_pair, scale_note, training_curves
 from noisereg.experiments.stats import fmt
 from noisereg.models import MLP
 from noisereg.training.settings import POSITIVE_INT
@@ -64,7 +64,7 @@ class Fig3(ClassifyExperiment):
 
     def figures(self, cfg):
         return [{"file": "fig3.png", "kind": "vs_sigma", "metrics": ["test_acc"],
-                 "title": f"Fig. 3: test accuracy vs σ, MLP {tuple(cfg['hidden'])}"}]
+                 "title": f"Fig. 3: test accuracy vs σ, MLP {tuple(cfg['hidden'])}"}, training_curves(self.name)]
 
     def judge(self, results):
         gd, best, _ = compare(results, "")

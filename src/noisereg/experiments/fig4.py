@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from noisereg.constraints import Each, Interval, Rule
 from noisereg.experiments.classify import NOISY, OFFICIAL_NOISE, ClassifyConfig, ClassifyExperiment
-from noisereg.experiments.classify import compare, judge_pair, scale_note
+from noisereg.experiments.classify import compare, judge_pair, scale_note, training_curves
 from noisereg.experiments.stats import decide_all, fmt
 from noisereg.models import MLP
 from noisereg.training.settings import POSITIVE_INT
@@ -66,7 +66,9 @@ class Fig4(ClassifyExperiment):
 
     def figures(self, cfg):
         return [{"file": "fig4.png", "kind": "curves", "metrics": ["test_acc", "hessian_trace"], "panels": "variant",
-                 "log": ("hessian_trace",), "title": f"Fig. 4: {cfg['depth']} hidden layers, σ={cfg['sigmas'][0]}"}]
+                 "log": ("hessian_trace",), "paired": True,
+                 "title": f"Fig. 4: {cfg['depth']} hidden layers, σ ∈ {{{', '.join(f'{s:g}' for s in cfg['sigmas'])}}}"},
+                training_curves(self.name)]
 
     def judge(self, results):
         rows = []

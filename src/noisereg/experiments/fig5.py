@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from noisereg.experiments.classify import OFFICIAL_NOISE, ClassifyConfig, ClassifyExperiment
-from noisereg.experiments.classify import compare, judge_pair, scale_note
+from noisereg.experiments.classify import compare, judge_pair, scale_note, training_curves
 from noisereg.experiments.stats import EMPTY, fmt
 from noisereg.models import ToyCNN, WideConvNet
 from noisereg.training.settings import POSITIVE_INT
@@ -56,8 +56,9 @@ class Fig5(ClassifyExperiment):
         return WideConvNet(c, cfg.wide_channels, num_classes=data.num_classes)
 
     def figures(self, cfg):
-        return [{"file": "fig5.png", "kind": "curves", "metrics": ["test_acc", "hessian_trace"], "panels": "variant",
-                 "log": ("hessian_trace",), "title": "Fig. 5: CNNs without normalisation"}]
+        return [{"file": "fig5.png", "kind": "vs_sigma", "metrics": ["test_acc", "hessian_trace"], "panels": "variant",
+                 "margin": True, "title": "Fig. 5: CNNs without normalisation, final metrics vs σ"},
+                training_curves(self.name, ("hessian_trace",))]
 
     def judge(self, results):
         rows = []
@@ -80,6 +81,7 @@ class Fig5(ClassifyExperiment):
             if any(r["variant"] == v and r.get("params", {}).get("net") == "toy" for r in results["runs"]):
                 tgd, _, _ = compare(results, v, "hessian_trace")
                 rows.append({"claim": f"{v}: the Hessian trace oscillates around 0", "paper": "yes (Fig. 5)",
+                             "figure": "fig5_curves.png",
                              "ours": f"GD {fmt(tgd, 1, '')}: our trace is the exact trace of the Gauss-Newton "
                              "matrix, equal to the Hessian's for these piecewise-linear nets and positive "
                              "semi-definite, so it is >= 0 and cannot oscillate around 0; the paper's sign changes "

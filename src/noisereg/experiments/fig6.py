@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from noisereg.experiments.classify import OFFICIAL_NOISE, ClassifyConfig, ClassifyExperiment
-from noisereg.experiments.classify import compare, judge_pair, scale_note
+from noisereg.experiments.classify import compare, judge_pair, scale_note, training_curves
 from noisereg.experiments.stats import EMPTY, decide_all, final_stats, fmt
 from noisereg.models import ResNet18
 from noisereg.training.settings import POSITIVE_INT
@@ -62,7 +62,7 @@ class Fig6(ClassifyExperiment):
 
     def figures(self, cfg):
         return [{"file": "fig6.png", "kind": "vs_sigma", "metrics": ["test_acc", "hessian_trace"],
-                 "title": "Fig. 6: ResNet-18, final test accuracy and Hessian trace"}]
+                 "title": "Fig. 6: ResNet-18, final test accuracy and Hessian trace"}, training_curves(self.name)]
 
     def judge(self, results):
         gd, best, stats = compare(results, "")

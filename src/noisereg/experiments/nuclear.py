@@ -33,7 +33,7 @@ import torch
 from noisereg.closed_form import nuclear_norm_kkt, nuclear_norm_objective, nuclear_norm_regression
 from noisereg.constraints import Checked, Each, Interval, Rule
 from noisereg.experiments.base import Experiment, Job
-from noisereg.experiments.plotting import figure, save
+from noisereg.experiments.plotting import figure, save, style
 from noisereg.injection import NoiseInjector
 from noisereg.models import DeepLinearNet
 from noisereg.training.batched_gd import Setup
@@ -201,7 +201,7 @@ class Nuclear(Experiment):
         runs = results["runs"]
         sigmas = sorted({r["sigma"] for r in runs if r["method"] != "gd"})
         fig, ax = figure(1, len(sigmas) + 1, size=(4.6, 3.8))
-        styles = {"full": ("C0", "o"), "layer": ("C1", "s"), "gd": ("C2", "^")}
+        styles = {m: (style(m)["color"], style(m)["marker"]) for m in ("full", "layer", "gd")}
         for j, s in enumerate(sigmas):
             a = ax[0, j]
             for r in runs:
@@ -219,7 +219,7 @@ class Nuclear(Experiment):
         for r in runs:
             if r["method"] == "gd":
                 continue
-            c = "C0" if r["method"] == "full" else "C1"
+            c = styles[r["method"]][0]
             ls = ["-", "--", ":", "-."][sigmas.index(r["sigma"]) % 4]
             h = r["history"]
             a.plot([x["step"] for x in h], [x["rel_err"] for x in h], color=c, ls=ls, alpha=0.4, lw=0.8)

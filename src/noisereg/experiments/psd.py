@@ -45,7 +45,7 @@ from noisereg.closed_form import psd_full_noise_risk, psd_soft_threshold, psd_tr
 from noisereg.constraints import Checked, Each, Interval, Rule
 from noisereg.experiments.base import Experiment, Job
 from noisereg.experiments.nuclear import one_thread
-from noisereg.experiments.plotting import figure, save
+from noisereg.experiments.plotting import figure, save, style
 from noisereg.experiments.variance import slope
 from noisereg.injection import NoiseInjector, check_sigma
 from noisereg.models import PSDFactorization
@@ -236,9 +236,9 @@ class PSD(Experiment):
             a.plot(idx, r["eig_y"], "x", color="gray", label="eigenvalues of Y")
             a.plot(idx, r["eig_a"], "_", color="C3", ms=16, mew=2, label=f"(a) effective risk, c = {r['c_a']:.3g}")
             a.plot(idx, r["eig_b"], "_", color="k", ms=22, mew=2, label=f"(b) exact R_σ, c = {r['c_b']:.3g}")
-            a.plot(idx, r["eig"], "o", color="C0", mfc="none", label="GD+noise (Polyak average)")
+            a.plot(idx, r["eig"], "o", color=style("full")["color"], mfc="none", label="GD+noise (Polyak average)")
             for g in gd:
-                a.plot(idx, g["eig"], "^", color="C2", ms=4, label="plain GD")
+                a.plot(idx, g["eig"], style("gd")["marker"], color=style("gd")["color"], ms=4, label="plain GD")
             a.set_yscale("symlog", linthresh=1e-2)
             a.set(xlabel="index i", ylabel="eigenvalue of Φ", title=f"σ = {r['sigma']:g}")
             a.legend(fontsize=7)

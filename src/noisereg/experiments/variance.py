@@ -36,7 +36,7 @@ from noisereg.closed_form import deep_linear_penalty, linear_net_full_noise_risk
 from noisereg.constraints import Checked, Each, Interval
 from noisereg.data import sparse_regression
 from noisereg.experiments.base import Experiment, Job
-from noisereg.experiments.plotting import figure, save
+from noisereg.experiments.plotting import figure, save, style
 from noisereg.losses import loss_value
 from noisereg.models import MLP, DeepLinearNet
 from noisereg.noise import NoiseLaw
@@ -193,7 +193,6 @@ class Variance(Experiment):
     def draw(self, results, spec, out):
         fig, axes = figure(2, 2)
         s = self.slopes(results)
-        colors = {"full": "tab:orange", "layer": "tab:green"}
         for i, kind in enumerate(("linear", "relu")):
             for j, metric in enumerate(("excess", "grad_var")):
                 ax = axes[i][j]
@@ -202,8 +201,9 @@ class Variance(Experiment):
                     ws = [w for w, _ in rows]
                     vals = [f[metric] for _, f in rows]
                     err = [2 * f["excess_mc_se"] for _, f in rows] if metric == "excess" and kind == "relu" else None
-                    ax.errorbar(ws, vals, yerr=err, marker="o", capsize=3, color=colors[mode],
-                                label=f"{'GD + noise' if mode == 'full' else 'GD + noise (layer)'}: slope {s[(kind, mode, metric)]:.2f}")
+                    st = style(mode)  # the method's colour and marker in every figure
+                    ax.errorbar(ws, vals, yerr=err, marker=st["marker"], capsize=3, color=st["color"],
+                                label=f"{st['label']}: slope {s[(kind, mode, metric)]:.2f}")
                 ax.set(xscale="log", yscale="log", xlabel="hidden width d1",
                        title=f"{kind} net: {'excess risk R_σ − R' if metric == 'excess' else 'gradient variance'}")
                 ax.grid(alpha=0.3)

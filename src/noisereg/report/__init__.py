@@ -15,7 +15,7 @@ from noisereg.errors import UserError
 from noisereg.experiments import EXPERIMENTS
 from noisereg.experiments.base import data_note
 from noisereg.experiments.stats import arm, mean_se
-from noisereg.report.figures import draw
+from noisereg.report.figures import caption, draw
 from noisereg.records import METRICS, atomic_write_text
 
 SHOWN = tuple(m for m in METRICS if m != "ggn_trace")  # ggn_trace duplicates hessian_trace in our nets
@@ -57,21 +57,31 @@ def section(results: dict, figures: str = "") -> str:
              f"Command: `{command_for(results)}`  ",
              f"Data: {note}{f' (`{name}`)' if note != name else ''}; preset `{results['preset']}`; "
              f"environment: {results['environment']}; {results.get('seconds', '?')} s.", ""]
-    for spec in exp.figures(results["config"]):
-        lines.append(f"![{spec['file']}]({figures}{spec['file']})")
     cell = lambda text: str(text).replace("|", "\\|")  # noqa: E731 - a literal | would split the cell
     failed, total = results.get("failed", []), len(results.get("failed", [])) + len(results["runs"])
     claims = exp.claims(results) if not failed else [  # a sweep with runs missing judges no claim
         {"claim": "every claim of this section", "paper": "", "verdict": "inconclusive",
          "ours": f"not judged: {len(failed)} of {total} runs failed"}]
     if failed:
-        lines += ["", f"**Incomplete: {len(failed)} of {total} runs failed** (tracebacks in results.json, "
+        lines += [f"**Incomplete: {len(failed)} of {total} runs failed** (tracebacks in results.json, "
                   "`\"failed\"`); figures and metrics show the runs that finished. Rerunning the command with "
                   "`--resume` runs the failed ones again.", "", "| failed run | error |", "|---|---|",
-                  *(f"| {cell(f['id'])} | {cell(f['error'])} |" for f in failed)]
-    lines += ["", "| claim (paper) | paper | ours | verdict |", "|---|---|---|---|"]
-    lines += [f"| {cell(c['claim'])} | {cell(c['paper'])} | {cell(c['ours'])} | **{c['verdict']}** |"
-              for c in claims]
+                  *(f"| {cell(f['id'])} | {cell(f['error'])} |" for f in failed), ""]
+    specs = exp.figures(results["config"])
+    files = [spec["file"] for spec in specs]
+    by_figure = defaultdict(list)  # each claim under the figure it names (row["figure"]), else the first
+    for c in claims:
+        by_figure[c.get("figure") if c.get("figure") in files else (files[0] if files else None)].append(c)
+    table = lambda rows: ["| claim (paper) | paper | ours | verdict |", "|---|---|---|---|", *(  # noqa: E731
+        f"| {cell(c['claim'])} | {cell(c['paper'])} | {cell(c['ours'])} | **{c['verdict']}** |" for c in rows), ""]
+    for spec in specs:
+        text = caption(spec)
+        lines += [f"![{spec['file']}]({figures}{spec['file']})", "", *([f"*{text}*", ""] if text else [])]
+        lines += table(by_figure[spec["file"]]) if by_figure[spec["file"]] else []
+    if not specs or not claims:
+        lines += table(claims)
+    if lines[-1] == "":
+        lines.pop()
     notes = exp.notes(results)
     if notes:
         lines += ["", *notes]
