@@ -368,8 +368,9 @@ def run_experiment(exp: Experiment, preset: str, out: str | Path, *, overrides: 
             if failed:
                 results["failed"] = [failed[r.id] for r in runs if r.id in failed]
             atomic_write_json(path, results)
-            if tracker is not None:   # logged once saved (the final write saves what the trackers did)
+            if tracker is not None:   # logged once the record is saved; then saved as logged
                 tracker.finished(run_id, outcome)
+                atomic_write_json(path, results)
 
         if isinstance(pool, executors.Sequential):
             with tqdm(total=sum(r.spec.epochs if isinstance(r, Run) else 1 for r in todo), disable=not show_progress,

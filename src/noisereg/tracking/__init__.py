@@ -62,6 +62,18 @@ def check_log_to(log_to: Iterable[str]) -> tuple[str, ...]:
     return tuple(names)
 
 
+def require_backends(names: Iterable[str]) -> None:
+    """Import each backend's package (``tensorboard``, ``mlflow``).
+
+    Raises:
+        MissingExtraError: one is not installed; the message names ``pip install "noisereg[NAME]"``.
+    """
+    from noisereg.integrations import require
+
+    for name in names:
+        require(name, name, f"--log-to {name}")
+
+
 def setting_text(value: Any) -> str:
     """A setting as text, written as ``--set`` takes it (lists comma-separated).
 
@@ -162,6 +174,7 @@ class Tracking:
     def __init__(self, log_to: Iterable[str], out: str | Path, runs: Sequence[Any] = (), state: dict | None = None,
                  tracking_uri: str | None = None):
         names = check_log_to(log_to)
+        require_backends(names)
         state = state or {}
         self.infos = {r.id: RunInfo(r.id, r.variant, dict(r.params), getattr(r, "spec", None)) for r in runs}
         self.backends = []
@@ -308,6 +321,7 @@ def upload(directory: str | Path, log_to: Iterable[str], tracking_uri: str | Non
     import json
 
     names = check_log_to(log_to)
+    require_backends(names)
     directory = Path(directory)
     files = ([directory / "results.json"] if (directory / "results.json").is_file()
              else sorted(directory.glob("*/results.json")))

@@ -1,8 +1,8 @@
 """MLflow runs for a sweep: one parent run per sweep, one child run per noisereg run.
 
 Written with :class:`mlflow.tracking.MlflowClient` (``pip install "noisereg[mlflow]"``) into
-``$MLFLOW_TRACKING_URI`` when it is set, else ``sqlite:///OUT/mlflow.db`` (artifacts then in
-``OUT/mlartifacts``); look at it with ``mlflow ui --backend-store-uri sqlite:///OUT/mlflow.db``.
+``$MLFLOW_TRACKING_URI`` when it is set, else ``sqlite:///OUT/mlflow.db`` (a SQLite store's
+artifacts go to ``mlartifacts/`` beside its file); look at it with ``mlflow ui --backend-store-uri sqlite:///OUT/mlflow.db``.
 The MLflow experiment is ``noisereg/NAME`` (``noisereg/fig3``), so sweeps of one experiment
 sit side by side.
 
@@ -85,10 +85,10 @@ class MlflowLog(Backend):
             found = self.client.get_experiment_by_name(name)
             if found is not None:
                 experiment_id = found.experiment_id
-            else:   # our own store: artifacts beside it, not in the working directory
-                local = self.uri == f"sqlite:///{(self.out / 'mlflow.db').resolve()}"
+            else:   # a SQLite store keeps the artifacts beside its file, not in the working directory
+                db = self.uri.removeprefix("sqlite:///") if self.uri.startswith("sqlite:///") else None
                 experiment_id = self.client.create_experiment(
-                    name, artifact_location=(self.out / "mlartifacts").resolve().as_uri() if local else None)
+                    name, artifact_location=(Path(db).parent / "mlartifacts").resolve().as_uri() if db else None)
             env = results.get("environment", {})
             parent = self.client.create_run(experiment_id, run_name=f"{results['experiment']} {results['preset']}",
                                             tags={"noisereg.git": str(env.get("git", "")),
