@@ -8,7 +8,11 @@ MLflow SQLite store (``$MLFLOW_TRACKING_URI``), since creating a store takes sec
 """
 
 import json
+import re
+import shlex
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -266,3 +270,27 @@ def test_a_missing_extra_names_its_pip_install(backend, tmp_path, capsys, monkey
         from noisereg.tracking import upload
 
         upload(tmp_path, [backend])
+
+
+def test_the_command_line_imports_no_backend_until_asked():
+    code = ("import sys, noisereg.cli, noisereg.tracking, noisereg.experiments; noisereg.cli.build_parser(); "
+            "print([m for m in ('tensorboard', 'mlflow') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_readme_commands_run_as_written(tmp_path, shared, monkeypatch, capsys):
+    """The README's tracking commands (those that need no server or viewer), with runs/ under a temporary
+    directory and the MLflow store of this module."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Watching runs: TensorBoard and MLflow")[1].split("\n## ")[0]
+    lines = [line.split("#")[0].strip() for block in re.findall(r"```bash\n(.*?)```", section, flags=re.S)
+             for line in block.splitlines()]
+    commands = [shlex.split(line) for line in lines if line.startswith("noisereg ")]
+    assert [c[:2] for c in commands] == [["noisereg", "run"], ["noisereg", "run"], ["noisereg", "report"]]
+    monkeypatch.chdir(tmp_path)
+    for argv in commands:
+        assert main(argv[1:] + (["--quiet"] if argv[1] == "run" else [])) == 0, argv
+    assert (tmp_path / "runs/f3/tensorboard").is_dir() and (tmp_path / "runs/f3m/tensorboard").is_dir()
+    assert json.loads((tmp_path / "runs/f3m/results.json").read_text())["tracking"]["mlflow"]["tracking_uri"] == shared
+    assert "MLflow parent run" in capsys.readouterr().out
