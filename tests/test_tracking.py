@@ -228,6 +228,38 @@ def test_theory_jobs_and_a_resume_that_logs_an_unlogged_sweep(tmp_path, shared):
     assert results["tracking"]["tensorboard"]["logged"] == [r["id"] for r in first["runs"]]
     check_tensorboard(out, results)
     publish_and_check(out, results, shared)
+    again = run_experiment(EXPERIMENTS["lasso"], "smoke", out, show_progress=False, resume=True, log_to=["tensorboard"])
+    assert again["tracking"] == results["tracking"]   # a backend this session does not use keeps its runs
+
+
+def test_a_failed_run_ends_failed_and_its_retry_continues_the_same_runs(tmp_path, shared):
+    """The tracker alone: a run fails after two evaluations (MLflow status FAILED, the error as a tag); the next
+    session's retry logs into the same MLflow run, each step once, and TensorBoard reads each step once."""
+    from noisereg.tracking import RunInfo, Tracking
+
+    sweep = {"experiment": "fig3", "preset": "smoke", "config": {"lr": 0.1}, "environment": {}, "runs": []}
+    history = [{"step": s, "train_loss": 1.0 / (s + 1)} for s in range(4)]
+    with Tracking(["mlflow", "tensorboard"], tmp_path, [RunInfo("r", "v", {"width": 8})]) as tr:
+        tr.start(sweep)
+        tr.evaluated("r", history[:2])
+        tr.finished("r", {"error": "RuntimeError: boom"})
+    state = json.loads(json.dumps(sweep["tracking"]))
+    client = MlflowClient(tracking_uri=shared)
+    run = client.get_run(state["mlflow"]["runs"]["r"])
+    assert run.info.status == "FAILED" and run.data.tags["noisereg.error"] == "RuntimeError: boom"
+    assert run.data.params["params.width"] == "8" and run.data.params["lr"] == "0.1"
+    record = {"method": "gd", "sigma": 0.0, "seed": 0, "history": history, "final": {"train_loss": 0.25, "extra": 7}}
+    with Tracking(["mlflow", "tensorboard"], tmp_path, [RunInfo("r", "v", {"width": 8})], state) as tr:
+        tr.start({**sweep, "runs": []})
+        tr.evaluated("r", history[:3])   # a retry from a checkpoint at step 1 recomputes step 2
+        tr.finished("r", {"record": record})
+    run = client.get_run(state["mlflow"]["runs"]["r"])
+    assert run.info.status == "FINISHED" and run.data.metrics == {"train_loss": 0.25, "extra": 7.0, "sigma": 0.0}
+    assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "train_loss")] == [
+        (h["step"], h["train_loss"]) for h in history]   # the final value equals the last: not logged twice
+    tags, _ = tensorboard(tmp_path / "tensorboard" / "r")
+    assert tags["train_loss"] == [(h["step"], f32(h["train_loss"])) for h in history]
+    assert tags["final/extra"] == [(3, 7.0)]
 
 
 def test_report_uploads_an_existing_sweep_as_a_new_parent_run(tmp_path, shared, capsys):

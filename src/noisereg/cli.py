@@ -64,8 +64,9 @@ def cmd_run(args) -> int:
     if args.log_to:  # the report and results.json go to MLflow's parent run, which then ends
         from noisereg.tracking import publish, where
 
-        publish(out, results)
-        print(where(out, results))
+        if "mlflow" in args.log_to:
+            publish(out, results)
+        print(where(out, results, args.log_to))
     for f in failed:
         print(f"noisereg: run {f['id']} failed: {f['error']}", file=sys.stderr)
     if failed:

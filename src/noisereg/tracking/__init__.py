@@ -176,6 +176,7 @@ class Tracking:
         names = check_log_to(log_to)
         require_backends(names)
         state = state or {}
+        self.earlier = dict(state)   # kept in results.json for the backends this session does not use
         self.infos = {r.id: RunInfo(r.id, r.variant, dict(r.params), getattr(r, "spec", None)) for r in runs}
         self.backends = []
         for name in names:
@@ -197,7 +198,7 @@ class Tracking:
         changed = False
         for b in self.backends:
             changed |= b.open(results, list(self.infos))
-        results["tracking"] = {b.name: b.state for b in self.backends}
+        results["tracking"] = {**self.earlier, **{b.name: b.state for b in self.backends}}
         for record in results["runs"]:
             info = self.infos.setdefault(record["id"], RunInfo(record["id"], record.get("variant", ""),
                                                                dict(record.get("params", {}))))
@@ -297,9 +298,9 @@ def publish(out: str | Path, results: dict) -> str | None:
     return end_parent(state, Path(out), failed=bool(results.get("failed")))
 
 
-def where(out: str | Path, results: dict) -> str:
-    """Where a sweep's logs went, one line per backend (printed by ``noisereg run``)."""
-    lines, tracking = [], results.get("tracking", {})
+def where(out: str | Path, results: dict, log_to: Iterable[str] = BACKENDS) -> str:
+    """Where a sweep's logs went, one line per backend of ``log_to`` (printed by ``noisereg run``)."""
+    lines, tracking = [], {k: v for k, v in results.get("tracking", {}).items() if k in log_to}
     if "tensorboard" in tracking:
         lines.append(f"TensorBoard: tensorboard --logdir {Path(out) / 'tensorboard'}")
     if "mlflow" in tracking:
