@@ -4,10 +4,10 @@
 laptop CPU with embedded data; ``paper``: the paper's settings, GPU and real data), writes
 ``results.json``, checkpoints, figures and ``REPORT.md`` into ``--out``; ``--resume`` continues a
 killed run; ``--log-to tensorboard|mlflow`` logs the runs as they go (:mod:`noisereg.tracking`);
-``--jobs N`` runs N at once in worker processes, ``--executor ray`` as Ray tasks (a
-failed run is then recorded, the others go on, and the exit status is 1). ``report`` rebuilds
-figures and report from results.json alone (``--log-to`` also logs the finished sweep). ``demo`` runs the ``demo`` preset of every
-experiment that has one, then writes one report.
+``--jobs N`` runs N at once in worker processes, ``--executor ray`` as Ray tasks (a failed run is
+then recorded, the others go on, and the exit status is 1). ``report`` rebuilds figures and report
+from results.json alone (``--log-to`` also logs the finished sweep). ``demo`` runs the ``demo``
+preset of every experiment that has one, then writes one report.
 
 A mistake in the request (:class:`noisereg.errors.UserError`: an unknown name, a bad value, a bad
 data file, an ``--out`` that holds another run) or a missing optional extra
