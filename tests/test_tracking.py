@@ -299,7 +299,7 @@ def test_a_missing_extra_names_its_pip_install(backend, tmp_path, capsys, monkey
     assert capsys.readouterr().err == (f'noisereg: error: --log-to {backend} needs the "{backend}" package, which is '
                                        f'not installed: pip install "noisereg[{backend}]"\n')
     with pytest.raises(MissingExtraError, match=rf'pip install "noisereg\[{backend}\]"$'):
-        from noisereg.tracking import upload
+        from noisereg.tracking.upload import upload
 
         upload(tmp_path, [backend])
 

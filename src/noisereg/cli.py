@@ -90,7 +90,7 @@ def cmd_report(args) -> int:
 
     print(f"Report: {rebuild(args.dir)}")
     if args.log_to:
-        from noisereg.tracking import upload
+        from noisereg.tracking.upload import upload
 
         print("\n".join(upload(args.dir, args.log_to)))
     return 0

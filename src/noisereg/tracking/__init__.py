@@ -12,7 +12,8 @@ At each evaluation (step = optimizer steps, the history's ``"step"``) a run logs
 σ after its schedule and noise stop; for a theory job its ``sigma``) and ``grad_evals`` (gradient
 evaluations so far, ``grad_evals_per_step × step``, where the run states its cost). When the run
 ends, its ``final`` values are logged at its last step. The backends
-(:mod:`noisereg.tracking.tensorboard_log`, :mod:`noisereg.tracking.mlflow_log`) say where things go.
+(:mod:`noisereg.tracking.tensorboard_log`, :mod:`noisereg.tracking.mlflow_log`) say where things go;
+:mod:`noisereg.tracking.upload` logs finished sweeps (``noisereg report DIR --log-to ...``).
 
 What each backend has logged is kept in results.json under ``"tracking"`` (``{backend: {...,
 "logged": [run ids]}}``; for MLflow also the tracking URI and the parent and child run ids), so a
@@ -308,64 +309,3 @@ def where(out: str | Path, results: dict, log_to: Iterable[str] = BACKENDS) -> s
         lines.append(f"MLflow: parent run {tracking['mlflow']['parent_run_id']} in {uri}"
                      + (f" (mlflow ui --backend-store-uri {uri})" if uri.startswith("sqlite:") else ""))
     return "\n".join(lines)
-
-
-def upload(directory: str | Path, log_to: Iterable[str], tracking_uri: str | None = None) -> list[str]:
-    """Log finished sweeps (``DIR/results.json`` or ``DIR/*/results.json``, as ``noisereg report``
-    reads them) to the backends: each sweep as a new MLflow parent run (in ``$MLFLOW_TRACKING_URI``,
-    else ``sqlite:///DIR/mlflow.db``) and/or into ``tensorboard/`` beside its results.json. The
-    results.json files are not changed. Returns one line per sweep and backend, saying where it went.
-
-    Raises:
-        UserError: an unknown backend, or no results.json there. MissingExtraError: a missing extra.
-    """
-    import json
-
-    names = check_log_to(log_to)
-    require_backends(names)
-    directory = Path(directory)
-    files = ([directory / "results.json"] if (directory / "results.json").is_file()
-             else sorted(directory.glob("*/results.json")))
-    if not files:
-        raise UserError(f"no results.json in {directory} or its subdirectories; pass the --out directory of a run")
-    from noisereg.tracking.mlflow_log import default_uri
-
-    uri = tracking_uri or default_uri(directory)
-    lines = []
-    for f in files:
-        results = json.loads(f.read_text())
-        results = {**results, "tracking": {}}   # a new parent run; the file keeps its own ids
-        with Tracking(names, f.parent, _runs_of(results), tracking_uri=uri) as tr:
-            tr.start(results)
-        for name in names:
-            if name == "mlflow":
-                parent = publish(f.parent, results)
-                lines.append(f"{results['experiment']}: MLflow parent run {parent} in {uri}")
-            else:
-                lines.append(f"{results['experiment']}: TensorBoard logs in {f.parent / 'tensorboard'}")
-    return lines
-
-
-def _runs_of(results: dict) -> list[RunInfo]:
-    """The runs of a results.json with their training settings, rebuilt from its preset and config
-    (for the scheduled σ); a run whose rebuilt settings disagree with its record gets none."""
-    from noisereg.experiments import EXPERIMENTS, Run
-
-    records = {r["id"]: r for r in results.get("runs", [])}
-    infos = [RunInfo(r["id"], r.get("variant", ""), dict(r.get("params", {}))) for r in records.values()]
-    exp = EXPERIMENTS.get(results.get("experiment"))
-    if exp is None:
-        return infos
-    fields = {f.name for f in dataclasses.fields(exp.Config)}
-    try:
-        cfg = exp.config(results["preset"], {k: tuple(v) if isinstance(v, list) else v
-                                             for k, v in results.get("config", {}).items() if k in fields})
-        specs = {r.id: r.spec for r in exp.runs(cfg) if isinstance(r, Run)}
-    except (UserError, TypeError, ValueError, KeyError):
-        return infos
-    for info in infos:
-        spec, rec = specs.get(info.id), records[info.id]
-        if spec is not None and (spec.method, spec.sigma, spec.seed) == (rec.get("method"), rec.get("sigma"),
-                                                                         rec.get("seed")):
-            info.spec = spec
-    return infos
