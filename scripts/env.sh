@@ -3,7 +3,7 @@
 # Without a GPU, torch is pinned to the 2.13.0 CPU build (a local wheel on our machines; a
 # ~200 MB CPU download elsewhere); with `nvidia-smi` present, pip picks a CUDA build of torch>=2.3.
 # NOISEREG_EXTRAS names the extras to add (scripts/test.sh: "test", which brings pytest, ruff,
-# lightning, transformers, accelerate and ray); empty (scripts/demo.sh) installs noisereg alone.
+# lightning, transformers, accelerate, ray, tensorboard and mlflow); empty (scripts/demo.sh) installs noisereg alone.
 # Extras are installed with the torch above pinned, so they never swap it.
 # Source it: `source scripts/env.sh`.
 set -e

@@ -53,7 +53,7 @@ def test_wheel_has_py_typed_spdx_license_and_no_deprecation_warning(wheel):
     plain = {r.split(">")[0].split("=")[0].split(";")[0] for r in requires if "extra ==" not in r}
     assert plain == {"torch", "numpy", "matplotlib", "scikit-learn", "scipy", "tqdm"}  # what the CLI needs
     extras = {r.split("extra == ")[1].strip('"') for r in requires if "extra ==" in r}
-    assert {"lightning", "transformers", "ray", "test"} <= extras
+    assert {"lightning", "transformers", "ray", "tensorboard", "mlflow", "test"} <= extras
 
 
 def test_core_modules_import_only_torch_and_numpy():

@@ -3,10 +3,11 @@
 ``run`` trains every run of an experiment at a preset (``smoke``: seconds; ``cpu``: minutes on a
 laptop CPU with embedded data; ``paper``: the paper's settings, GPU and real data), writes
 ``results.json``, checkpoints, figures and ``REPORT.md`` into ``--out``; ``--resume`` continues a
-killed run; ``--jobs N`` runs N at once in worker processes, ``--executor ray`` as Ray tasks (a
-failed run is then recorded, the others go on, and the exit status is 1). ``report`` rebuilds
-figures and report from results.json alone. ``demo`` runs the ``demo`` preset of every
-experiment that has one, then writes one report.
+killed run; ``--log-to tensorboard|mlflow`` logs the runs as they go (:mod:`noisereg.tracking`);
+``--jobs N`` runs N at once in worker processes, ``--executor ray`` as Ray tasks (a failed run is
+then recorded, the others go on, and the exit status is 1). ``report`` rebuilds figures and report
+from results.json alone (``--log-to`` also logs the finished sweep). ``demo`` runs the ``demo``
+preset of every experiment that has one, then writes one report.
 
 A mistake in the request (:class:`noisereg.errors.UserError`: an unknown name, a bad value, a bad
 data file, an ``--out`` that holds another run) or a missing optional extra
@@ -55,10 +56,17 @@ def cmd_run(args) -> int:
     out = Path(args.out or f"runs/{args.name}-{args.preset}")
     results = run_experiment(exp, args.preset, out, overrides=overrides, data=args.data, data_dir=args.data_dir,
                              resume=args.resume, device=args.device, show_progress=not args.quiet, jobs=args.jobs,
-                             executor=args.executor, ray_address=args.ray_address, batch=not args.no_batch)
+                             executor=args.executor, ray_address=args.ray_address, batch=not args.no_batch,
+                             log_to=args.log_to)
     report = write_report(out, [results], title=f"noisereg report: {args.name}")
     failed = results.get("failed", [])
     print(f"{args.name}: {len(results['runs'])} runs in {results['seconds']} s. Report: {report}")
+    if args.log_to:  # the report and results.json go to MLflow's parent run, which then ends
+        from noisereg.tracking import publish, where
+
+        if "mlflow" in args.log_to:
+            publish(out, results)
+        print(where(out, results, args.log_to))
     for f in failed:
         print(f"noisereg: run {f['id']} failed: {f['error']}", file=sys.stderr)
     if failed:
@@ -81,6 +89,10 @@ def cmd_report(args) -> int:
     from noisereg.report import rebuild
 
     print(f"Report: {rebuild(args.dir)}")
+    if args.log_to:
+        from noisereg.tracking.upload import upload
+
+        print("\n".join(upload(args.dir, args.log_to)))
     return 0
 
 
@@ -116,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="noisereg", description="Explicit regularization by noise injection "
                                 "(Orvieto et al., AISTATS 2023).")
     from noisereg import __version__
+    from noisereg.tracking import BACKENDS
 
     p.add_argument("--version", action="version", version=f"noisereg {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
@@ -143,6 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="local (default): this machine's processes; ray: Ray tasks (pip install \"noisereg[ray]\")")
     r.add_argument("--ray-address", metavar="ADDR",
                    help="a running Ray cluster (`ray start --head` prints it); default: a local Ray instance")
+    r.add_argument("--log-to", action="append", default=[], choices=BACKENDS,
+                   help="watch the runs (repeatable): tensorboard (OUT/tensorboard/RUN_ID/; pip install "
+                        "\"noisereg[tensorboard]\") | mlflow (one run per run under one per sweep, in "
+                        "$MLFLOW_TRACKING_URI, else sqlite:///OUT/mlflow.db; pip install \"noisereg[mlflow]\")")
     r.set_defaults(func=cmd_run)
     sh = sub.add_parser("show", help="what `run` would do: resolved settings, runs, data; runs nothing")
     sh.add_argument("name", help="experiment name (see `noisereg list`)")
@@ -154,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     sh.set_defaults(func=cmd_show)
     rep = sub.add_parser("report", help="rebuild figures and REPORT.md from DIR/results.json (or DIR/*/results.json)")
     rep.add_argument("dir")
+    rep.add_argument("--log-to", action="append", default=[], choices=BACKENDS,
+                     help="also log the finished sweep(s) (repeatable): mlflow (a new parent run per sweep, in "
+                          "$MLFLOW_TRACKING_URI, else sqlite:///DIR/mlflow.db) | tensorboard (DIR/tensorboard/)")
     rep.set_defaults(func=cmd_report)
     d = sub.add_parser("demo", help="the main job on embedded data: the demo preset of every experiment that "
                        "has one (see `noisereg list`), then one report")

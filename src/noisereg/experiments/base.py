@@ -15,6 +15,7 @@ go one after another in this process, or N at once in worker processes or Ray ta
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -257,7 +258,8 @@ def data_note(results: dict) -> str:
 def run_experiment(exp: Experiment, preset: str, out: str | Path, *, overrides: dict[str, Any] | None = None,
                    data: str | None = None, data_dir: str | None = None, resume: bool = False,
                    device: str | None = None, show_progress: bool = True, callback=None, jobs: int = 1,
-                   executor: str = "local", ray_address: str | None = None, batch: bool = True) -> dict:
+                   executor: str = "local", ray_address: str | None = None, batch: bool = True,
+                   log_to: typing.Sequence[str] = ()) -> dict:
     """Run every run of ``exp`` at ``preset``; write ``out/results.json`` and ``out/checkpoints/``.
 
     Everything is checked (config, runs, an earlier results.json) before the data is loaded.
@@ -278,12 +280,14 @@ def run_experiment(exp: Experiment, preset: str, out: str | Path, *, overrides: 
             batched model (:mod:`noisereg.training.batched_gd`; same numbers up to summation order);
             only with ``jobs=1``, local (worker processes and Ray run each job alone). False: each
             job alone, the reference path.
+        log_to: backends that watch the sweep, ``"tensorboard"`` and/or ``"mlflow"``
+            (:mod:`noisereg.tracking`; what they have logged is kept in ``results["tracking"]``).
 
     Raises:
         UserError: a bad preset or value, ``jobs``, ``executor`` or ``ray_address``; ``out`` holds
             results of another run and ``resume`` is False; or ``resume`` with results written for
             another configuration.
-        MissingExtraError: ``executor="ray"`` without Ray installed.
+        MissingExtraError: ``executor="ray"`` without Ray installed, or a ``log_to`` backend without its extra.
     """
     from tqdm.auto import tqdm
 
@@ -319,6 +323,11 @@ def run_experiment(exp: Experiment, preset: str, out: str | Path, *, overrides: 
         done = {}
     todo = [r for r in runs if r.id not in done]
     pool = executors.make_executor(executor, jobs, device, ray_address, batch)  # Ray missing: raises here
+    tracker = None
+    if log_to:  # a backend's extra missing: raises here, before the data
+        from noisereg.tracking import Tracking
+
+        tracker = Tracking(log_to, out, runs, previous.get("tracking"))
     split = exp.data(cfg, data, data_dir)
     x_train = getattr(split, "x_train", None)
     first: dict[str, Run] = {}  # the memory check: one model per variant
@@ -336,7 +345,7 @@ def run_experiment(exp: Experiment, preset: str, out: str | Path, *, overrides: 
             stale.unlink()
     failed: dict[str, dict] = {}
     t0 = time.perf_counter()
-    with pool:
+    with pool, tracker or contextlib.nullcontext():
         results = {"experiment": exp.name, "preset": preset, "config": config,
                    "data": getattr(split, "name", str(split)),
                    **({"sizes": {name: len(x) for name, x, _ in split.splits()}} if hasattr(split, "splits") else {}),
@@ -347,6 +356,8 @@ def run_experiment(exp: Experiment, preset: str, out: str | Path, *, overrides: 
             results["environment"] |= {"executor": pool.name, "jobs": jobs, "threads_per_run": pool.threads}
         elif getattr(pool, "batch", False) and any(len(g) > 1 for g in executors.batches(todo).values()):
             results["environment"]["batched"] = True
+        if tracker is not None and tracker.start(results):   # new MLflow run ids: saved before training
+            atomic_write_json(path, results)
 
         def record(run_id: str, outcome: dict) -> None:
             run = next(r for r in todo if r.id == run_id)
@@ -358,11 +369,15 @@ def run_experiment(exp: Experiment, preset: str, out: str | Path, *, overrides: 
             if failed:
                 results["failed"] = [failed[r.id] for r in runs if r.id in failed]
             atomic_write_json(path, results)
+            if tracker is not None:   # logged once the record is saved; then saved as logged
+                tracker.finished(run_id, outcome)
+                atomic_write_json(path, results)
 
         if isinstance(pool, executors.Sequential):
             with tqdm(total=sum(r.spec.epochs if isinstance(r, Run) else 1 for r in todo), disable=not show_progress,
                       unit="epoch", mininterval=1.0, desc=exp.name) as bar:
-                for run_id, outcome in pool.map(exp, cfg, split, todo, out, progress=bar, callback=callback):
+                for run_id, outcome in pool.map(exp, cfg, split, todo, out, progress=bar, callback=callback,
+                                                on_eval=tracker.evaluated if tracker else None):
                     record(run_id, outcome)
         else:
             tasks = [executors.Task(exp.name, type(exp).__module__, preset, dict(overrides or {}), data, data_dir,

@@ -50,8 +50,9 @@ Outcome = dict[str, Any]
 
 
 def run_one(exp, cfg, run: Run | Job, split, *, checkpoint: Path, device: str, progress=None,
-            callback=None) -> dict[str, Any]:
-    """Train (or compute) one run, resuming from ``checkpoint`` if it exists; its results.json entry."""
+            callback=None, on_eval=None) -> dict[str, Any]:
+    """Train (or compute) one run, resuming from ``checkpoint`` if it exists; its results.json entry.
+    ``on_eval(run id, history)``: after each evaluation of a training run (live logging)."""
     if isinstance(run, Job):
         t0 = time.perf_counter()
         record = {**run.fn(checkpoint=checkpoint, resume=True), "seconds": round(time.perf_counter() - t0, 3)}
@@ -59,7 +60,8 @@ def run_one(exp, cfg, run: Run | Job, split, *, checkpoint: Path, device: str, p
             progress.update(1)
     else:
         record = train(lambda: exp.model(cfg, run, split), split, run.spec, device=device, checkpoint=checkpoint,
-                       resume=True, progress=progress, callback=callback)
+                       resume=True, progress=progress, callback=callback,
+                       on_eval=None if on_eval is None else lambda history: on_eval(run.id, history))
     return {"id": run.id, "variant": run.variant, "params": run.params, **record}
 
 
@@ -86,7 +88,7 @@ class Sequential:
         pass
 
     def map(self, exp, cfg, split, todo: list[Run | Job], out: Path, progress=None,
-            callback=None) -> Iterator[tuple[str, Outcome]]:
+            callback=None, on_eval=None) -> Iterator[tuple[str, Outcome]]:
         groups = {k: g for k, g in batches(todo).items() if len(g) > 1} if self.batch else {}
         for key, group in groups.items():
             if progress is not None:
@@ -108,7 +110,7 @@ class Sequential:
             if progress is not None:
                 progress.set_postfix_str(run.id)
             record = run_one(exp, cfg, run, split, checkpoint=out / "checkpoints" / f"{run.id}.pt",
-                             device=self.device, progress=progress, callback=callback)
+                             device=self.device, progress=progress, callback=callback, on_eval=on_eval)
             yield run.id, {"record": record}
 
 

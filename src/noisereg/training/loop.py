@@ -203,7 +203,8 @@ def certify(model: nn.Module, model_fn: Callable[[], nn.Module], data: Split, sp
 
 def train(model_fn: Callable[[], nn.Module], data: Split, spec: TrainSpec, *, device: str | torch.device = "cpu",
           checkpoint: str | Path | None = None, resume: bool = False, progress=None,
-          callback: Callable[[int], None] | None = None) -> dict[str, Any]:
+          callback: Callable[[int], None] | None = None,
+          on_eval: Callable[[list[dict[str, Any]]], None] | None = None) -> dict[str, Any]:
     """Train one run and return its record ``{"method", "sigma", "seed", "final", "history", ...}``.
 
     The record also states the run's cost: ``grad_evals_per_step`` (forward + backward passes on a
@@ -220,6 +221,8 @@ def train(model_fn: Callable[[], nn.Module], data: Split, spec: TrainSpec, *, de
         resume: continue from ``checkpoint`` if it exists.
         progress: an object with ``update(n)`` (e.g. a tqdm bar), advanced once per epoch.
         callback: called with the epoch number after each epoch (and its checkpoint).
+        on_eval: called with the history after each evaluation, the new entry last (live logging,
+            :mod:`noisereg.tracking`); on resume, first after the first evaluation past the checkpoint.
     """
     device = torch.device(device)
     data = data.to(device)
@@ -256,6 +259,8 @@ def train(model_fn: Callable[[], nn.Module], data: Split, spec: TrainSpec, *, de
             progress.update(start)
     else:
         history.append({"step": 0, **evaluate(model, data, spec, sigma_reg)})
+        if on_eval is not None:
+            on_eval(history)
 
     def save(epoch: int) -> None:
         if checkpoint is not None:
@@ -308,6 +313,8 @@ def train(model_fn: Callable[[], nn.Module], data: Split, spec: TrainSpec, *, de
         if evaluated:
             history.append({"step": (epoch + 1) * steps_per_epoch, "epoch": epoch + 1,
                             **evaluate(model, data, spec, sigma_reg)})
+            if on_eval is not None:
+                on_eval(history)
         every = spec.checkpoint_every
         if evaluated if every == 0 else (diverged or last or (epoch + 1) % every == 0):
             save(epoch + 1)
