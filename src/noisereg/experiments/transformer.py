@@ -203,17 +203,17 @@ class Transformer(ClassifyExperiment):
         order = [a for a in ("wd", "full", "layer", "sam", "sam_half") if a in best]
         for a in order:
             stat, s = best[a]
-            row(f"{a} ({_knob(a)}={s:g}) raises test accuracy over GD",
-                f"{a} {fmt(stat)} vs GD {fmt(gd)}; {judge_pair(results, stat, gd).text()}")
+            row(f"{a} ({_knob(a)}={s:g}) raises test accuracy over gd (AdamW alone)",
+                f"{a} {fmt(stat)} vs gd {fmt(gd)}; {judge_pair(results, stat, gd).text()}")
         target = f"{100 * results['config']['target_acc']:g} %"
         for a in order:
             s = best[a][1]
             if budget.get(a) == budget.get("gd"):
                 p = paired(reach.get((a, s), Sample({})), reach.get(("gd", 0.0), Sample({})), lower_is_better=True,
                            r=cadence)
-                row(f"{a} reaches {target} test accuracy in fewer steps than GD (a run that never does counts its "
+                row(f"{a} reaches {target} test accuracy in fewer steps than gd (a run that never does counts its "
                     f"budget of {budget['gd']} steps)",
-                    f"{a} {_reach_text(reach.get((a, s)), reached.get((a, s), 0), budget[a])} vs GD "
+                    f"{a} {_reach_text(reach.get((a, s)), reached.get((a, s), 0), budget[a])} vs gd "
                     f"{_reach_text(reach.get(('gd', 0.0)), reached.get(('gd', 0.0), 0), budget['gd'])}; "
                     f"{p.text(scale=1, unit=' steps')}")
         for a in ("full", "layer"):
@@ -230,8 +230,8 @@ class Transformer(ClassifyExperiment):
             s = best[a][1]
             if a != "sam_half" and gd_h is not None and ("", a, s) in hess:
                 h = hess[("", a, s)]
-                row(f"{a} ends at a smaller Hessian trace (Hutchinson, training pairs) than GD",
-                    f"{a} {fmt(h, 1, '')} vs GD {fmt(gd_h, 1, '')}; "
+                row(f"{a} ends at a smaller Hessian trace (Hutchinson, training pairs) than gd",
+                    f"{a} {fmt(h, 1, '')} vs gd {fmt(gd_h, 1, '')}; "
                     f"{paired(h, gd_h, lower_is_better=True).text(scale=1, unit='')}")
         return rows
 
