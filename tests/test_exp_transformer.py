@@ -162,11 +162,14 @@ def test_steps_to_target_first_evaluation_and_budget():
             _run("wd", 1.0, 1, 0.9, 0.94, history=hist([0.0, 0.2, 0.4, 0.6, 0.94])),
             _run("wd", 1.0, 2, 0.9, 0.95, history=hist([0.0, 0.95, 0.9, 0.9, 0.95])),
             _run("gd", 0.0, 0, 0.1, 0.1, history=hist([0.0, 0.1, 0.1, 0.1, 0.1]))]
-    runs.append(dict(_run("gd", 0.0, 1, 0.1, 0.1), diverged=True))
+    runs.append(dict(_run("gd", 0.0, 1, 0.1, 0.1, history=hist([0.0] * 5)), diverged=True))
     steps, reached = steps_to(_results(runs))
-    assert steps[("wd", 1.0)].values == {0: 100.0, 1: 200.0, 2: 50.0} and reached[("wd", 1.0)] == 2
+    assert steps[("wd", 1.0)].values == {0: 100.0, 1: 200.0, 2: 50.0}
+    assert reached[("wd", 1.0)] == {0: True, 1: False, 2: True}
     assert steps[("gd", 0.0)].values[0] == 200.0 and math.isnan(steps[("gd", 0.0)].values[1])
-    assert reached[("gd", 0.0)] == 0
+    assert reached[("gd", 0.0)] == {0: False, 1: False}
+    rows = EXP.claims(_results(runs))
+    assert "2/3 seeds within 200 steps (by seed: 100, ≥ 200, 50)" in next(r["ours"] for r in rows if "wd reaches" in r["claim"])
     memo, _ = steps_to(_results(runs), "train_acc", 0.99)
     assert memo[("wd", 1.0)].values[0] == 0.0
 
