@@ -110,7 +110,8 @@ class TransformerConfig(ClassifyConfig):
 
 
 CPU = dict(p=31, train_fraction=0.5, d_model=32, heads=4, lr=3e-3, epochs=3000, eval_every=50, log_every=3000,
-           seeds=(0, 1, 2), weight_decays=(0.3, 1.0), sigmas=(0.01, 0.03, 0.1), rhos=(0.05, 0.2), checkpoint_every=500)
+           seeds=(0, 1, 2), weight_decays=(0.3, 1.0), sigmas=(0.01, 0.03, 0.1, 0.3), rhos=(0.05, 0.2),
+           checkpoint_every=500)
 
 
 class Transformer(ClassifyExperiment):
