@@ -39,7 +39,7 @@ The cpu preset (p = 31, half the pairs train, a quarter validate, a quarter test
 one block, lr 3e-3, 3000 full-batch steps) was chosen from probe runs (seed 0): plain AdamW reached
 100 % training accuracy by step 300 and stayed at chance on the test pairs for all 3000 steps, while
 AdamW with weight decay 1 reached 100 % test accuracy by step 1500 (d = 64 behaved alike, at twice
-the cost). It took 418.9 s with ``--jobs 2`` on 2 cores partly shared with other work (2026-12-06). The paper preset (p = 97, 30 % of the pairs, d = 128) is for a GPU and was not run here.
+the cost). It took 484.3 s with ``--jobs 2`` on 2 cores partly shared with other work (2026-12-06; 45 runs). The paper preset (p = 97, 30 % of the pairs, d = 128) is for a GPU and was not run here.
 
 References:
     A. Power, Y. Burda, H. Edwards, I. Babuschkin, V. Misra. Grokking: Generalization beyond
