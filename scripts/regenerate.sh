@@ -13,7 +13,7 @@ if [ -n "$(git status --porcelain --untracked-files=no)" ]; then
   exit 2
 fi
 names=("$@")
-[ ${#names[@]} -gt 0 ] || names=(fig2 fig3 fig4 fig5 fig6 variance taylor lasso grouplasso nuclear psd logistic family)
+[ ${#names[@]} -gt 0 ] || names=(fig2 fig3 fig4 fig5 fig6 variance taylor lasso grouplasso nuclear psd logistic family transformer)
 # every run goes into an untracked folder and all are swapped in at the end, so the tracked files stay as
 # committed while any experiment runs and each results.json records the clean commit
 for name in "${names[@]}"; do

@@ -79,7 +79,7 @@ def test_run_specs_take_every_training_setting_from_the_config(name):
             "schedule": "cosine", "sigma_schedule": "linear", "noise_stop_epoch": 6, "eval_every": 2,
             "log": ("ggn_trace",), "trace_points": 17, "trace_estimator": "sampled", "layers": "tensor", "order": "cyclic",
             "convention": "official", "augment": True, "checkpoint_every": 3, "amp": True, "sigma_factor": 1.5,
-            "lpf_samples": 2, "nso_pairs": 3, "certificate": True}
+            "lpf_samples": 2, "nso_pairs": 3, "certificate": True, "log_every": 4}
     assert set(over) == set(fields)
     cfg = exp.config("smoke", over)
     for run in exp.runs(cfg):

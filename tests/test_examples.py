@@ -60,3 +60,10 @@ def test_hugging_face_trainer_under_torchrun():
     out = run(TORCHRUN + ["examples/hf_trainer.py", "--steps", "2", "--accumulate", "2"])
     assert "after 2 optimizer steps; 2 noise draws" in out and "2 process(es)" in out
     assert "noisy weights agree on all ranks: True" in out
+
+
+def test_transformer_noise_in_the_hugging_face_trainer():
+    pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")
+    out = run([sys.executable, "examples/transformer_noise.py", "--steps", "3", "--p", "7"])
+    assert "3 optimizer steps, 3 noise draws over 9 layers (sigma=0.02)" in out and "Hessian trace" in out

@@ -22,6 +22,9 @@ distribution: an unbiased estimate at about one gradient per draw.
 Any other module with trainable parameters (and a module called twice, or a tied parameter) goes
 through the general path: per-sample Jacobians with ``torch.func.vmap(jacrev)``, exact but slower.
 Supported around them: any parameter-free module (ReLU, max-pool, residual additions, reshapes).
+Attention modules (``nn.MultiheadAttention``, ``nn.TransformerEncoderLayer``, a hand-written softmax attention) work
+through the general path; their scaled-dot-product attention runs on the math kernel here
+(:func:`math_attention`), whose operations have double backward and batching rules.
 Not supported: modules whose output mixes samples or is random (``BatchNorm`` in training mode or
 without running statistics, active ``Dropout``): call ``model.eval()``; an error says so.
 
@@ -33,6 +36,7 @@ they differ by :math:`\sum_i \nabla L_i \cdot D^2 f_i[I]`; :func:`hessian_trace`
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -45,6 +49,25 @@ from noisereg import _per_sample as per_sample
 from noisereg.losses import check_loss, check_targets, hessian_sqrt, loss_value
 
 METHODS = ("auto", "functorch")
+
+
+def math_attention(fn):
+    """Run ``fn`` with ``F.scaled_dot_product_attention`` on its math kernel.
+
+    The fused kernels (flash / memory-efficient attention, which ``nn.MultiheadAttention`` and
+    ``nn.TransformerEncoderLayer`` call) have no double backward, which :func:`hessian_trace`
+    needs, and no ``vmap`` batching rule, which the per-sample Jacobians need; the math kernel
+    computes the same attention with differentiable operations. Models without attention are
+    unaffected.
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        with sdpa_kernel(SDPBackend.MATH):
+            return fn(*args, **kwargs)
+
+    return wrapped
 
 
 def check_eval_mode(model: nn.Module) -> None:
@@ -105,6 +128,7 @@ def is_piecewise_linear(model: nn.Module) -> bool:
 
 
 
+@math_attention
 def ggn_trace(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "square",
               per_layer: bool = False, method: str = "auto",
               chunk_size: int | None = None) -> float | dict[str, float]:
@@ -194,6 +218,7 @@ def _pseudo_gradients(loss: str, f: torch.Tensor, draw: torch.Tensor) -> torch.T
     return p.unsqueeze(2) - F.one_hot(y_hat, f.shape[1]).transpose(1, 2).to(f.dtype)
 
 
+@math_attention
 def sampled_ggn_trace(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "square",
                       num_samples: int = 8, seed: int = 0, chunk_size: int | None = None) -> tuple[float, float]:
     r"""Unbiased estimate of :math:`\operatorname{tr}(\nabla^2 L\, D\Phi D\Phi^\top)` from labels drawn from the model.
@@ -283,6 +308,7 @@ def _rademacher(params: list[torch.Tensor], seed: int, q: int) -> list[torch.Ten
     return [(torch.randint(0, 2, p.shape, generator=gen) * 2 - 1).to(p) for p in params]
 
 
+@math_attention
 def hessian_trace(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "square",
                   num_samples: int = 100, seed: int = 0, probes_per_pass: int = 10,
                   batch_size: int | None = None) -> tuple[float, float]:

@@ -111,9 +111,10 @@ def curvature_metrics(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor, spec
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: Split, spec: TrainSpec, sigma_reg: float, chunk: int = 2048) -> dict[str, float]:
+def evaluate(model: nn.Module, data: Split, spec: TrainSpec, sigma_reg: float, chunk: int = 2048,
+             curvature: bool = True) -> dict[str, float]:
     """Loss (and accuracy for classification) on every split (``train``, ``val`` when the data holds
-    one out, ``test``); curvature metrics on a training subset."""
+    one out, ``test``); curvature metrics (``spec.log``) on a training subset unless ``curvature`` is False."""
     was_training = model.training
     model.eval()
     out: dict[str, float] = {}
@@ -129,7 +130,7 @@ def evaluate(model: nn.Module, data: Split, spec: TrainSpec, sigma_reg: float, c
         out[f"{split}_loss"] = total / len(x)
         if spec.loss == "cross_entropy":
             out[f"{split}_acc"] = correct / len(x)
-    if spec.log and math.isfinite(out["train_loss"]):
+    if curvature and spec.log and math.isfinite(out["train_loss"]):
         out.update(curvature_metrics(model, data.x_train[:spec.trace_points], data.y_train[:spec.trace_points],
                                      spec, sigma_reg))
     model.train(was_training)
@@ -140,6 +141,8 @@ def _make_optimizer(model: nn.Module, spec: TrainSpec):
     params = [p for p in model.parameters() if p.requires_grad]
     if spec.optimizer == "adam":
         opt = torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay)
+    elif spec.optimizer == "adamw":
+        opt = torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)
     else:
         opt = torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
     if spec.schedule == "cosine":
@@ -258,7 +261,7 @@ def train(model_fn: Callable[[], nn.Module], data: Split, spec: TrainSpec, *, de
         if progress is not None:
             progress.update(start)
     else:
-        history.append({"step": 0, **evaluate(model, data, spec, sigma_reg)})
+        history.append({"step": 0, **evaluate(model, data, spec, sigma_reg, curvature=spec.log_every == 0)})
         if on_eval is not None:
             on_eval(history)
 
@@ -311,8 +314,9 @@ def train(model_fn: Callable[[], nn.Module], data: Split, spec: TrainSpec, *, de
             diverged = True
         evaluated = diverged or last or (epoch + 1) % spec.eval_every == 0
         if evaluated:
+            curvature = diverged or last or spec.log_every == 0 or (epoch + 1) % spec.log_every == 0
             history.append({"step": (epoch + 1) * steps_per_epoch, "epoch": epoch + 1,
-                            **evaluate(model, data, spec, sigma_reg)})
+                            **evaluate(model, data, spec, sigma_reg, curvature=curvature)})
             if on_eval is not None:
                 on_eval(history)
         every = spec.checkpoint_every

@@ -33,7 +33,7 @@ FAMILY = {   # the family's rules as NoiseInjector + NoisyOptimizer settings (do
     "nso": {"scale": "absolute", "antithetic": True, "samples": "nso_pairs"},  # NSO: k pairs ½(g(w+ξ) + g(w−ξ))
 }
 """Method -> injector ``scale`` and :class:`noisereg.NoisyOptimizer` settings (a string: the TrainSettings field)."""
-OPTIMIZERS = ("sgd", "adam")
+OPTIMIZERS = ("sgd", "adam", "adamw")      # "adam": L2 in the gradient; "adamw": decoupled weight decay
 LR_SCHEDULES = ("constant", "cosine")          # "cosine": annealed to 0 over the epochs
 SIGMA_SCHEDULES = {                            # factor on σ at the fraction t = epoch / epochs
     "constant": lambda t: 1.0,
@@ -82,12 +82,13 @@ class TrainSettings(Checked):
     lr: float = 0.01
     momentum: float = 0.0
     weight_decay: float = 0.0
-    optimizer: str = "sgd"            # "sgd" | "adam"
+    optimizer: str = "sgd"            # "sgd" | "adam" | "adamw"
     schedule: str = "constant"        # lr schedule: "constant" | "cosine" (over epochs)
     sigma_schedule: str = "constant"  # "constant" | "linear" (σ·(1 − t/T)) | "cosine" (σ·(1 + cos πt/T)/2), per epoch
     noise_stop_epoch: int | None = None  # sigma is set to 0 from this epoch on (Fig. 6: 135 of 150)
     eval_every: int = 1               # epochs between evaluations
     log: tuple[str, ...] = ()         # extra metrics: "reg_loss", "ggn_trace", "hessian_trace"
+    log_every: int = 0                # epochs between the metrics of log (0: at every evaluation; else also at the end)
     trace_points: int | None = 512    # training points used for the curvature metrics (None: all)
     trace_estimator: str = "exact"    # curvature metrics: "exact" (ggn_trace) | "sampled" (sampled_ggn_trace, + *_se)
     layers: str = "module"            # NoiseInjector layers: "module" | "tensor"
@@ -113,6 +114,7 @@ class TrainSettings(Checked):
         "noise_stop_epoch": OrNone(Interval(0, integer=True)),
         "eval_every": POSITIVE_INT,
         "log": Each(OneOf(*LOGGABLE), empty=True),
+        "log_every": Interval(0, integer=True),
         "trace_points": OrNone(POSITIVE_INT),
         "trace_estimator": OneOf(*TRACE_ESTIMATORS),
         "layers": OneOf(*LAYER_SCHEMES),
