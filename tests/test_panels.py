@@ -121,3 +121,12 @@ def test_fit_clips_more_than_ten_points_below_the_best(values, clipped):
 def test_diff_is_a_record():
     d = Diff("layer", 0.1, {0: 0.01}, None, False)
     assert d.arm == "layer" and not d.selected
+
+
+def test_a_figure_may_keep_every_point_on_its_axes():
+    """``clip=False`` (spec ``"clip": False``): arms tens of points apart all stay on the axes."""
+    values = [14.5, 31.4, 99.7]
+    assert Fit(values, "test_acc").clips
+    fit = Fit(values, "test_acc", clip=False)
+    assert not fit.clips and fit.lo < 14.5 and fit.hi > 99.7
+    assert not any(fit.place("full", 0.1, v).clipped for v in values)

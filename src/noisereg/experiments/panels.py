@@ -141,7 +141,7 @@ def mark_selected(ax, x: float, y: float, label: str | None = None) -> None:
 
 
 def draw_paired(ax, diffs: list[Diff], metric: str, *, position=None, margin: bool = False,
-                legend: bool = True) -> list[Shown]:
+                legend: bool = True, clip: bool = True) -> list[Shown]:
     """Draw the seed-paired difference to GD of each :class:`Diff` on ``ax``; return the means as drawn.
 
     Args:
@@ -151,6 +151,8 @@ def draw_paired(ax, diffs: list[Diff], metric: str, *, position=None, margin: bo
         position: ``Diff -> x`` (default its σ, the arms pulled apart by a few percent).
         margin: also draw −δ, the non-inferiority margin of "at least matches" (accuracies only).
         legend: label each arm with d̄ and [L, U] at its selected σ.
+        clip: clip accuracies far below the best (False: the axis shows every point, for arms tens of
+            points apart, where the clipping would hide the effects that are there).
 
     Raises:
         TypeError: ``diffs`` holds something other than :class:`Diff`.
@@ -161,7 +163,7 @@ def draw_paired(ax, diffs: list[Diff], metric: str, *, position=None, margin: bo
     if position is None:  # σ, the arms pulled apart a little on the log axis so their bars do not overlap
         position = lambda d: d.sigma * math.exp(0.03 * (arms.index(d.arm) - (len(arms) - 1) / 2))  # noqa: E731
     k = scale(metric)
-    fit = Fit([k * d.paired.mean for d in diffs] + [0.0], metric,
+    fit = Fit([k * d.paired.mean for d in diffs] + [0.0], metric, clip=clip,
               extent=[(k * d.paired.mean, k * v) for d in diffs for v in (d.paired.low, d.paired.high)])
     shown, selected_label = [], "σ chosen on validation"
     for a in arms:

@@ -56,7 +56,8 @@ from noisereg.constraints import Each, Interval, OneOf, OrNone, Rule
 from noisereg.data.modular import modular_addition
 from noisereg.data.validate import check_classification
 from noisereg.experiments.base import Run
-from noisereg.experiments.classify import ClassifyConfig, ClassifyExperiment, compare, judge_pair, noise_note, select
+from noisereg.experiments.classify import (ClassifyConfig, ClassifyExperiment, compare, judge_pair, noise_note, select,
+                                          training_curves)
 from noisereg.experiments.plotting import figure, save
 from noisereg.experiments.stats import RULE, Sample, arm, final_stats, fmt, paired
 from noisereg.models.transformer import TinyTransformer
@@ -164,12 +165,14 @@ class Transformer(ClassifyExperiment):
     def figures(self, cfg):
         return [{"file": "transformer.png", "kind": "custom",
                  "title": f"(a + b) mod {cfg['p']}: accuracy over training at the σ / ρ / λ chosen on validation "
-                          "(mean ± SE over seeds)"}]
+                          "(mean ± SE over seeds)"},
+                {"file": "transformer_vs_sigma.png", "kind": "vs_sigma", "metrics": ["test_acc"], "clip": False,
+                 "title": f"(a + b) mod {cfg['p']}: test accuracy vs σ (SAM: ρ; weight decay: λ)"},
+                training_curves(self.name)]
 
     def draw(self, results, spec, out):
-        from noisereg.report.figures import COLORS
+        from noisereg.experiments.plotting import style
 
-        colors = {**COLORS, "wd": "tab:brown"}
         chosen = {"gd": 0.0, **select(results, "")}
         fig, axes = figure(1, 2, size=(5.5, 4.0))
         for ax, metric in zip(axes[0], ("train_acc", "test_acc")):
@@ -184,7 +187,7 @@ class Transformer(ClassifyExperiment):
                 mean = [m for m, _, _ in stats]
                 label = LABELS.get(a, a)
                 label = label if a == "gd" else f"{label}, {'ρ' if a.startswith('sam') else 'λ' if a == 'wd' else 'σ'}={s:g}"
-                line, = ax.plot(steps, mean, color=colors.get(a), label=label)
+                line, = ax.plot(steps, mean, color=style(a)["color"], label=label)
                 ax.fill_between(steps, [m - e for m, e, _ in stats], [m + e for m, e, _ in stats],
                                 color=line.get_color(), alpha=0.2)
             target = 100 * results["config"]["target_acc"]

@@ -9,7 +9,8 @@ Two kinds of figure spec (experiments declare them, see ``Experiment.figures``):
 * ``vs_sigma``: one panel per (variant, metric), x = σ, one line per noisy method with
   ± standard-error bars over seeds, GD as a horizontal line with its band; below it (unless
   ``"paired": False``) the seed-paired difference to GD, what decides a verdict. ``"margin": True``
-  draws the non-inferiority margin −δ there.
+  draws the non-inferiority margin −δ there; ``"clip": False`` keeps every point on the axes (for
+  arms tens of points apart, where clipping would hide the effects).
 
 Every method has one colour and marker (:data:`~noisereg.experiments.plotting.STYLES`); each method's
 selected σ is ringed; accuracy panels clip points more than 10 points below the best to their edge,
@@ -81,8 +82,9 @@ def _draw_curves(ax, runs, metric, log, selected=None):
     ax.set_xlabel("iteration")
 
 
-def _draw_vs_sigma(ax, runs, metric, selected):
-    """One line per noisy arm against σ, GD as a horizontal line; returns the points as drawn."""
+def _draw_vs_sigma(ax, runs, metric, selected, clip: bool = True):
+    """One line per noisy arm against σ, GD as a horizontal line; returns the points as drawn (``clip``:
+    accuracies far below the best drawn at the edge, see :class:`~noisereg.experiments.panels.Fit`)."""
     k = scale(metric)
     points = {}  # arm -> [(σ, mean, se)]; nan where a run diverged (drawn at the edge, "diverged")
     for a in order(arm(r) for r in runs):
@@ -99,7 +101,7 @@ def _draw_vs_sigma(ax, runs, metric, selected):
     gd = points.pop("gd", None)
     means = [m for pts in points.values() for _, m, _ in pts] + ([gd[0][1]] if gd else [])
     spread = [(m, m + sign * se) for pts in [*points.values(), gd or []] for _, m, se in pts for sign in (-1, 1)]
-    fit = Fit(means, metric, extent=spread)
+    fit = Fit(means, metric, extent=spread, clip=clip)
     if gd and math.isfinite(gd[0][1]):
         _, m, se = gd[0]
         st = style("gd")
@@ -151,7 +153,7 @@ def draw(results: dict, spec: dict, out: Path) -> Path:
                 _draw_curves(ax, sub, metric, metric in spec.get("log", ()),
                              selected if spec.get("at") == "selected" else None)
             else:
-                _draw_vs_sigma(ax, sub, metric, selected)
+                _draw_vs_sigma(ax, sub, metric, selected, clip=spec.get("clip", True))
             ax.set_title(TITLES.get(metric, metric) + tag + (", each method at its selected σ"
                                                              if spec.get("at") == "selected" else ""))
             ax.grid(alpha=0.3)
@@ -160,7 +162,7 @@ def draw(results: dict, spec: dict, out: Path) -> Path:
             if pair:
                 below = axes[i * 2 + 1][j]
                 diffs = differences(results, metric, variant or "", selected)
-                draw_paired(below, diffs, metric, margin=spec.get("margin", False))
+                draw_paired(below, diffs, metric, margin=spec.get("margin", False), clip=spec.get("clip", True))
                 sigma_axis(below, [d.sigma for d in diffs], rho=any(d.arm.startswith("sam") for d in diffs))
                 below.set_title(f"paired difference to GD{' at the final step' if spec['kind'] == 'curves' else ''}"
                                 f"{tag}", fontsize=9)
@@ -183,6 +185,8 @@ def caption(spec: dict) -> str:
     if any(not m.endswith("_acc") for m in spec.get("metrics", ())):
         paired += (" For a trace (lower is better) the panel still shows method − GD, the negative of the claim's "
                    "d̄ = GD − method.")
+    if not spec.get("clip", True):
+        clip = "every point is drawn on the axes (no clipping)"
     if spec["kind"] == "vs_sigma":
         text = (f"Final metrics against σ, mean ± standard error over seeds; GD is the horizontal line and band; "
                 f"{ring}; {clip}.")
