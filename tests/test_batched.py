@@ -302,3 +302,19 @@ def test_a_killed_batch_that_averages_as_one_tensor_resumes_bit_for_bit(tmp_path
         assert_same(a, b, exact=True)
     for a, b in zip(whole, [j.batch[1]().run() for j in jobs]):   # and the stacked average is the per-run one
         assert_same(a, b)
+
+
+def test_diagonal_square_grad_is_autograds_gradient():
+    from noisereg.experiments.lasso import diagonal_square_grad
+    from noisereg.models import DiagonalNet
+
+    g = torch.Generator().manual_seed(2)
+    X, y = torch.randn(20, 7, generator=g, dtype=torch.float64), torch.randn(20, generator=g, dtype=torch.float64)
+    p = {k: torch.randn(3, 7, generator=g, dtype=torch.float64) for k in ("w1", "w2")}
+    mine = diagonal_square_grad(X, y)(p)
+    for r in range(3):
+        net = DiagonalNet(7).double()
+        net.load_state_dict({k: v[r] for k, v in p.items()})
+        ref = _autograd(net, (y - net(X)[:, 0]).pow(2).sum() / 40)
+        for k in p:
+            torch.testing.assert_close(mine[k][r], ref[k], rtol=1e-13, atol=1e-15)
