@@ -27,6 +27,7 @@ history), written atomically at every evaluation; a resumed batch repeats the un
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,7 +151,8 @@ def _run_batch(setups: list[Setup], checkpoint, resume: bool) -> list[dict]:
                 stacked[k].copy_(state["params"][k])
         for s, inj_state in zip(setups, state["injectors"]):
             s.injector.load_state_dict(inj_state)
-        start, histories, totals, counts = state["step"], state["histories"], state["totals"], state["counts"]
+        start, totals, counts = state["step"], state["totals"], state["counts"]
+        histories = json.loads(state["histories"])
     average_all = setups[0].batched_average   # one batched average for all runs, when they average alike
     if average_all is not None and (len(set(first)) != 1 or any(s.options.get("average") is None for s in setups)):
         average_all = None
@@ -164,7 +166,12 @@ def _run_batch(setups: list[Setup], checkpoint, resume: bool) -> list[dict]:
         return rates[r](t, steps, st["lr"], st["lr_final"])
 
     dtype = stacked[names[0]].dtype   # every step's R step sizes, tabulated once (as the per-run path computes them)
-    lr_table = torch.tensor([[lr_of(r, t) for r in range(R)] for t in range(steps)], dtype=dtype)
+    columns: dict[tuple, list[float]] = {}   # runs with the same schedule share their column
+    for r, st in enumerate(settings):
+        key = (st["schedule"], st["lr"], st["lr_final"])
+        if key not in columns:
+            columns[key] = [lr_of(r, t) for t in range(steps)]
+    lr_table = torch.tensor([columns[(st["schedule"], st["lr"], st["lr_final"])] for st in settings], dtype=dtype).T.contiguous()
 
     def log(t: int) -> None:
         with torch.no_grad():
@@ -176,7 +183,8 @@ def _run_batch(setups: list[Setup], checkpoint, resume: bool) -> list[dict]:
         if checkpoint is not None:
             save_checkpoint(checkpoint, {"settings": settings, "step": t, "params": stacked,
                                          "injectors": [s.injector.state_dict() for s in setups],
-                                         "totals": totals, "counts": counts, "histories": histories})
+                                         "totals": totals, "counts": counts,
+                                         "histories": json.dumps(histories)})   # text: far cheaper to pickle
 
     loss = _Loss(setups[0].model, setups[0].loss_fn)
     losses = setups[0].batched_loss or vmap(lambda p: functional_call(loss, {f"model.{k}": v for k, v in p.items()}, ()))
