@@ -102,6 +102,14 @@ def _shared_seed() -> int:
     return seed
 
 
+def _by_kind(params: list[torch.Tensor]) -> dict[tuple[torch.device, torch.dtype], list[torch.Tensor]]:
+    """``params`` grouped by (device, dtype), in order: one noise draw per group (its device's generator)."""
+    groups: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
+    for p in params:
+        groups.setdefault((p.device, p.dtype), []).append(p)
+    return groups
+
+
 class NoiseInjector:
     r"""Perturb a model's weights with Gaussian noise for one gradient evaluation, then restore them.
 
@@ -395,10 +403,7 @@ class NoiseInjector:
             with torch.no_grad():
                 if self._dtensors:
                     params = self._perturb_shards(params, copied, negate)  # in place; leaves the plain ones
-                by_kind: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
-                for p in params:
-                    by_kind.setdefault((p.device, p.dtype), []).append(p)
-                for (device, _), group in by_kind.items():
+                for (device, _), group in _by_kind(params).items():
                     gen = self._noise_gens[device]
                     if self.restore == "regenerate":   # in place; the exit redraws the noise and subtracts it
                         mult, std = law.multipliers(group), law.std   # kept: σ may change inside the block
@@ -459,10 +464,7 @@ class NoiseInjector:
         self.step += 1
         out: dict[int, torch.Tensor] = {}
         with torch.no_grad():
-            by_kind: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
-            for p in chosen:
-                by_kind.setdefault((p.device, p.dtype), []).append(p)
-            for (device, _), group in by_kind.items():
+            for (device, _), group in _by_kind(chosen).items():
                 noisy = law.perturb_copies([values[id(p)] for p in group], self._noise_gens[device], self.foreach)
                 out.update(zip(map(id, group), noisy))
         return out
