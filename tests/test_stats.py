@@ -195,3 +195,10 @@ def test_the_rule_states_its_numbers_and_every_verdict_is_a_known_one():
     assert outcomes == {"reproduced", "not reproduced", "inconclusive"} and outcomes < set(VERDICTS)
     text = paired(S(0.93, 0.91, 0.92), S(0.90, 0.90, 0.90), r=0.0002).text()
     assert text == "paired d̄ = +2.00 pts, [L, U] = [+0.31, +3.69] (n=3, t=2.92, α=0.05, r=0.02)"
+
+
+def test_one_pair_says_so_instead_of_printing_nan_bounds():
+    from noisereg.experiments.stats import Sample, paired
+
+    text = paired(Sample({0: 0.81}), Sample({0: 0.80})).text()
+    assert "nan" not in text and "n=1: one pair, no interval" in text and "+1.00 pts" in text

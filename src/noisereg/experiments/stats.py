@@ -140,6 +140,8 @@ class Paired:
             return "paired: no seed in both arms"
         f = (lambda x: f"{scale * x:+.2f}") if unit == " pts" else (lambda x: f"{scale * x:+.4g}")
         extra = "" if self.delta is None else f", δ={scale * self.delta:g}"
+        if self.n == 1:   # no spread from one pair: no interval (its bounds would read nan)
+            return f"paired d̄ = {f(self.mean)}{unit} (n=1: one pair, no interval; α={ALPHA:g}, r={scale * self.r:.3g}{extra})"
         return (f"paired d̄ = {f(self.mean)}{unit}, [L, U] = [{f(self.low)}, {f(self.high)}] (n={self.n}, t={self.t:.2f}, "
                 f"α={ALPHA:g}, r={scale * self.r:.3g}{extra})")
 
