@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from noisereg.experiments import EXPERIMENTS, run_experiment
+from noisereg.sweep import EXPERIMENTS, run_experiment
 
 NAMES = ("lasso", "logistic", "nuclear", "grouplasso", "psd", "fig2")
 

@@ -28,12 +28,12 @@ python -c "import mutmut" 2>/dev/null || { echo "mutmut is not installed (see th
 PYTEST="python -m pytest -x -q -p no:cacheprovider"
 # name | file | functions ("" = all) | tests
 MODULES=(
-  "stats|src/noisereg/experiments/stats.py||tests/test_stats.py"
+  "stats|src/noisereg/verdicts.py||tests/test_stats.py"
   "classify|src/noisereg/experiments/classify.py|compare select sam_rows runs data selected claims notes|tests/test_stats.py tests/test_claims.py tests/test_selection.py tests/test_config.py"
   "curvature|src/noisereg/curvature.py|is_piecewise_linear|tests/test_curvature.py tests/test_noise.py -k 'test_ggn_trace_equals_brute_force or gram or resnet or piecewise'"
   "per_sample|src/noisereg/_per_sample.py|_sum_sq_conv _sum_sq_linear|tests/test_curvature.py -k 'test_ggn_trace_equals_brute_force or gram or resnet or chunks_of_one'"
   "loop|src/noisereg/training/loop.py|_augment sigma_at curvature_metrics train|tests/test_training.py tests/test_noise.py -k 'not (sample_batch or piecewise or std_table)'"
-  "base|src/noisereg/experiments/base.py|run_experiment|tests/test_cli.py tests/test_resume.py tests/test_selection.py tests/test_training.py tests/test_sweeps.py -k '(not test_training or runner or resume) and not ray and not killed and not lost and not parallel_sweep_equals'"
+  "base|src/noisereg/sweep/experiment.py|run_experiment|tests/test_cli.py tests/test_resume.py tests/test_selection.py tests/test_training.py tests/test_sweeps.py -k '(not test_training or runner or resume) and not ray and not killed and not lost and not parallel_sweep_equals'"
 )
 WANT=("$@")
 if [[ -n "${MUTATION_WORK:-}" ]]; then  # keep the copies (and mutmut's caches) there

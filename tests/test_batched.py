@@ -8,8 +8,8 @@ import torch
 
 from noisereg import NoiseInjector
 from noisereg.cli import main
-from noisereg.experiments import EXPERIMENTS, run_experiment
-from noisereg.experiments.executors import batches
+from noisereg.sweep import EXPERIMENTS, run_experiment
+from noisereg.sweep.executors import batches
 from noisereg.noise import flat_layout
 from noisereg.training.batched_gd import Setup, run_noisy_gd_batch
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from noisereg.experiments import EXPERIMENTS
+from noisereg.sweep import EXPERIMENTS
 from noisereg.experiments.fig2 import reff_minimum, tail_by_seed
 from noisereg.experiments.taylor import LAYER_MODELS, MODELS
 
@@ -30,7 +30,7 @@ def _results(runs, preset="smoke", **config):
 
 
 def _verdicts(name, results):
-    from noisereg.experiments.stats import VERDICTS
+    from noisereg.verdicts import VERDICTS
 
     verdicts = [row["verdict"] for row in EXPERIMENTS[name].claims(results)]
     assert set(verdicts) <= set(VERDICTS)  # one vocabulary for every report

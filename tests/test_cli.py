@@ -7,7 +7,7 @@ import pytest
 
 import noisereg
 from noisereg.cli import main
-from noisereg.experiments import EXPERIMENTS
+from noisereg.sweep import EXPERIMENTS
 from noisereg.training import METRICS
 from noisereg.training.settings import METHODS
 

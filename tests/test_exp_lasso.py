@@ -10,8 +10,8 @@ import torch
 
 from noisereg.closed_form import diagonal_net_penalty, l1_max_margin, l2_max_margin
 from noisereg.errors import UserError
-from noisereg.experiments import EXPERIMENTS
-from noisereg.experiments.base import run_experiment
+from noisereg.sweep import EXPERIMENTS
+from noisereg.sweep import run_experiment
 from noisereg.experiments.grouplasso import GroupLasso
 from noisereg.experiments.lasso import Lasso, support_counts
 from noisereg.experiments.logistic import Logistic, separable_problem

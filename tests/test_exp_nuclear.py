@@ -8,8 +8,8 @@ import torch
 
 from noisereg.closed_form import psd_full_noise_risk, psd_trace_penalty
 from noisereg.errors import UserError
-from noisereg.experiments import EXPERIMENTS
-from noisereg.experiments.base import run_experiment
+from noisereg.sweep import EXPERIMENTS
+from noisereg.sweep import run_experiment
 from noisereg.experiments.nuclear import Nuclear
 from noisereg.experiments.psd import PSD, psd_objective, thresholds
 

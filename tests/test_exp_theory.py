@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import noisereg as nr
-from noisereg.experiments import EXPERIMENTS, run_experiment
+from noisereg.sweep import EXPERIMENTS, run_experiment
 from noisereg.experiments.taylor import taylor_gap
 from noisereg.experiments.variance import gradient_variance, mean_field, slope
 from noisereg.models import DeepLinearNet
@@ -126,7 +126,7 @@ def test_layer_gap_agrees_with_smoothed_risk_minus_effective_risk():
 
 def test_variance_depth_points_check_eq11_by_monte_carlo(tmp_path):
     """The deep linear nets' layer-wise excess: Monte Carlo within 4 SE of Eq. (11); full noise grows with depth."""
-    from noisereg.experiments import EXPERIMENTS
+    from noisereg.sweep import EXPERIMENTS
 
     exp = EXPERIMENTS["variance"]
     cfg = exp.config("smoke", {"depths": (2, 3), "depth_widths": (8, 32), "mc_samples": 4000})

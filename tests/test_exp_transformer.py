@@ -9,7 +9,7 @@ import torch
 from noisereg import NoiseInjector
 from noisereg.data.modular import modular_addition
 from noisereg.errors import UserError
-from noisereg.experiments import EXPERIMENTS, run_experiment
+from noisereg.sweep import EXPERIMENTS, run_experiment
 from noisereg.experiments.transformer import steps_to
 from noisereg.models.transformer import TinyTransformer
 from noisereg.training import TrainSpec, train

@@ -316,7 +316,7 @@ def test_cosine_up_schedule_rises_from_sigma_to_sigma_times_factor():
 
 
 def test_family_runs_pair_every_several_gradient_method_with_an_equal_compute_arm():
-    from noisereg.experiments import EXPERIMENTS
+    from noisereg.sweep import EXPERIMENTS
     from noisereg.training.settings import grad_evals_per_step
 
     exp = EXPERIMENTS["family"]
@@ -335,7 +335,7 @@ def test_family_runs_pair_every_several_gradient_method_with_an_equal_compute_ar
 
 
 def test_family_claims_are_measured_and_paired(tmp_path):
-    from noisereg.experiments import EXPERIMENTS, run_experiment
+    from noisereg.sweep import EXPERIMENTS, run_experiment
 
     res = run_experiment(EXPERIMENTS["family"], "smoke", tmp_path, show_progress=False,
                          overrides={"methods": ("gd", "rwp", "nso"), "seeds": (0, 1, 2)})

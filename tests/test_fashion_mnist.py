@@ -202,7 +202,7 @@ def test_subset_through_load_and_holdout_keeps_the_settings():
 
 @pytest.mark.parametrize("name", ["fig3", "fig4"])
 def test_cpu_presets_train_on_the_embedded_subset(name):
-    from noisereg.experiments import EXPERIMENTS
+    from noisereg.sweep import EXPERIMENTS
 
     exp = EXPERIMENTS[name]
     for preset in ("cpu", "demo"):

@@ -121,7 +121,7 @@ def test_sharpness_expands_a_bracket_that_starts_too_low():
 
 
 def test_classification_runs_end_with_a_deterministic_certificate(tmp_path):
-    from noisereg.experiments import EXPERIMENTS, run_experiment
+    from noisereg.sweep import EXPERIMENTS, run_experiment
     from noisereg.noise import paper_sigma
 
     over = {"seeds": (0, 1, 2), "convention": "official", "layers": "tensor", "epochs": 40}

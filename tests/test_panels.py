@@ -9,9 +9,9 @@ import pytest
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from noisereg.experiments import EXPERIMENTS  # noqa: E402
-from noisereg.experiments.panels import CLIP, Diff, Fit, differences, draw_paired  # noqa: E402
-from noisereg.experiments.plotting import STYLES, order, style  # noqa: E402
+from noisereg.sweep import EXPERIMENTS  # noqa: E402
+from noisereg.plotting.panels import CLIP, Diff, Fit, differences, draw_paired  # noqa: E402
+from noisereg.plotting.style import STYLES, order, style  # noqa: E402
 from noisereg.training.settings import METHODS  # noqa: E402
 
 

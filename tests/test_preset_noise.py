@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import noisereg.training.loop as loop
-from noisereg.experiments import EXPERIMENTS, run_experiment
+from noisereg.sweep import EXPERIMENTS, run_experiment
 from noisereg.injection import NoiseInjector
 
 SIGMA, STEPS = 0.05, 36

@@ -9,7 +9,7 @@ matplotlib.use("Agg")
 from matplotlib.figure import Figure  # noqa: E402
 
 from noisereg.cli import main  # noqa: E402
-from noisereg.experiments import EXPERIMENTS, run_experiment  # noqa: E402
+from noisereg.sweep import EXPERIMENTS, run_experiment  # noqa: E402
 from noisereg.report import rebuild, write_report  # noqa: E402
 
 
@@ -92,7 +92,7 @@ def test_results_record_provenance_and_split_sizes(tmp_path, monkeypatch):
     import re
     import sys as _sys
 
-    from noisereg.experiments import EXPERIMENTS, run_experiment
+    from noisereg.sweep import EXPERIMENTS, run_experiment
 
     monkeypatch.setattr(_sys, "argv", ["/x/bin/noisereg", "run", "fig3", "--set", "sigmas=0.1"])
     res = run_experiment(EXPERIMENTS["fig3"], "smoke", tmp_path, overrides={"n_val": 32}, show_progress=False)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from noisereg.experiments import EXPERIMENTS, run_experiment
+from noisereg.sweep import EXPERIMENTS, run_experiment
 
 
 class Killed(Exception):

@@ -201,7 +201,7 @@ def test_fig3_smoke_runs_gd_layer_and_sam(tmp_path):
 
     out = tmp_path / "o"
     assert main(["run", "fig3", "--preset", "smoke", "--set", "methods=gd,layer,sam", "--out", str(out), "--quiet"]) == 0
-    from noisereg.experiments.stats import arm
+    from noisereg.verdicts import arm
 
     runs = {arm(r): r for r in json.loads((out / "results.json").read_text())["runs"]}
     assert set(runs) == {"gd", "layer", "sam", "sam_half"}

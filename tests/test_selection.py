@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from noisereg.errors import UserError
-from noisereg.experiments import EXPERIMENTS, run_experiment
+from noisereg.sweep import EXPERIMENTS, run_experiment
 from noisereg.experiments.classify import select
 from noisereg.report import rebuild
 from noisereg.training.settings import grad_evals_per_step

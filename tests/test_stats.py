@@ -5,7 +5,7 @@ import math
 import pytest
 
 from noisereg.experiments.classify import compare, select
-from noisereg.experiments.stats import MARGIN, Sample, arm, decide, decide_all, final_stats, fmt, mean_se, paired, resolution
+from noisereg.verdicts import MARGIN, Sample, arm, decide, decide_all, final_stats, fmt, mean_se, paired, resolution
 from noisereg.experiments.variance import slope
 
 
@@ -184,7 +184,7 @@ def test_slope_by_hand():
 
 
 def test_the_rule_states_its_numbers_and_every_verdict_is_a_known_one():
-    from noisereg.experiments.stats import ALPHA, MIN_PAIRS, RULE, VERDICTS
+    from noisereg.verdicts import ALPHA, MIN_PAIRS, RULE, VERDICTS
 
     assert ALPHA == 0.05 and MIN_PAIRS == 3 and MARGIN == 0.005
     for text in ("seed-paired", "0.95 quantile of Student's t with n − 1", "L > r", "U < −r", "δ = 0.5 accuracy points",
@@ -198,7 +198,7 @@ def test_the_rule_states_its_numbers_and_every_verdict_is_a_known_one():
 
 
 def test_one_pair_says_so_instead_of_printing_nan_bounds():
-    from noisereg.experiments.stats import Sample, paired
+    from noisereg.verdicts import Sample, paired
 
     text = paired(Sample({0: 0.81}), Sample({0: 0.80})).text()
     assert "nan" not in text and "n=1: one pair, no interval" in text and "+1.00 pts" in text

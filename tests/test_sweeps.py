@@ -22,7 +22,7 @@ import torch
 
 from noisereg.cli import main
 from noisereg.errors import UserError
-from noisereg.experiments import EXPERIMENTS, run_experiment
+from noisereg.sweep import EXPERIMENTS, run_experiment
 from noisereg.report import write_report
 
 COUNTING = textwrap.dedent('''
@@ -35,7 +35,7 @@ COUNTING = textwrap.dedent('''
 
     import torch
 
-    from noisereg.experiments.base import Experiment, Job
+    from noisereg.sweep.experiment import Experiment, Job
     from noisereg.training import load_checkpoint, save_checkpoint
 
 
@@ -302,7 +302,7 @@ def test_runs_that_finish_out_of_order_keep_the_runners_order(counting, tmp_path
 
 
 def test_a_worker_lost_too_often_is_recorded_as_failed(counting, tmp_path, monkeypatch):
-    from noisereg.experiments import executors
+    from noisereg.sweep import executors
 
     monkeypatch.setattr(executors, "MAX_RETRIES", 0)
     res = run_experiment(counting, "smoke", tmp_path, overrides={"lose": "job1"}, show_progress=False, jobs=2)
@@ -319,7 +319,7 @@ def test_a_fresh_sweep_ignores_stale_checkpoints(counting, tmp_path):
 
 
 def test_cpu_threads_are_divided_between_jobs():
-    from noisereg.experiments import executors
+    from noisereg.sweep import executors
 
     torch.set_num_threads(4)
     assert executors.Processes(2, "cpu").threads == 2 and executors.Processes(3, "cpu").threads == 1

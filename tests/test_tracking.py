@@ -25,7 +25,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from noisereg.cli import main  # noqa: E402
 from noisereg.errors import UserError  # noqa: E402
-from noisereg.experiments import EXPERIMENTS, run_experiment  # noqa: E402
+from noisereg.sweep import EXPERIMENTS, run_experiment  # noqa: E402
 from noisereg.integrations import MissingExtraError  # noqa: E402
 from noisereg.tracking import setting_text  # noqa: E402
 from noisereg.training.loop import sigma_at  # noqa: E402
@@ -299,7 +299,7 @@ def test_a_missing_extra_names_its_pip_install(backend, tmp_path, capsys, monkey
     assert capsys.readouterr().err == (f'noisereg: error: --log-to {backend} needs the "{backend}" package, which is '
                                        f'not installed: pip install "noisereg[{backend}]"\n')
     with pytest.raises(MissingExtraError, match=rf'pip install "noisereg\[{backend}\]"$'):
-        from noisereg.tracking.upload import upload
+        from noisereg.report.upload import upload
 
         upload(tmp_path, [backend])
 

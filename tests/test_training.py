@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from noisereg.data import Split
-from noisereg.experiments import EXPERIMENTS, run_experiment
+from noisereg.sweep import EXPERIMENTS, run_experiment
 from noisereg.models import MLP
 from noisereg.training import TrainSpec, train
 from noisereg.training.loop import _augment, build_model

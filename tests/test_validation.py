@@ -135,7 +135,7 @@ def test_resume_mismatch_names_the_settings_that_differ(tmp_path, capsys):
 
 
 def test_every_noisy_run_diverged_still_gives_the_rules_verdict():
-    from noisereg.experiments import EXPERIMENTS
+    from noisereg.sweep import EXPERIMENTS
 
     def run(method, sigma, seed, acc, diverged=False):
         return {"variant": "", "method": method, "sigma": sigma, "seed": seed, "diverged": diverged, "params": {},
@@ -243,7 +243,7 @@ def test_class_labels_under_square_loss_say_which_loss_to_pass():
 
 
 def test_a_model_too_large_for_memory_is_refused_before_allocating(tmp_path, capsys):
-    from noisereg.experiments.memory import footprint
+    from noisereg.sweep.memory import footprint
 
     code = main(["run", "fig3", "--preset", "smoke", "--out", str(tmp_path / "o"), "--quiet",
                  "--set", "hidden=100000000,100000000"])

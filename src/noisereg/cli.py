@@ -27,7 +27,7 @@ from noisereg.integrations import MissingExtraError
 
 
 def _experiment(name: str):
-    from noisereg.experiments import EXPERIMENTS
+    from noisereg.sweep import EXPERIMENTS
 
     if name not in EXPERIMENTS:
         raise UserError(f"unknown experiment {name!r}; valid names: {', '.join(EXPERIMENTS)}")
@@ -35,7 +35,7 @@ def _experiment(name: str):
 
 
 def cmd_list(args) -> int:
-    from noisereg.experiments import EXPERIMENTS
+    from noisereg.sweep import EXPERIMENTS
 
     for name, exp in EXPERIMENTS.items():
         print(f"{name:<10} {exp.description}  [presets: {', '.join(exp.PRESETS)}]")
@@ -43,7 +43,7 @@ def cmd_list(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from noisereg.experiments import parse_overrides, run_experiment
+    from noisereg.sweep import parse_overrides, run_experiment
     from noisereg.report import write_report
 
     exp = _experiment(args.name)
@@ -77,8 +77,8 @@ def cmd_run(args) -> int:
 
 
 def cmd_show(args) -> int:
-    from noisereg.experiments import parse_overrides
-    from noisereg.experiments.show import show
+    from noisereg.sweep import parse_overrides
+    from noisereg.sweep.show import show
 
     exp = _experiment(args.name)
     print(show(exp, args.preset, parse_overrides(exp.Config, args.set), args.data, args.data_dir))
@@ -90,7 +90,7 @@ def cmd_report(args) -> int:
 
     print(f"Report: {rebuild(args.dir)}")
     if args.log_to:
-        from noisereg.tracking.upload import upload
+        from noisereg.report.upload import upload
 
         print("\n".join(upload(args.dir, args.log_to)))
     return 0
@@ -98,7 +98,7 @@ def cmd_report(args) -> int:
 
 def cmd_demo(args) -> int:
     """The main job on embedded data: the ``demo`` preset of each experiment that has one, then one report."""
-    from noisereg.experiments import EXPERIMENTS, Run, run_experiment
+    from noisereg.sweep import EXPERIMENTS, Run, run_experiment
     from noisereg.report import rebuild
 
     if args.jobs < 1:
@@ -132,8 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p.add_argument("--version", action="version", version=f"noisereg {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="list experiments").set_defaults(func=cmd_list)
-    r = sub.add_parser("run", help="run one experiment")
+    module = argparse.ArgumentParser(add_help=False)
+    module.add_argument("--module", action="append", default=[], metavar="MOD",
+                        help="import MOD first (repeatable): a module on the path whose Experiment subclasses "
+                             "register themselves; installed packages use the entry-point group noisereg.experiments")
+    sub.add_parser("list", help="list experiments", parents=[module]).set_defaults(func=cmd_list)
+    r = sub.add_parser("run", help="run one experiment", parents=[module])
     r.add_argument("name", help="experiment name (see `noisereg list`)")
     r.add_argument("--preset", default="cpu", help="smoke (seconds) | cpu (minutes, embedded data; default) | demo "
                    "(what `noisereg demo` runs, where an experiment has it) | paper (the paper's settings) | "
@@ -161,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "\"noisereg[tensorboard]\") | mlflow (one run per run under one per sweep, in "
                         "$MLFLOW_TRACKING_URI, else sqlite:///OUT/mlflow.db; pip install \"noisereg[mlflow]\")")
     r.set_defaults(func=cmd_run)
-    sh = sub.add_parser("show", help="what `run` would do: resolved settings, runs, data; runs nothing")
+    sh = sub.add_parser("show", help="what `run` would do: resolved settings, runs, data; runs nothing",
+                        parents=[module])
     sh.add_argument("name", help="experiment name (see `noisereg list`)")
     sh.add_argument("--preset", default="cpu", help="as for run (default: cpu)")
     shsrc = sh.add_mutually_exclusive_group()
@@ -169,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     shsrc.add_argument("--data-dir", help="directory with Fashion-MNIST IDX files or CIFAR-10 python batches")
     sh.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     sh.set_defaults(func=cmd_show)
-    rep = sub.add_parser("report", help="rebuild figures and REPORT.md from DIR/results.json (or DIR/*/results.json)")
+    rep = sub.add_parser("report", help="rebuild figures and REPORT.md from DIR/results.json (or DIR/*/results.json)",
+                         parents=[module])
     rep.add_argument("dir")
     rep.add_argument("--log-to", action="append", default=[], choices=BACKENDS,
                      help="also log the finished sweep(s) (repeatable): mlflow (a new parent run per sweep, in "
@@ -194,6 +200,11 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``noisereg`` console script."""
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "module", None):
+            from noisereg.sweep.experiment import import_module
+
+            for name in args.module:
+                import_module(name)
         return args.func(args)
     except (UserError, MissingExtraError) as e:  # the user's to mend: one line; anything else is a bug
         print(f"noisereg: error: {e}", file=sys.stderr)

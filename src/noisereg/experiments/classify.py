@@ -4,7 +4,7 @@
 σ is never chosen on test data: the training data loses ``n_val`` seeded points to a validation
 split; each noisy arm's σ (SAM's ρ) is the one with the best mean validation accuracy over seeds
 (:func:`select`, saved as ``results.json["selected"]``), and every claim is judged on the test
-metrics at that σ (:func:`compare`) by the rule of :mod:`noisereg.experiments.stats`.
+metrics at that σ (:func:`compare`) by the rule of :mod:`noisereg.verdicts`.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from noisereg.constraints import Each, Interval, IsBool, OrNone, Satisfies
 from noisereg.data import DATASETS, Split, holdout, load
 from noisereg.data.validate import check_classification
 from noisereg.errors import UserError
-from noisereg.experiments.base import Experiment, Run, data_note
-from noisereg.experiments.stats import EMPTY, RULE, Paired, Sample, arm, final_stats, fmt, paired, resolution
+from noisereg.sweep.experiment import Experiment, Run
+from noisereg.sweep.run import data_note
+from noisereg.verdicts import EMPTY, RULE, Paired, Sample, arm, final_stats, fmt, paired, resolution
 from noisereg.training.settings import FAMILY, METHOD, POSITIVE_INT, SEED, SEEDS, SIGMA, TrainSettings
 
 _SETTINGS = {f.name for f in dataclasses.fields(TrainSettings)}
@@ -220,9 +221,9 @@ def select(results: dict, variant: str, metric: str = "val_acc") -> dict[str, fl
 
 
 def compare(results: dict, variant: str, metric: str = "test_acc"):
-    """``(gd, best, stats)`` in a variant: GD's final ``metric`` (a :class:`~noisereg.experiments.stats.Sample`,
+    """``(gd, best, stats)`` in a variant: GD's final ``metric`` (a :class:`~noisereg.verdicts.Sample`,
     by seed); ``best[arm] = (Sample, σ)`` of ``metric`` at the σ chosen on validation data (:func:`select`);
-    and ``stats`` (:func:`~noisereg.experiments.stats.final_stats` of ``metric``)."""
+    and ``stats`` (:func:`~noisereg.verdicts.final_stats` of ``metric``)."""
     stats = final_stats(results, metric)
     gd = stats.get((variant, "gd", 0.0), EMPTY)
     best = {a: (stats[(variant, a, s)], s) for a, s in select(results, variant).items()}
@@ -230,7 +231,7 @@ def compare(results: dict, variant: str, metric: str = "test_acc"):
 
 
 def judge_pair(results: dict, a: Sample, b: Sample, metric: str = "test_acc", **kwargs) -> Paired:
-    """:func:`~noisereg.experiments.stats.paired` on ``a`` vs ``b`` with the resolution of ``metric`` in ``results``."""
+    """:func:`~noisereg.verdicts.paired` on ``a`` vs ``b`` with the resolution of ``metric`` in ``results``."""
     return paired(a, b, r=resolution(results, metric), **kwargs)
 
 

@@ -14,7 +14,7 @@ gradients a step costs (``noisereg.training.settings.FAMILY``; docs/EXPERIMENTS.
 Each is compared with GD at equal steps and, for the methods that cost more than one gradient per
 step, also at equal gradient evaluations (the arm ``<method>_eq``: the steps divided by its gradients
 per step; SAM's is ``sam_half``). Each method's σ (γ, ρ) is chosen on validation data from its own
-grid; the comparisons are seed-paired (:mod:`noisereg.experiments.stats`). The paper claims nothing
+grid; the comparisons are seed-paired (:mod:`noisereg.verdicts`). The paper claims nothing
 about these methods, so every row is "measured". Model and data are Fig. 3's cpu preset: an MLP 2×512
 on 1,024 real Fashion-MNIST images (the embedded subset), full-batch GD with momentum, 1000 steps.
 """
@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from noisereg.constraints import IsBool, OneOf
 from noisereg.experiments.classify import compare, judge_pair, select, training_curves
 from noisereg.experiments.fig3 import Fig3, Fig3Config
-from noisereg.experiments.panels import Fit, differences, draw_paired, mark_clipped, outside
-from noisereg.experiments.plotting import figure, order, save, style
-from noisereg.experiments.stats import arm, final_stats, fmt
+from noisereg.plotting.panels import Fit, differences, draw_paired, mark_clipped, outside
+from noisereg.plotting.style import figure, order, save, style
+from noisereg.verdicts import arm, final_stats, fmt
 from noisereg.training.settings import FAMILY, SIGMA_SCHEDULES, grad_evals_per_step
 
 ALL = ("gd", "full", "layer", "sam", "rwp", "mrwp", "lpf", "nso")

@@ -26,9 +26,9 @@ import torch
 
 from noisereg.constraints import Checked, Each, Interval, Rule
 from noisereg.data import sparse_regression
-from noisereg.experiments.base import Experiment, Job
+from noisereg.sweep.experiment import Experiment, Job
 from noisereg.experiments.nuclear import one_thread, two_layer_grad
-from noisereg.experiments.stats import decide_all, fmt
+from noisereg.verdicts import decide_all, fmt
 from noisereg.injection import NoiseInjector
 from noisereg.losses import loss_value
 from noisereg.models import DeepLinearNet
@@ -125,7 +125,7 @@ class Fig2(Experiment):
         gap of each method's R_eff (mean of the last quarter of its evaluations) to R_eff*, lower is better,
         by the seed-paired rule (r = 0). With n > d, GD (no penalty) converges to the same least-squares fit at
         both widths, so its gap is the same at both."""
-        from noisereg.experiments.stats import Sample, paired
+        from noisereg.verdicts import Sample, paired
 
         cfg, rows = results["config"], []
         best = reff_minimum(cfg)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from noisereg.constraints import Each
 from noisereg.experiments.classify import OFFICIAL_NOISE, ClassifyConfig, ClassifyExperiment
 from noisereg.experiments.classify import compare, judge_pair, scale_note, training_curves
-from noisereg.experiments.stats import fmt
+from noisereg.verdicts import fmt
 from noisereg.models import MLP
 from noisereg.training.settings import POSITIVE_INT
 

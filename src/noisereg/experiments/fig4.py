@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from noisereg.constraints import Each, Interval, Rule
 from noisereg.experiments.classify import NOISY, OFFICIAL_NOISE, ClassifyConfig, ClassifyExperiment
 from noisereg.experiments.classify import compare, judge_pair, scale_note, training_curves
-from noisereg.experiments.stats import decide_all, fmt
+from noisereg.verdicts import decide_all, fmt
 from noisereg.models import MLP
 from noisereg.training.settings import POSITIVE_INT
 

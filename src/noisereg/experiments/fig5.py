@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from noisereg.experiments.classify import OFFICIAL_NOISE, ClassifyConfig, ClassifyExperiment
 from noisereg.experiments.classify import compare, judge_pair, scale_note, training_curves
-from noisereg.experiments.stats import EMPTY, fmt
+from noisereg.verdicts import EMPTY, fmt
 from noisereg.models import ToyCNN, WideConvNet
 from noisereg.training.settings import POSITIVE_INT
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from noisereg.experiments.classify import OFFICIAL_NOISE, ClassifyConfig, ClassifyExperiment
 from noisereg.experiments.classify import compare, judge_pair, scale_note, training_curves
-from noisereg.experiments.stats import EMPTY, decide_all, final_stats, fmt
+from noisereg.verdicts import EMPTY, decide_all, final_stats, fmt
 from noisereg.models import ResNet18
 from noisereg.training.settings import POSITIVE_INT
 

@@ -31,8 +31,8 @@ from torch import nn
 
 from noisereg.closed_form import group_lasso_penalty, group_lasso_solution
 from noisereg.constraints import Checked, Each, Rule
-from noisereg.experiments.base import Experiment, Job
-from noisereg.experiments.stats import mean_se
+from noisereg.sweep.experiment import Experiment, Job
+from noisereg.verdicts import mean_se
 from noisereg.injection import NoiseInjector
 from noisereg.training.batched_gd import Setup
 from noisereg.training.noisy_gd import FRACTION, NONNEG, POSITIVE, every
@@ -183,7 +183,7 @@ class GroupLasso(Experiment):
                  "title": "Hadamard factorization + full noise vs group Lasso"}]
 
     def draw(self, results, spec, out):
-        from noisereg.experiments.plotting import figure, save
+        from noisereg.plotting.style import figure, save
 
         runs = results["runs"]
         sigmas = sorted({r["sigma"] for r in runs})

@@ -36,8 +36,8 @@ import torch
 
 from noisereg.closed_form import diagonal_net_lasso_objective, lasso_weights, weighted_lasso, weighted_lasso_kkt
 from noisereg.constraints import Checked, Each, Rule
-from noisereg.experiments.base import Experiment, Job
-from noisereg.experiments.stats import mean_se
+from noisereg.sweep.experiment import Experiment, Job
+from noisereg.verdicts import mean_se
 from noisereg.injection import NoiseInjector
 from noisereg.models import DiagonalNet
 from noisereg.training.batched_gd import Setup
@@ -206,7 +206,7 @@ class Lasso(Experiment):
                  "title": "Diagonal net + full noise vs weighted Lasso (Eq. 8)"}]
 
     def draw(self, results, spec, out):
-        from noisereg.experiments.plotting import figure, save
+        from noisereg.plotting.style import figure, save
 
         runs, cfg = results["runs"], results["config"]
         sigmas = sorted({r["sigma"] for r in runs})

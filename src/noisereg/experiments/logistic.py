@@ -40,9 +40,9 @@ import torch
 
 from noisereg.closed_form import l1_max_margin, l2_max_margin
 from noisereg.constraints import Checked, Each, Interval, Rule
-from noisereg.experiments.base import Experiment, Job
+from noisereg.sweep.experiment import Experiment, Job
 from noisereg.experiments.lasso import _beta
-from noisereg.experiments.stats import mean_se
+from noisereg.verdicts import mean_se
 from noisereg.injection import NoiseInjector
 from noisereg.models import DiagonalNet
 from noisereg.training.batched_gd import Setup
@@ -190,7 +190,7 @@ class Logistic(Experiment):
                  "title": "Separable logistic, diagonal net: cosine of β(t) with max-margin directions"}]
 
     def draw(self, results, spec, out):
-        from noisereg.experiments.plotting import figure, save
+        from noisereg.plotting.style import figure, save
 
         runs = results["runs"]
         fig, ax = figure(1, len(REFS), size=(4.6, 4.0))

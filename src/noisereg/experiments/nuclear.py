@@ -32,8 +32,8 @@ import torch
 
 from noisereg.closed_form import nuclear_norm_kkt, nuclear_norm_objective, nuclear_norm_regression
 from noisereg.constraints import Checked, Each, Interval, Rule
-from noisereg.experiments.base import Experiment, Job
-from noisereg.experiments.plotting import figure, save, style
+from noisereg.sweep.experiment import Experiment, Job
+from noisereg.plotting.style import figure, save, style
 from noisereg.injection import NoiseInjector
 from noisereg.models import DeepLinearNet
 from noisereg.training.batched_gd import Setup

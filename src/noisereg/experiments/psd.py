@@ -43,9 +43,9 @@ import torch
 
 from noisereg.closed_form import psd_full_noise_risk, psd_soft_threshold, psd_trace_penalty
 from noisereg.constraints import Checked, Each, Interval, Rule
-from noisereg.experiments.base import Experiment, Job
+from noisereg.sweep.experiment import Experiment, Job
 from noisereg.experiments.nuclear import one_thread
-from noisereg.experiments.plotting import figure, save, style
+from noisereg.plotting.style import figure, save, style
 from noisereg.experiments.variance import slope
 from noisereg.injection import NoiseInjector, check_sigma
 from noisereg.models import PSDFactorization

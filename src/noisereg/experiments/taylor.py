@@ -37,8 +37,8 @@ from torch.func import functional_call, jvp, vmap
 from noisereg.curvature import ggn_trace
 from noisereg.constraints import Checked, Each, Interval
 from noisereg.data import sparse_regression
-from noisereg.experiments.base import Experiment, Job
-from noisereg.experiments.plotting import figure, save
+from noisereg.sweep.experiment import Experiment, Job
+from noisereg.plotting.style import figure, save
 from noisereg.experiments.variance import slope
 from noisereg.layers import resolve_layers
 from noisereg.losses import as_predictions, check_targets, per_sample_loss

@@ -22,7 +22,7 @@ Arms, each on every seed (a seed fixes the initialisation and the noise; the dat
 
 σ, ρ and λ are chosen by mean validation accuracy over seeds; the validation pairs are a share
 (``val_fraction``) of the pairs left out of training, disjoint from the test pairs. Every comparison
-is seed-paired by the rule of :mod:`noisereg.experiments.stats`, and every row is "measured": the
+is seed-paired by the rule of :mod:`noisereg.verdicts`, and every row is "measured": the
 paper claims nothing here. Metrics: test accuracy; the steps until test accuracy first reaches
 ``target_acc`` (95 %), read at the evaluation cadence ``eval_every`` (a run that never reaches it
 counts its step budget and is marked); the GGN trace and Hutchinson's Hessian trace on the training
@@ -55,11 +55,11 @@ from dataclasses import dataclass
 from noisereg.constraints import Each, Interval, OneOf, OrNone, Rule
 from noisereg.data.modular import modular_addition
 from noisereg.data.validate import check_classification
-from noisereg.experiments.base import Run
+from noisereg.sweep.experiment import Run
 from noisereg.experiments.classify import (ClassifyConfig, ClassifyExperiment, compare, judge_pair, noise_note, select,
                                           training_curves)
-from noisereg.experiments.plotting import figure, save
-from noisereg.experiments.stats import RULE, Sample, arm, final_stats, fmt, paired
+from noisereg.plotting.style import figure, save
+from noisereg.verdicts import RULE, Sample, arm, final_stats, fmt, paired
 from noisereg.models.transformer import TinyTransformer
 from noisereg.training.loop import HUTCHINSON_PROBES
 from noisereg.training.settings import POSITIVE_INT
@@ -171,7 +171,7 @@ class Transformer(ClassifyExperiment):
                 training_curves(self.name)]
 
     def draw(self, results, spec, out):
-        from noisereg.experiments.plotting import style
+        from noisereg.plotting.style import style
 
         chosen = {"gd": 0.0, **select(results, "")}
         fig, axes = figure(1, 2, size=(5.5, 4.0))

@@ -35,8 +35,8 @@ import noisereg as nr
 from noisereg.closed_form import deep_linear_penalty, linear_net_full_noise_risk, linear_net_penalty
 from noisereg.constraints import Checked, Each, Interval
 from noisereg.data import sparse_regression
-from noisereg.experiments.base import Experiment, Job
-from noisereg.experiments.plotting import figure, save, style
+from noisereg.sweep.experiment import Experiment, Job
+from noisereg.plotting.style import figure, save, style
 from noisereg.losses import loss_value
 from noisereg.models import MLP, DeepLinearNet
 from noisereg.noise import NoiseLaw

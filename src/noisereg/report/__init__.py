@@ -12,9 +12,9 @@ from collections import defaultdict
 from pathlib import Path
 
 from noisereg.errors import UserError
-from noisereg.experiments import EXPERIMENTS
-from noisereg.experiments.base import data_note
-from noisereg.experiments.stats import arm, mean_se
+from noisereg.sweep import EXPERIMENTS
+from noisereg.sweep.run import data_note
+from noisereg.verdicts import arm, mean_se
 from noisereg.report.figures import caption, draw
 from noisereg.records import METRICS, atomic_write_text
 
@@ -136,7 +136,8 @@ def rebuild(directory: str | Path) -> Path:
         except json.JSONDecodeError as e:
             raise UserError(f"{f} is not valid JSON ({e})") from None
         if res.get("experiment") not in EXPERIMENTS:
-            raise UserError(f"{f} is from unknown experiment {res.get('experiment')!r}; valid: {', '.join(EXPERIMENTS)}")
+            raise UserError(f"{f} is from unknown experiment {res.get('experiment')!r}; valid: {', '.join(EXPERIMENTS)} "
+                            "(an experiment of your own: pass --module MOD, or install its package)")
         results_list.append(res)
     if len(files) == 1 and files[0].parent == directory:
         return write_report(directory, results_list)

@@ -5,16 +5,16 @@ Two kinds of figure spec (experiments declare them, see ``Experiment.figures``):
 * ``curves``: one panel per (variant, metric), x = step, one line per (method, σ), mean over
   seeds with a ± standard-error band. ``"at": "selected"`` keeps each method at its σ chosen on
   validation data (``results.json["selected"]``); ``"paired": True`` adds a row with the seed-paired
-  difference to GD at the final step against σ (:func:`~noisereg.experiments.panels.draw_paired`).
+  difference to GD at the final step against σ (:func:`~noisereg.plotting.panels.draw_paired`).
 * ``vs_sigma``: one panel per (variant, metric), x = σ, one line per noisy method with
   ± standard-error bars over seeds, GD as a horizontal line with its band; below it (unless
   ``"paired": False``) the seed-paired difference to GD, what decides a verdict. ``"margin": True``
   draws the non-inferiority margin −δ there; ``"clip": False`` keeps every point on the axes (for
   arms tens of points apart, where clipping would hide the effects).
 
-Every method has one colour and marker (:data:`~noisereg.experiments.plotting.STYLES`); each method's
+Every method has one colour and marker (:data:`~noisereg.plotting.style.STYLES`); each method's
 selected σ is ringed; accuracy panels clip points more than 10 points below the best to their edge,
-value written (:mod:`noisereg.experiments.panels`). Each figure is saved as PNG with an SVG beside it.
+value written (:mod:`noisereg.plotting.panels`). Each figure is saved as PNG with an SVG beside it.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
-from noisereg.experiments.panels import CLIP, Fit, band, differences, draw_paired, mark_clipped, mark_selected
-from noisereg.experiments.panels import outside, scale, sigma_axis
-from noisereg.experiments.plotting import figure, order, save, style
-from noisereg.experiments.stats import arm, mean_se
+from noisereg.plotting.panels import CLIP, Fit, band, differences, draw_paired, mark_clipped, mark_selected
+from noisereg.plotting.panels import outside, scale, sigma_axis
+from noisereg.plotting.style import figure, order, save, style
+from noisereg.verdicts import arm, mean_se
 
 TITLES = {"train_loss": "train loss R", "test_loss": "test loss", "train_acc": "train accuracy (%)",
           "test_acc": "test accuracy (%)", "reg_loss": "regularized loss R_eff", "ggn_trace": "GGN trace",
@@ -37,10 +37,10 @@ KINDS = ("curves", "vs_sigma")
 
 def selected_sigmas(results: dict, variant: str) -> dict[str, float]:
     """``{arm: σ}`` chosen on validation data for ``variant`` (``results["selected"]``, flat or by
-    variant; else the experiment's :meth:`~noisereg.experiments.base.Experiment.selected`), {} if none."""
+    variant; else the experiment's :meth:`~noisereg.sweep.experiment.Experiment.selected`), {} if none."""
     sel = results.get("selected")
     if sel is None:
-        from noisereg.experiments import EXPERIMENTS
+        from noisereg.sweep import EXPERIMENTS
 
         exp = EXPERIMENTS.get(results.get("experiment"))
         sel = exp.selected(results) if exp is not None and results.get("runs") else None
@@ -84,7 +84,7 @@ def _draw_curves(ax, runs, metric, log, selected=None):
 
 def _draw_vs_sigma(ax, runs, metric, selected, clip: bool = True):
     """One line per noisy arm against σ, GD as a horizontal line; returns the points as drawn (``clip``:
-    accuracies far below the best drawn at the edge, see :class:`~noisereg.experiments.panels.Fit`)."""
+    accuracies far below the best drawn at the edge, see :class:`~noisereg.plotting.panels.Fit`)."""
     k = scale(metric)
     points = {}  # arm -> [(σ, mean, se)]; nan where a run diverged (drawn at the edge, "diverged")
     for a in order(arm(r) for r in runs):

@@ -1,6 +1,6 @@
 """Watching sweeps in TensorBoard and MLflow: ``noisereg run NAME --log-to tensorboard --log-to mlflow``.
 
-One writer: the sweep's parent process, where :func:`noisereg.experiments.run_experiment` runs,
+One writer: the sweep's parent process, where :func:`noisereg.sweep.run_experiment` runs,
 logs every run, so no store is ever written by two processes at once. A sequential sweep logs each
 evaluation of a training run as it happens (the ``on_eval`` hook of :func:`noisereg.training.train`);
 with ``--jobs N`` or Ray, and for the theory experiments' jobs, a run's history is logged when its
@@ -13,7 +13,7 @@ At each evaluation (step = optimizer steps, the history's ``"step"``) a run logs
 evaluations so far, ``grad_evals_per_step × step``, where the run states its cost). When the run
 ends, its ``final`` values are logged at its last step. The backends
 (:mod:`noisereg.tracking.tensorboard_log`, :mod:`noisereg.tracking.mlflow_log`) say where things go;
-:mod:`noisereg.tracking.upload` logs finished sweeps (``noisereg report DIR --log-to ...``).
+:mod:`noisereg.report.upload` logs finished sweeps (``noisereg report DIR --log-to ...``).
 
 What each backend has logged is kept in results.json under ``"tracking"`` (``{backend: {...,
 "logged": [run ids]}}``; for MLflow also the tracking URI and the parent and child run ids), so a
@@ -160,11 +160,11 @@ def settings(results: dict, info: RunInfo) -> dict[str, str]:
 
 
 class Tracking:
-    """The sweep's backends, driven by :func:`noisereg.experiments.run_experiment`.
+    """The sweep's backends, driven by :func:`noisereg.sweep.run_experiment`.
 
     Args:
         log_to: backend names (:data:`BACKENDS`). out: the sweep's ``--out``.
-        runs: the sweep's runs (:class:`~noisereg.experiments.Run` or ``Job``), in order.
+        runs: the sweep's runs (:class:`~noisereg.sweep.experiment.Run` or ``Job``), in order.
         state: results.json's ``"tracking"`` from an earlier session (``{}``: none).
         tracking_uri: MLflow's store (default: ``$MLFLOW_TRACKING_URI``, else ``sqlite:///OUT/mlflow.db``).
 
