@@ -363,3 +363,59 @@ def test_antithetic_steps_with_the_regenerate_restore_match_the_copy_restore():
             opt.step(closure)
     for p, q in zip(a.parameters(), b.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-13, atol=1e-14)
+
+
+def _odd_params(dtype):
+    """Tensors whose flat slots start off the 16-entry blocks (float64: 8-entry alignment), tiny ones, a
+    transposed (non-dense) one and a channels-last one."""
+    g = torch.Generator().manual_seed(3)
+    shapes = [(5, 3), (7,), (33, 17), (2,), (16,), (1,), (40, 9)]
+    ps = [torch.randn(s, generator=g).to(dtype) for s in shapes]
+    ps.append(torch.randn(9, 40, generator=g).to(dtype).t())                       # not dense
+    ps.append(torch.randn(4, 3, 5, 5, generator=g).to(dtype).to(memory_format=torch.channels_last))
+    return ps
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("negate,scaled", [(False, False), (True, True)], ids=["plain", "negated-filter"])
+def test_add_noise_tensor_by_tensor_is_the_one_buffer_draw_bit_for_bit(dtype, negate, scaled):
+    """The regenerate restore's draw (a tensor at a time, pieces ending on 16-entry blocks) gives the values
+    and the generator state of draw_noise's single normal_ call."""
+    from noisereg.noise import add_noise_, draw_noise
+    params = _odd_params(dtype)
+    mult = [p.flatten(1).norm(dim=1).view(-1, *[1] * (p.dim() - 1)) if p.dim() > 1 else p.norm()
+            for p in params] if scaled else None
+    g1, g2 = torch.Generator().manual_seed(11), torch.Generator().manual_seed(11)
+    one = [p.clone() for p in params]
+    torch._foreach_add_(one, draw_noise(params, 0.3, g1, negate, mult))
+    streamed = [p.clone() for p in params]
+    add_noise_(streamed, 0.3, g2, negate, mult)
+    assert all(torch.equal(a, b) for a, b in zip(one, streamed))
+    assert torch.equal(g1.get_state(), g2.get_state())                 # the stream goes on unchanged
+    add_noise_(streamed, 0.3, torch.Generator().manual_seed(11), negate, mult, subtract=True)
+    for p, b in zip(params, streamed):                                   # (w + ε) − ε: within an ulp of w + ε
+        torch.testing.assert_close(b, p, rtol=0, atol=4 * torch.finfo(dtype).eps * float(p.abs().max() + 3))
+
+
+def test_regenerate_holds_one_tensor_of_noise_at_a_time():
+    """Peak memory, measured in fresh subprocesses (benchmarks/restore_memory.py): one perturb() of 16
+    Linear(512, 512) layers with restore="regenerate" needs at most the largest tensor plus 1 MB beyond the
+    weights, under a quarter of what the copy restore needs; the weights come back within ε(|w| + |noise|)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    if not Path("/proc/self/clear_refs").exists():
+        pytest.skip("needs Linux /proc to reset and read the peak RSS")
+    script = Path(__file__).parent.parent / "benchmarks" / "restore_memory.py"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(nr.__file__).parent.parent),
+                                                         os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, str(script), "--layers", "16", "--width", "512", "--repeats", "1",
+                          "--json"], check=True, capture_output=True, text=True, env=env).stdout
+    res = json.loads(out)
+    copy, regen = res["copy"], res["regenerate"]
+    assert copy["extra_peak_bytes"] >= 0.9 * copy["params_bytes"]       # the copy restore: a copy of everything
+    assert regen["extra_peak_bytes"] <= regen["largest_bytes"] + 2**20
+    assert res["ratio"] < 0.25
+    assert regen["max_error_in_eps"] <= 1.0 and copy["max_error_in_eps"] == 0.0
