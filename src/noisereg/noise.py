@@ -169,7 +169,7 @@ NORMAL_BLOCK = 16
 """The CPU ``normal_`` kernel fills a tensor of >= 16 entries by 16-entry blocks from uniforms drawn in order (and
 redraws the last 16 when the size is not a multiple of 16): so drawing a flat buffer in consecutive pieces whose
 sizes are multiples of 16, the last piece >= 16 entries, gives the same values and generator state as one
-``normal_`` over the whole buffer (checked in tests/test_family_optim.py for float32, float64, bfloat16, float16)."""
+``normal_`` over the whole buffer (tests/test_family_optim.py checks float32, float64 and bfloat16)."""
 
 
 def _pieces(offsets: Sequence[int], sizes: Sequence[int], total: int) -> list[tuple[int, int]]:
