@@ -581,3 +581,24 @@ def test_regenerate_holds_one_tensor_of_noise_at_a_time():
     assert regen["extra_peak_bytes"] <= regen["largest_bytes"] + 2**20
     assert res["ratio"] < 0.25
     assert regen["max_error_in_eps"] <= 1.0 and copy["max_error_in_eps"] == 0.0
+
+
+def test_an_lpf_run_killed_and_resumed_ends_bit_for_bit_as_the_uninterrupted_one(tmp_path):
+    from noisereg.data.embedded import load_digits_split
+    from noisereg.models import MLP
+    from noisereg.training import train
+    from noisereg.training.settings import TrainSettings
+
+    data = load_digits_split(n_train=64)
+    spec = TrainSettings(epochs=4, lr=0.1, momentum=0.9, batch_size=20, lpf_samples=3, eval_every=1,
+                         checkpoint_every=1).spec(method="lpf", sigma=0.05, seed=1)
+    ref = train(lambda: MLP(64, (16,), 10), data, spec)
+
+    def kill(epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(lambda: MLP(64, (16,), 10), data, spec, checkpoint=tmp_path / "ck.pt", callback=kill)
+    got = train(lambda: MLP(64, (16,), 10), data, spec, checkpoint=tmp_path / "ck.pt", resume=True)
+    assert got["history"] == ref["history"] and got["final"] == ref["final"]
