@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from timing import paired  # noqa: E402
 
 import noisereg as nr  # noqa: E402
+from noisereg.training.settings import sub_batches  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -54,16 +55,30 @@ def main(argv=None) -> int:
         "rwp (filter scale)": nr.NoisyOptimizer(sgd, injector(scale="filter")),
         "rwp, restore=regenerate": nr.NoisyOptimizer(sgd, injector(scale="filter", restore="regenerate")),
         "mrwp (λ = 1/2)": nr.NoisyOptimizer(sgd, injector(scale="filter"), clean_weight=0.5),
-        "lpf (k = 4)": nr.NoisyOptimizer(sgd, injector(scale="filter"), samples=4),
+        "4 filter-wise draws on the whole batch (lpf before issue 34)": nr.NoisyOptimizer(
+            sgd, injector(scale="filter"), samples=4),
         "nso (1 pair)": nr.NoisyOptimizer(sgd, injector(), antithetic=True),
         "sam (ρ = 0.05)": nr.SAM(sgd, rho=0.05),
     }
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.pairs} pairs")
     print("| method | gradient evaluations | step / plain step | per gradient evaluation | plain ms |")
     print("|---|---|---|---|---|")
-    for name, opt in methods.items():
-        evals = getattr(opt, "grad_evals_per_step", 2)
-        r = paired(lambda opt=opt: opt.step(closure), plain, pairs=args.pairs)
+    lpf_inj = injector(scale="filter")
+
+    def lpf_step(parts=4):
+        """LPF-SGD as its authors run it (the training loop's ``lpf``): 4 sub-batches, a draw each, one step."""
+        sgd.zero_grad(set_to_none=True)
+        for part in sub_batches(len(x), parts):
+            with lpf_inj.perturb():
+                (torch.nn.functional.cross_entropy(model(x[part]), y[part]) * ((part.stop - part.start) / len(x))
+                 ).backward()
+        sgd.step()
+
+    steps = {name: (lambda opt=opt: opt.step(closure), getattr(opt, "grad_evals_per_step", 2))
+             for name, opt in methods.items()}
+    steps["lpf (M = 4 sub-batches of 256)"] = (lpf_step, 1)
+    for name, (step, evals) in steps.items():
+        r = paired(step, plain, pairs=args.pairs)
         print(f"| {name} | {evals} | {r.describe()} | {r.median / evals:.3f} | {r.reference_ms:.2f} |", flush=True)
     return 0
 

@@ -1,6 +1,8 @@
 """NoisyOptimizer with several evaluations per step (samples, antithetic pairs, clean weight) and the
 injector's negated draw: each checked against a direct computation at the captured perturbed points."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -279,8 +281,8 @@ def test_smoothed_risk_of_the_filter_law_matches_a_direct_monte_carlo():
 # ------------------------------------------------------------------ the family in the training loop
 
 
-@pytest.mark.parametrize("method,per_step", [("rwp", 1), ("mrwp", 2), ("lpf", 3), ("nso", 4)])
-def test_family_methods_train_and_record_their_cost(method, per_step):
+@pytest.mark.parametrize("method,per_step,forwards", [("rwp", 1, 1), ("mrwp", 2, 2), ("lpf", 1, 3), ("nso", 4, 4)])
+def test_family_methods_train_and_record_their_cost(method, per_step, forwards):
     from noisereg.data.embedded import load_digits_split
     from noisereg.models import MLP
     from noisereg.training import train
@@ -298,11 +300,79 @@ def test_family_methods_train_and_record_their_cost(method, per_step):
         return net
 
     rec = train(model_fn, data, spec)
-    assert len(calls) == per_step * 3                                  # measured: training forwards, 3 full-batch steps
+    assert len(calls) == forwards * 3                                  # measured: training forwards, 3 full-batch steps
     assert rec["grad_evals_per_step"] == per_step and rec["grad_evals"] == per_step * rec["history"][-1]["step"]
     assert not rec["diverged"]
     # a per-filter law's R_eff is a weighted trace that is not computed: no reg_loss; NSO's isotropic law has one
     assert ("reg_loss" in rec["final"]) == (method == "nso")
+
+
+def _lpf_run(batch_size, parts, epochs=1):
+    """Train LPF-SGD on 64 digits; return the record, the trained model and the forward batch sizes."""
+    from noisereg.data.embedded import load_digits_split
+    from noisereg.models import MLP
+    from noisereg.training import train
+    from noisereg.training.settings import TrainSettings
+
+    data = load_digits_split(n_train=64)
+    spec = TrainSettings(epochs=epochs, lr=0.1, momentum=0.9, batch_size=batch_size, lpf_samples=parts).spec(
+        method="lpf", sigma=0.05, seed=3)
+    sizes, nets = [], []
+
+    def model_fn():
+        net = MLP(64, (16,), 10)
+        net.register_forward_pre_hook(lambda m, args: sizes.append(len(args[0])) if m.training else None)
+        nets.append(net)
+        return net
+
+    return train(model_fn, data, spec), nets[0], sizes, data, spec
+
+
+@pytest.mark.parametrize("batch_size,parts,sizes", [
+    (None, 4, [16, 16, 16, 16]),                               # full batch: the training set in M sub-batches
+    (None, 3, [22, 21, 21]),                                   # 64 = 3·21 + 1: the first sub-batch one larger
+    (20, 3, [7, 7, 6] * 3 + [2, 1, 1]),                        # mini-batches 20, 20, 20, 4
+], ids=["full-batch-M4", "full-batch-M3", "minibatch-M3"])
+def test_a_step_of_lpf_is_m_draws_on_m_sub_batches_and_one_batch_gradient(batch_size, parts, sizes):
+    """LPF-SGD as its authors run it, counted: a step's forwards are its M disjoint sub-batches (sizes as
+    stated), the record's cost is one gradient evaluation per step, and the update is the one built by hand:
+    one fresh per-filter draw per sub-batch (filter-wise std γ‖row‖, biases by their norm), the sub-batch's loss
+    weighted by its share of the batch (1/M when M divides it), backpropagated, then one SGD step."""
+    from noisereg.losses import loss_value
+    from noisereg.training.loop import build_model
+    from noisereg.training.settings import sub_batches
+
+    rec, net, seen, data, spec = _lpf_run(batch_size, parts)
+    assert seen == sizes
+    steps = rec["history"][-1]["step"]
+    assert rec["grad_evals_per_step"] == 1 and rec["grad_evals"] == steps == (1 if batch_size is None else 4)
+    # the same step by hand, from the same initialisation, data order and noise stream
+    from noisereg.models import MLP
+    model = build_model(lambda: MLP(64, (16,), 10), spec.seed, "cpu")
+    opt = torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum)
+    inj = nr.NoiseInjector(model, spec.sigma, mode="full", scale="filter", seed=spec.seed)
+    n, bs = len(data.x_train), batch_size or len(data.x_train)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(spec.seed + 7919)) if bs < n else torch.arange(n)
+    for b in range(0, n, bs):
+        xb, yb = data.x_train[order[b:b + bs]], data.y_train[order[b:b + bs]]
+        opt.zero_grad(set_to_none=True)
+        for part in sub_batches(len(xb), parts):
+            with inj.perturb():
+                loss = loss_value("cross_entropy", model(xb[part]), yb[part]) * ((part.stop - part.start) / len(xb))
+                loss.backward()
+        opt.step()
+    assert inj.step == parts * steps                                 # M draws per step
+    for p, q in zip(net.parameters(), model.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_lpf_refuses_a_batch_smaller_than_its_sub_batches():
+    from noisereg.training.settings import sub_batches
+
+    with pytest.raises(ValueError, match=r"lpf_samples must be <= the smallest batch \(4 points\), got 5"):
+        _lpf_run(20, 5)                                              # batches 20, 20, 20 and 4
+    with pytest.raises(ValueError, match=r"lpf_samples must be <= the smallest batch \(3 points\), got 4"):
+        sub_batches(3, 4)
 
 
 def test_cosine_up_schedule_rises_from_sigma_to_sigma_times_factor():
@@ -324,24 +394,116 @@ def test_family_runs_pair_every_several_gradient_method_with_an_equal_compute_ar
     runs = exp.runs(cfg)
     cost = {r.id: grad_evals_per_step(r.spec) * r.spec.epochs for r in runs}   # full batch: one step per epoch
     gd = cost["gd-s0"]
-    eq = [r for r in runs if r.params.get("arm", "").endswith("_eq")]
-    assert {r.params["arm"] for r in eq} == {"mrwp_eq", "lpf_eq", "nso_eq"}
+    eq = [r for r in runs if r.params.get("arm", "").endswith(("_eq", "_half"))]
+    assert {r.params["arm"] for r in eq} == {"mrwp_eq", "nso_eq", "sam_half"}   # lpf: one batch gradient per step
     assert all(cost[r.id] == gd for r in eq)                                   # equal gradient evaluations
-    assert {r.spec.sigma_schedule for r in runs if r.spec.method == "lpf"} == {"cosine_up"}
-    assert {r.spec.sigma_schedule for r in runs if r.spec.method != "lpf"} == {"constant"}
-    grids = {m: sorted({r.spec.sigma for r in runs if r.spec.method == m}) for m in ("rwp", "mrwp", "lpf", "nso")}
-    assert grids == {"rwp": [0.005, 0.02], "mrwp": [0.005, 0.02], "lpf": [0.005, 0.02], "nso": [0.01, 0.035]}
+    gd_every = {r.spec.eval_every for r in runs if r.spec.method == "gd"}
+    assert all(r.spec.epochs % e == 0 for r in eq for e in gd_every)           # GD is evaluated at their steps
+    assert {r.spec.sigma_schedule for r in runs if r.spec.method == "lpf"} == {"constant"}   # the reference's
+    assert {r.spec.lpf_samples for r in runs if r.spec.method == "lpf"} == {4}
     assert len({r.spec.seed for r in runs}) == 3
+    four = exp.runs(exp.config("cpu", {"nso_pairs": 2}))                        # nso_eq: 1000 / 4 = 250 steps
+    assert {r.spec.epochs for r in four if r.params.get("arm") == "nso_eq"} == {250}
+    assert {r.spec.eval_every for r in four if r.spec.method == "gd"} == {50}  # gcd(100, 250, 500)
+
+
+@pytest.mark.parametrize("preset", ["smoke", "cpu"])
+def test_every_family_grid_has_at_least_four_points(preset):
+    from noisereg.sweep import EXPERIMENTS
+
+    exp = EXPERIMENTS["family"]
+    cfg = exp.config(preset)
+    grids = {}
+    for r in exp.runs(cfg):
+        grids.setdefault(r.params.get("arm", r.spec.method), set()).add(r.spec.sigma)
+    grids.pop("gd")
+    assert set(grids) == {"full", "layer", "sam", "sam_half", "rwp", "mrwp", "mrwp_eq", "lpf", "nso", "nso_eq"}
+    assert min(len(g) for g in grids.values()) >= 4, grids
+    assert "lpf_schedule" in dataclasses.asdict(cfg) and exp.config(preset, {"lpf_schedule": "cosine_up"})
+
+
+def test_equal_gradient_arms_are_their_own_runs_with_the_schedule_ending_in_their_budget():
+    """Under an lr schedule (and a noise stop), an equal-gradient arm is a shorter run whose schedule ends
+    within it, not the first part of the longer run."""
+    from noisereg.sweep import EXPERIMENTS
+    from noisereg.training.loop import _make_optimizer
+
+    exp = EXPERIMENTS["family"]
+    cfg = exp.config("smoke", {"schedule": "cosine", "epochs": 8, "noise_stop_epoch": 6, "eval_every": 4})
+    runs = {r.id: r for r in exp.runs(cfg)}
+    for arm in ("nso_eq", "mrwp_eq", "sam_half"):
+        r = next(r for i, r in runs.items() if i.startswith(f"{arm}-"))
+        assert (r.spec.epochs, r.spec.noise_stop_epoch, r.spec.schedule) == (4, 3, "cosine")
+        _, sched = _make_optimizer(torch.nn.Linear(2, 2), r.spec)
+        assert sched.T_max == 4                                        # the lr reaches 0 at its last step
+
+
+def _family_results(acc):
+    """results.json-like records: ``acc[(arm, σ)] = [val acc of seed 0, 1, 2]`` (test acc = val acc)."""
+    runs = []
+    for (a, s), vals in acc.items():
+        for seed, v in enumerate(vals):
+            method = a.removesuffix("_eq")
+            runs.append({"variant": "", "method": method, "sigma": s, "seed": seed, "params":
+                         {"arm": a} if a != method else {}, "final": {"val_acc": v, "test_acc": v},
+                         "history": [{"step": 0, "test_acc": 0.1}, {"step": 5, "test_acc": v - 0.01},
+                                     {"step": 10, "test_acc": v}],
+                         "grad_evals_per_step": 2 if a in ("nso", "nso_eq") else 1,
+                         "grad_evals": 10 if a in ("gd", "rwp", "nso_eq") else 20})
+    return {"runs": runs, "config": {}, "preset": "smoke", "n_val": 1000}
+
+
+def test_selection_flags_an_edge_and_a_tie_and_the_report_states_the_rule():
+    from noisereg.sweep import EXPERIMENTS
+    from noisereg.experiments.classify import TIE_RULE, select, selection_flags
+
+    res = _family_results({("gd", 0.0): [0.80, 0.81, 0.82],
+                           ("rwp", 0.01): [0.80, 0.80, 0.80], ("rwp", 0.02): [0.82, 0.82, 0.83],
+                           ("rwp", 0.04): [0.81, 0.81, 0.81], ("rwp", 0.08): [0.70, 0.70, 0.70],
+                           ("nso_eq", 0.01): [0.83, 0.83, 0.83], ("nso_eq", 0.02): [0.83, 0.83, 0.83],
+                           ("nso_eq", 0.04): [0.80, 0.80, 0.80], ("nso_eq", 0.08): [0.80, 0.80, 0.80]})
+    assert select(res, "") == {"nso_eq": 0.01, "rwp": 0.02}
+    flags = selection_flags(res, "")
+    assert flags["rwp"] == ""                                                   # an inner point
+    assert flags["nso_eq"] == ("at the grid's edge (the lowest of 4: 0.01, 0.02, 0.04, 0.08); "
+                               "tied on validation with 0.02: the smaller kept")
+    rows = EXPERIMENTS["family"].judge(res)
+    assert any("nso_eq" in r["claim"] and "at the grid's edge" in r["ours"] for r in rows)
+    assert not any(r["claim"].startswith("rwp") and "edge" in r["ours"] for r in rows)
+    assert TIE_RULE in "\n".join(EXPERIMENTS["family"].notes({**res, "config": {"n_val": 1000}}))
+
+
+def test_an_equal_gradient_arm_is_read_against_gd_at_equal_gradients_and_at_equal_steps():
+    """nso_eq (5 steps × 2 gradients) against GD's final numbers (10 steps) and GD's history at step 5: beating
+    the first and not the second is what stopping GD early gives."""
+    from noisereg.sweep import EXPERIMENTS
+    from noisereg.experiments.family import gd_at_step
+
+    res = _family_results({("gd", 0.0): [0.80, 0.81, 0.82], ("nso_eq", 0.01): [0.83, 0.84, 0.85]})
+    for r in res["runs"]:                                  # GD peaked early: 0.86 at step 5, then fell
+        if r["method"] == "gd":
+            r["history"][1]["test_acc"] = 0.86 + 0.01 * r["seed"]
+    assert gd_at_step(res, 5).values == {0: 0.86, 1: 0.87, 2: 0.88}
+    rows = {r["claim"].split(" (")[0]: r["ours"] for r in EXPERIMENTS["family"].judge(res)}
+    assert "d̄ = +3.00 pts" in rows["nso_eq vs GD"]                        # vs GD at 10 steps (equal gradients)
+    assert "nso_eq vs GD read at step 5" in rows and "GD at step 5 87.00" in rows["nso_eq vs GD read at step 5"]
+    assert "d̄ = -3.00 pts" in rows["nso_eq vs GD read at step 5"]        # vs GD stopped at 5 steps
 
 
 def test_family_claims_are_measured_and_paired(tmp_path):
     from noisereg.sweep import EXPERIMENTS, run_experiment
+    from noisereg.verdicts import fmt, mean_se
 
     res = run_experiment(EXPERIMENTS["family"], "smoke", tmp_path, show_progress=False,
-                         overrides={"methods": ("gd", "rwp", "nso"), "seeds": (0, 1, 2)})
+                         overrides={"methods": ("gd", "rwp", "nso"), "seeds": (0, 1, 2), "rwp_sigmas": (0.01,),
+                                    "nso_sigmas": (0.01, 0.02)})
     rows = EXPERIMENTS["family"].claims(res)
     assert {r["verdict"] for r in rows} == {"measured"}
     assert any(r["claim"].startswith("nso_eq vs GD (equal gradient evaluations") for r in rows)
+    steps = next(r["history"][-1]["step"] for r in res["runs"] if r["params"].get("arm") == "nso_eq")
+    early = next(r for r in rows if r["claim"].startswith(f"nso_eq vs GD read at step {steps} "))
+    gd = [h["test_acc"] for r in res["runs"] if r["method"] == "gd" for h in r["history"] if h["step"] == steps]
+    assert len(gd) == 3 and f"GD at step {steps} {fmt(mean_se(gd))}" in early["ours"]
     assert all("paired d̄" in r["ours"] for r in rows)
 
 
@@ -363,3 +525,80 @@ def test_antithetic_steps_with_the_regenerate_restore_match_the_copy_restore():
             opt.step(closure)
     for p, q in zip(a.parameters(), b.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-13, atol=1e-14)
+
+
+def _odd_params(dtype):
+    """Tensors whose flat slots start off the 16-entry blocks (float64: 8-entry alignment), tiny ones, a
+    transposed (non-dense) one and a channels-last one."""
+    g = torch.Generator().manual_seed(3)
+    shapes = [(5, 3), (7,), (33, 17), (2,), (16,), (1,), (40, 9)]
+    ps = [torch.randn(s, generator=g).to(dtype) for s in shapes]
+    ps.append(torch.randn(9, 40, generator=g).to(dtype).t())                       # not dense
+    ps.append(torch.randn(4, 3, 5, 5, generator=g).to(dtype).to(memory_format=torch.channels_last))
+    return ps
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("negate,scaled", [(False, False), (True, True)], ids=["plain", "negated-filter"])
+def test_add_noise_tensor_by_tensor_is_the_one_buffer_draw_bit_for_bit(dtype, negate, scaled):
+    """The regenerate restore's draw (a tensor at a time, pieces ending on 16-entry blocks) gives the values
+    and the generator state of draw_noise's single normal_ call."""
+    from noisereg.noise import add_noise_, draw_noise
+    params = _odd_params(dtype)
+    mult = [p.flatten(1).norm(dim=1).view(-1, *[1] * (p.dim() - 1)) if p.dim() > 1 else p.norm()
+            for p in params] if scaled else None
+    g1, g2 = torch.Generator().manual_seed(11), torch.Generator().manual_seed(11)
+    one = [p.clone() for p in params]
+    torch._foreach_add_(one, draw_noise(params, 0.3, g1, negate, mult))
+    streamed = [p.clone() for p in params]
+    add_noise_(streamed, 0.3, g2, negate, mult)
+    assert all(torch.equal(a, b) for a, b in zip(one, streamed))
+    assert torch.equal(g1.get_state(), g2.get_state())                 # the stream goes on unchanged
+    add_noise_(streamed, 0.3, torch.Generator().manual_seed(11), negate, mult, subtract=True)
+    for p, b in zip(params, streamed):                                   # (w + ε) − ε: within an ulp of w + ε
+        torch.testing.assert_close(b, p, rtol=0, atol=4 * torch.finfo(dtype).eps * float(p.abs().max() + 3))
+
+
+def test_regenerate_holds_one_tensor_of_noise_at_a_time():
+    """Peak memory, measured in fresh subprocesses (benchmarks/restore_memory.py): one perturb() of 16
+    Linear(512, 512) layers with restore="regenerate" needs at most the largest tensor plus 1 MB beyond the
+    weights, under a quarter of what the copy restore needs; the weights come back within ε(|w| + |noise|)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    if not Path("/proc/self/clear_refs").exists():
+        pytest.skip("needs Linux /proc to reset and read the peak RSS")
+    script = Path(__file__).parent.parent / "benchmarks" / "restore_memory.py"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(nr.__file__).parent.parent),
+                                                         os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, str(script), "--layers", "16", "--width", "512", "--repeats", "1",
+                          "--json"], check=True, capture_output=True, text=True, env=env).stdout
+    res = json.loads(out)
+    copy, regen = res["copy"], res["regenerate"]
+    assert copy["extra_peak_bytes"] >= 0.9 * copy["params_bytes"]       # the copy restore: a copy of everything
+    assert regen["extra_peak_bytes"] <= regen["largest_bytes"] + 2**20
+    assert res["ratio"] < 0.25
+    assert regen["max_error_in_eps"] <= 1.0 and copy["max_error_in_eps"] == 0.0
+
+
+def test_an_lpf_run_killed_and_resumed_ends_bit_for_bit_as_the_uninterrupted_one(tmp_path):
+    from noisereg.data.embedded import load_digits_split
+    from noisereg.models import MLP
+    from noisereg.training import train
+    from noisereg.training.settings import TrainSettings
+
+    data = load_digits_split(n_train=64)
+    spec = TrainSettings(epochs=4, lr=0.1, momentum=0.9, batch_size=20, lpf_samples=3, eval_every=1,
+                         checkpoint_every=1).spec(method="lpf", sigma=0.05, seed=1)
+    ref = train(lambda: MLP(64, (16,), 10), data, spec)
+
+    def kill(epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(lambda: MLP(64, (16,), 10), data, spec, checkpoint=tmp_path / "ck.pt", callback=kill)
+    got = train(lambda: MLP(64, (16,), 10), data, spec, checkpoint=tmp_path / "ck.pt", resume=True)
+    assert got["history"] == ref["history"] and got["final"] == ref["final"]

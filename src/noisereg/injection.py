@@ -19,7 +19,8 @@ How the weights are restored bit for bit: inside :meth:`NoiseInjector.perturb` e
 parameter's ``.data`` points to a fresh tensor ``w + noise``; on exit ``.data`` points back to the
 original, untouched tensor. Nothing is ever subtracted, so ``(w + e) - e != w`` rounding cannot
 occur. The noise for all perturbed tensors of one device and dtype is drawn by one ``normal_`` call
-into one flat buffer, so the extra memory is one copy of the perturbed tensors, only while inside.
+into one flat buffer, so the extra memory is one copy of the perturbed tensors, only while inside
+(``restore="regenerate"`` holds none: it adds the noise in place and subtracts it again on exit).
 
 FSDP2 (DTensor) parameters are the exception: FSDP2 all-gathers each parameter from the storage of
 its local shard, which a ``.data`` assignment would not reach. Their local shards are saved, the
@@ -45,7 +46,8 @@ from torch import nn
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from noisereg.layers import Layer
-from noisereg.noise import CONVENTIONS, MODES, ORDERS, NoiseLaw, check_choice, check_sigma, draw_noise, flat_layout, noisy_copies
+from noisereg.noise import (CONVENTIONS, MODES, ORDERS, NoiseLaw, add_noise_, check_choice, check_sigma, flat_layout,
+                            noisy_copies)
 
 __all__ = ["CONVENTIONS", "MODES", "NoiseInjector", "ORDERS", "check_sigma", "noisy_copies"]
 
@@ -165,9 +167,14 @@ class NoiseInjector:
         restore: ``"copy"`` (default): the perturbed weights are new tensors and the clean ones come
             back bit for bit. ``"regenerate"``: the noise is added in place and, on exit, drawn again
             from the saved generator state and subtracted, so no copy of the weights is held during
-            the block (for ``scale="filter"`` only the row norms are kept). Not bit-exact: each
-            restore leaves an error of at most half an ulp of ``w + noise`` per entry (float32: about
-            ``6e-8·(|w| + |noise|)``), a random walk over steps. Refused with ``scale="element"``
+            the block (for ``scale="filter"`` only the row norms are kept). On the CPU the noise is
+            drawn, added and drawn again a tensor at a time (:func:`noisereg.noise.add_noise_`, the
+            same values as the one-buffer draw), so the extra peak memory is the largest perturbed
+            tensor, not a copy of them all (benchmarks/restore_memory.py); on other devices the
+            group's noise is drawn into one buffer, which is freed before the block. Not bit-exact: each
+            restore rounds twice (``w + noise``, then ``− noise``), an error of at most
+            ``ε·(|w| + |noise|)`` per entry (ε the dtype's machine epsilon, float32 1.2e-7; measured up to
+            0.994 ε), a random walk over steps. Refused with ``scale="element"``
             (|w_i| cannot be recomputed from the perturbed weights) and for DTensor (FSDP2) parameters.
 
     Raises:
@@ -408,7 +415,7 @@ class NoiseInjector:
                     if self.restore == "regenerate":   # in place; the exit redraws the noise and subtracts it
                         mult, std = law.multipliers(group), law.std   # kept: σ may change inside the block
                         regenerated.append((group, device, gen.get_state(), std, mult))
-                        torch._foreach_add_(group, draw_noise(group, std, gen, negate, mult))
+                        add_noise_(group, std, gen, negate, mult)   # a tensor at a time on the CPU
                         continue
                     noisy = law.perturb_copies(group, gen, self.foreach, negate)
                     for p, new in zip(group, noisy):
@@ -438,7 +445,7 @@ class NoiseInjector:
                 for group, device, state, std, mult in regenerated:  # the same draw from the saved state, subtracted
                     gen = torch.Generator(device=device)
                     gen.set_state(state)
-                    torch._foreach_sub_(group, draw_noise(group, std, gen, negate, mult))
+                    add_noise_(group, std, gen, negate, mult, subtract=True)
                 for p, _, saved in copied:
                     # the shard FSDP holds now (its lazy init may re-pad it once, copying the values)
                     p.to_local().copy_(saved)

@@ -165,6 +165,74 @@ def draw_noise(params: Sequence[torch.Tensor], std: float, generator: torch.Gene
     return views
 
 
+NORMAL_BLOCK = 16
+"""The CPU ``normal_`` kernel fills a tensor of >= 16 entries by 16-entry blocks from uniforms drawn in order (and
+redraws the last 16 when the size is not a multiple of 16): so drawing a flat buffer in consecutive pieces whose
+sizes are multiples of 16, the last piece >= 16 entries, gives the same values and generator state as one
+``normal_`` over the whole buffer (tests/test_family_optim.py checks float32, float64 and bfloat16)."""
+
+
+def _pieces(offsets: Sequence[int], sizes: Sequence[int], total: int) -> list[tuple[int, int]]:
+    """``(first, target)`` of each slot ``[offset, offset + size)`` of the flat buffer: its values lie in
+    ``[first, target)``, of which ``[first, drawn)`` were drawn with the previous slot and ``[drawn, target)``
+    are drawn for it; ``target`` is a multiple of :data:`NORMAL_BLOCK` 16 entries or more before the end, or the
+    end (the last slot's ``target`` is the end: the padding after it is drawn as well)."""
+    out, drawn = [], 0
+    for k, (off, size) in enumerate(zip(offsets, sizes)):
+        end, target = off + size, drawn
+        if end > drawn:
+            target = min(total, -(-end // NORMAL_BLOCK) * NORMAL_BLOCK)
+        if k == len(sizes) - 1 or total - target < NORMAL_BLOCK:   # the padding at the end too; never a
+            target = total                                         # last piece of 1-15 entries
+        out.append((min(off, drawn), target))
+        drawn = target
+    return out
+
+
+def _slots(params: Sequence[torch.Tensor], std: float, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """The 1-d noise of each of ``params``' slots in :func:`draw_noise`'s flat buffer, in order, drawn (CPU) in
+    pieces that end on :data:`NORMAL_BLOCK` boundaries, so values and generator state are the one-buffer draw's.
+    Every slot is a view of one reused buffer, the size of the largest slot plus fewer than 64 entries: a slot
+    is valid until the next one is drawn."""
+    p0 = params[0]
+    offsets, total = flat_layout(params)
+    pieces = _pieces(offsets, [p.numel() for p in params], total)
+    buf = torch.empty(max((t - f for f, t in pieces), default=0), dtype=p0.dtype, device=p0.device)
+    drawn, start, carry = 0, 0, buf[:0]   # the stream is drawn up to `drawn`; carry: its values [start, drawn) unused
+    for p, off, (first, target) in zip(params, offsets, pieces):
+        end, block = off + p.numel(), buf[:target - first]
+        if drawn > first:
+            block[:drawn - first].copy_(carry[first - start:])
+        if target > drawn:
+            block[drawn - first:].normal_(0.0, std, generator=generator)
+        yield block[off - first:end - first]
+        start, drawn, carry = end, target, block[end - first:].clone()
+
+
+def add_noise_(params: Sequence[torch.Tensor], std: float, generator: torch.Generator, negate: bool = False,
+               multipliers: Sequence[torch.Tensor | None] | None = None, subtract: bool = False) -> None:
+    """In place: ``p += ± std · m ∘ N(0, I)`` (``p -=`` with ``subtract``), the very values :func:`draw_noise`
+    gives, for ``params`` of one device and dtype.
+
+    On the CPU the noise is drawn a parameter at a time (:func:`_slots`), so the extra memory is the largest
+    parameter plus a few entries, not a copy of them all; elsewhere (CUDA's ``normal_`` depends on the size of
+    the call) one :func:`draw_noise` buffer, as before. Used by ``restore="regenerate"`` in
+    :class:`noisereg.NoiseInjector` to perturb and to restore.
+    """
+    if params[0].device.type != "cpu":
+        views = draw_noise(params, std, generator, negate, multipliers)
+        (torch._foreach_sub_ if subtract else torch._foreach_add_)(list(params), views)
+        return
+    for k, (p, flat) in enumerate(zip(params, _slots(params, std, generator))):
+        v = torch.as_strided(flat, p.size(), p.stride()) if _is_dense(p) else flat.view(p.size())
+        if negate:
+            v.neg_()
+        m = multipliers[k] if multipliers else None
+        if m is not None:
+            v.mul_(m)
+        p.sub_(v) if subtract else p.add_(v)
+
+
 def noisy_copies(params: Sequence[torch.Tensor], std: float, generator: torch.Generator,
                  foreach: bool = True, negate: bool = False,
                  multipliers: Sequence[torch.Tensor | None] | None = None) -> list[torch.Tensor]:

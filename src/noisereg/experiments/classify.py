@@ -205,8 +205,13 @@ def _has_validation(results: dict) -> bool:
     return any("val_acc" in r["final"] for r in results["runs"])
 
 
+TIE_RULE = "a tie in mean validation accuracy goes to the smaller σ (ρ): the weaker perturbation, the one closer to GD"
+"""How :func:`select` breaks ties, in the words a report states it."""
+
+
 def select(results: dict, variant: str, metric: str = "val_acc") -> dict[str, float]:
-    """Each noisy arm's σ with the highest mean ``metric`` over seeds, in a variant (ties: the smaller σ).
+    """Each noisy arm's σ with the highest mean ``metric`` over seeds, in a variant (ties: the smaller σ,
+    :data:`TIE_RULE`).
 
     An arm whose every σ diverged gets its smallest σ, so its claims are still judged (the rule calls a
     diverged arm inconclusive) instead of vanishing from the report. GD (no σ) has no entry."""
@@ -218,6 +223,29 @@ def select(results: dict, variant: str, metric: str = "val_acc") -> dict[str, fl
         if a not in best or m > best[a][0]:
             best[a] = (m, s)
     return {a: s for a, (_, s) in sorted(best.items())}
+
+
+def selection_flags(results: dict, variant: str, metric: str = "val_acc") -> dict[str, str]:
+    """``{arm: flag}`` for each arm :func:`select` chose σ for: "" for an inner point of its grid, else what a
+    reader must know: "at the grid's edge (the lowest | highest of k: ...)" (a better σ may lie outside the
+    grid), "a grid of one point", and "tied on validation with σ=...: the smaller kept" (:data:`TIE_RULE`;
+    means equal within 1e-12)."""
+    stats = final_stats(results, metric)
+    out = {}
+    for a, s in select(results, variant, metric).items():
+        grid = sorted(g for (v, b, g) in stats if v == variant and b == a)
+        flags = []
+        if len(grid) == 1:
+            flags.append("a grid of one point")
+        elif s in (grid[0], grid[-1]):
+            flags.append(f"at the grid's edge (the {'lowest' if s == grid[0] else 'highest'} of {len(grid)}: "
+                         f"{', '.join(f'{g:g}' for g in grid)})")
+        best = stats[(variant, a, s)][0]
+        tied = [g for g in grid if g != s and math.isfinite(best) and abs(stats[(variant, a, g)][0] - best) <= 1e-12]
+        if tied:
+            flags.append(f"tied on validation with {', '.join(f'{g:g}' for g in tied)}: the smaller kept")
+        out[a] = "; ".join(flags)
+    return out
 
 
 def compare(results: dict, variant: str, metric: str = "test_acc"):

@@ -30,7 +30,7 @@ from noisereg.noise import NoiseLaw, paper_sigma
 from noisereg.optim import SAM, NoisyOptimizer
 from noisereg.smoothing import effective_risk
 from noisereg.training.checkpoint import load_checkpoint, save_checkpoint
-from noisereg.training.settings import FAMILY, TrainSpec, grad_evals_per_step, sigma_factor_at
+from noisereg.training.settings import FAMILY, TrainSpec, grad_evals_per_step, sigma_factor_at, sub_batches
 
 
 
@@ -211,7 +211,12 @@ def train(model_fn: Callable[[], nn.Module], data: Split, spec: TrainSpec, *, de
     """Train one run and return its record ``{"method", "sigma", "seed", "final", "history", ...}``.
 
     The record also states the run's cost: ``grad_evals_per_step`` (forward + backward passes on a
-    batch per update: 2 for ``"sam"``, 1 otherwise) and ``grad_evals`` (that times the updates done).
+    batch per update, :func:`~noisereg.training.settings.grad_evals_per_step`: 2 for ``"sam"``, 1 for the
+    paper's noise) and ``grad_evals`` (that times the updates done). Method ``"lpf"`` (LPF-SGD) splits each
+    step's batch into ``lpf_samples`` = M sub-batches (:func:`~noisereg.training.settings.sub_batches`; with
+    ``batch_size=None`` the batch is the whole training set), perturbs the weights afresh for each (per-filter
+    std γ‖w_row‖), backpropagates its loss times its share of the batch (1/M when M divides B) and steps once:
+    one batch gradient per step.
     Method ``"sam"`` reads ``sigma`` as SAM's ρ (scheduled like σ) and logs ``reg_loss`` at
     ``reg_sigma`` (default 0: it injects no noise).
 
@@ -276,6 +281,9 @@ def train(model_fn: Callable[[], nn.Module], data: Split, spec: TrainSpec, *, de
     n = len(data.x_train)
     bs = n if spec.batch_size is None else min(spec.batch_size, n)
     steps_per_epoch = math.ceil(n / bs)
+    parts = getattr(spec, rule["sub_batches"]) if "sub_batches" in rule else None   # LPF-SGD's M
+    if parts is not None:
+        sub_batches(n - (steps_per_epoch - 1) * bs, parts)   # the smallest batch (the last): refused up front
     model.train()
     for epoch in range(start, spec.epochs if not diverged else start):
         t0 = time.perf_counter()
@@ -290,6 +298,16 @@ def train(model_fn: Callable[[], nn.Module], data: Split, spec: TrainSpec, *, de
             xb, yb = data.x_train[idx], data.y_train[idx]
             if spec.augment:
                 xb = _augment(xb, gen)
+            if parts is not None:   # LPF-SGD: M sub-batches, a fresh draw for each, loss · |S_m|/B, one step
+                opt.zero_grad(set_to_none=True)
+                for part in sub_batches(len(xb), parts):
+                    with inj.perturb():
+                        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec.amp):
+                            loss = _loss(spec, model(xb[part]).float(), yb[part]) * ((part.stop - part.start) / len(xb))
+                        loss.backward()
+                    loss_sum += loss.detach()
+                opt.step()
+                continue
             if sam is not None or several is not None:  # SAM: at w (logged) and w + ρ g/‖g‖; family: see FAMILY
                 def closure(xb=xb, yb=yb):
                     opt.zero_grad(set_to_none=True)

@@ -29,10 +29,11 @@ the weight-perturbation family (:data:`FAMILY`), σ their noise scale γ."""
 FAMILY = {   # the family's rules as NoiseInjector + NoisyOptimizer settings (docs/EXPERIMENTS.md, "family")
     "rwp": {"scale": "filter"},                             # RWP (Li et al. 2022): per-filter std γ‖w_row‖
     "mrwp": {"scale": "filter", "clean_weight": 0.5},       # m-RWP: λ g(w + ξ) + (1 − λ) g(w), λ = 1/2
-    "lpf": {"scale": "filter", "samples": "lpf_samples"},   # LPF-SGD (Bisla et al. 2022): k per-filter draws
+    "lpf": {"scale": "filter", "sub_batches": "lpf_samples"},  # LPF-SGD (Bisla et al. 2022): M sub-batches, a draw each
     "nso": {"scale": "absolute", "antithetic": True, "samples": "nso_pairs"},  # NSO: k pairs ½(g(w+ξ) + g(w−ξ))
 }
-"""Method -> injector ``scale`` and :class:`noisereg.NoisyOptimizer` settings (a string: the TrainSettings field)."""
+"""Method -> injector ``scale`` and :class:`noisereg.NoisyOptimizer` settings (a string: the TrainSettings field);
+``sub_batches``: the step's batch is split into that many sub-batches, one draw each (:func:`sub_batches`)."""
 OPTIMIZERS = ("sgd", "adam", "adamw")      # "adam": L2 in the gradient; "adamw": decoupled weight decay
 LR_SCHEDULES = ("constant", "cosine")          # "cosine": annealed to 0 over the epochs
 SIGMA_SCHEDULES = {                            # factor on σ at the fraction t = epoch / epochs
@@ -59,14 +60,35 @@ def sigma_factor_at(schedule: str, t: float, factor: float = 1.0) -> float:
 
 def grad_evals_per_step(spec) -> int:
     """Gradient evaluations (forward + backward on a batch) per update of a run: 2 for SAM and m-RWP,
-    ``lpf_samples`` for LPF-SGD, 2·``nso_pairs`` for NSO, 1 otherwise."""
+    2·``nso_pairs`` for NSO, 1 otherwise (LPF-SGD's M draws each take the gradient on 1/M of the batch: one
+    batch gradient in all)."""
     if spec.method in ("sam", "mrwp"):
         return 2
-    if spec.method == "lpf":
-        return spec.lpf_samples
     if spec.method == "nso":
         return 2 * spec.nso_pairs
     return 1
+
+
+def sub_batches(batch: int, parts: int) -> list[slice]:
+    """LPF-SGD's split of a batch of ``batch`` points into ``parts`` = M contiguous sub-batches: sizes ⌊B/M⌋ or
+    ⌈B/M⌉, the first ``B mod M`` one larger (each sub-batch's loss is weighted by its share of the batch, so
+    the M gradients add up to one batch gradient; with M dividing B every weight is 1/M).
+
+    Raises:
+        ValueError: ``parts`` exceeds ``batch`` (a sub-batch would be empty).
+
+    Example:
+        >>> [(s.start, s.stop) for s in sub_batches(10, 4)]
+        [(0, 3), (3, 6), (6, 8), (8, 10)]
+    """
+    if parts > batch:
+        raise ValueError(f"lpf_samples must be <= the smallest batch ({batch} points), got {parts}: "
+                         "lower lpf_samples or raise batch_size")
+    size, extra = divmod(batch, parts)
+    bounds = [k * size + min(k, extra) for k in range(parts + 1)]
+    return [slice(a, b) for a, b in zip(bounds, bounds[1:])]
+
+
 SIGMA = Interval(0)
 SEED = Interval(0, integer=True)
 SEEDS = Each(SEED, unique=True)  # a sweep's seeds: a repeated seed would pair a run with itself
@@ -98,7 +120,7 @@ class TrainSettings(Checked):
     checkpoint_every: int = 0         # epochs between checkpoints (0: at every evaluation)
     amp: bool = False                 # bfloat16 autocast for forward and loss (no GradScaler needed)
     sigma_factor: float = 2.0         # "cosine_up": σ rises to σ·sigma_factor
-    lpf_samples: int = 4              # lpf: noise draws per step (k gradient evaluations)
+    lpf_samples: int = 4              # lpf: M, the sub-batches of a step's batch, one noise draw each (one batch gradient)
     nso_pairs: int = 1                # nso: antithetic pairs per step (2k gradient evaluations)
     certificate: bool = False         # cross-entropy runs: a PAC-Bayes risk certificate at the end (run["certificate"])
 
