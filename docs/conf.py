@@ -34,7 +34,7 @@ root_doc = "index"
 exclude_patterns = ["_build", "_ext", "auto_examples/*.ipynb", "auto_examples/*.py", "auto_examples/*.zip",
                     "auto_examples/*.json", "auto_examples/*.md5", "results/REPORT.md"]
 
-myst_heading_anchors = 3            # `[text](page.md#a-heading)` links resolve, as on GitHub
+myst_heading_anchors = 3            # links to a heading of another page (#a-heading) resolve, as on GitHub
 myst_enable_extensions = ["colon_fence"]
 suppress_warnings = ["myst.header"]  # the generated REPORT.md pages start their sections at level 2
 
