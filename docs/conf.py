@@ -40,7 +40,6 @@ suppress_warnings = ["myst.header"]  # the generated REPORT.md pages start their
 
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
-autodoc_default_options = {"show-inheritance": False}
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 
