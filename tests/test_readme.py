@@ -23,6 +23,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 SKIP_DIRS = {"_build", "_generated", "auto_examples", "results"}   # built pages and `noisereg report`'s output
+# pages whose python block is a file to save, not a session: run as written by their own test
+RUN_ELSEWHERE = {"docs/custom_experiment.md": "tests/test_custom_experiment.py"}
 
 
 def python_blocks(path: Path) -> list[str]:
@@ -31,7 +33,13 @@ def python_blocks(path: Path) -> list[str]:
 
 def pages_with_python() -> list[str]:
     docs = [p for p in sorted((ROOT / "docs").rglob("*.md")) if not SKIP_DIRS & set(p.relative_to(ROOT).parts)]
-    return [p.relative_to(ROOT).as_posix() for p in [README, *docs] if python_blocks(p)]
+    rels = [p.relative_to(ROOT).as_posix() for p in [README, *docs] if python_blocks(p)]
+    return [r for r in rels if r not in RUN_ELSEWHERE]
+
+
+def test_pages_run_elsewhere_are_run_there():
+    for page, test in RUN_ELSEWHERE.items():
+        assert python_blocks(ROOT / page) and page in (ROOT / test).read_text(), (page, test)
 
 
 @cache
