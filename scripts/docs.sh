@@ -8,4 +8,5 @@ NOISEREG_EXTRAS=docs source "$(dirname "$0")/env.sh"
 cd "$(dirname "$0")/../docs"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"   # the examples are toy-sized: one thread each is fastest
 python -m sphinx -W --keep-going -q -b html . _build/html "$@"
+PYTHONPATH="$PWD/../src${PYTHONPATH:+:$PYTHONPATH}" python _ext/noisereg_docs.py check _build/html   # noisereg.<name> for each public name
 echo "docs built: $PWD/_build/html/index.html"

@@ -66,6 +66,16 @@ def test_cli_page_renders_every_subcommand_and_option():
     assert "## The experiments (`noisereg list`)" in page and "fig3" in page
 
 
+def test_the_built_page_check_names_a_missing_anchor(tmp_path):
+    """scripts/docs.sh runs this check on the built site: every public name has its anchor in the HTML."""
+    (tmp_path / "_generated").mkdir()
+    ids = "".join(f'<dt id="noisereg.{n}">' for n in noisereg.__all__)
+    (tmp_path / "_generated" / "api.html").write_text(ids)
+    assert noisereg_docs.missing_anchors(tmp_path) == []
+    (tmp_path / "_generated" / "api.html").write_text(ids.replace('id="noisereg.SAM"', ""))
+    assert noisereg_docs.missing_anchors(tmp_path) == ["SAM"]
+
+
 def test_written_pages_are_the_generated_ones(tmp_path):
     paths = noisereg_docs.write_pages(tmp_path)
     assert [p.name for p in paths] == ["api.rst", "cli.md"]

@@ -118,3 +118,22 @@ def write_pages(out: Path) -> list[Path]:
             path.write_text(text)
         paths.append(path)
     return paths
+
+
+def missing_anchors(html_dir: Path) -> list[str]:
+    """The names of ``noisereg.__all__`` without an ``id="noisereg.<name>"`` anchor in the built API page."""
+    import noisereg
+
+    page = (Path(html_dir) / "_generated" / "api.html").read_text()
+    return [name for name in noisereg.__all__ if f'id="noisereg.{name}"' not in page]
+
+
+if __name__ == "__main__":   # python docs/_ext/noisereg_docs.py check docs/_build/html  (run by scripts/docs.sh)
+    import sys
+
+    if sys.argv[1:2] != ["check"] or len(sys.argv) != 3:
+        sys.exit("usage: python docs/_ext/noisereg_docs.py check HTML_DIR")
+    missing = missing_anchors(Path(sys.argv[2]))
+    if missing:
+        sys.exit(f"the API page has no anchor for noisereg.{', noisereg.'.join(missing)}: rebuild with -E")
+    print("API page: an anchor for each of the", len(__import__("noisereg").__all__), "names of noisereg.__all__")
