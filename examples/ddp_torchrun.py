@@ -1,4 +1,5 @@
 """Noise injection under DistributedDataParallel, launched with torchrun (CPU: gloo).
+==================================================================================
 
     torchrun --standalone --nproc_per_node 2 examples/ddp_torchrun.py [--steps 100]
 
@@ -15,7 +16,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import noisereg as nr
 
-parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])  # the docs gallery runs it without a docstring
 parser.add_argument("--steps", type=int, default=100)
 parser.add_argument("--sigma", type=float, default=0.05)
 args = parser.parse_args()

@@ -1,4 +1,5 @@
 """Noise injection on an FSDP2-sharded model (fully_shard), launched with torchrun (CPU: gloo).
+============================================================================================
 
     torchrun --standalone --nproc_per_node 2 examples/fsdp2_torchrun.py [--steps 50] [--mode layer]
 
@@ -21,7 +22,7 @@ from torch.distributed.fsdp import fully_shard
 
 import noisereg as nr
 
-parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])  # the docs gallery runs it without a docstring
 parser.add_argument("--steps", type=int, default=50)
 parser.add_argument("--mode", choices=["full", "layer"], default="layer")
 parser.add_argument("--sigma", type=float, default=0.05)

@@ -1,4 +1,5 @@
 """Noise injection in the Hugging Face Trainer with NoiseInjectionCallback (a tiny GPT-2, no downloads).
+=====================================================================================================
 
     python examples/hf_trainer.py [--steps 60] [--accumulate 2]
     torchrun --standalone --nproc_per_node 2 examples/hf_trainer.py
@@ -16,7 +17,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
 
 from noisereg.integrations.transformers import NoiseInjectionCallback
 
-parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])  # the docs gallery runs it without a docstring
 parser.add_argument("--steps", type=int, default=60)
 parser.add_argument("--sigma", type=float, default=0.01)
 parser.add_argument("--accumulate", type=int, default=2)

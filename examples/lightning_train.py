@@ -1,4 +1,5 @@
 """Noise injection in PyTorch Lightning with the NoiseInjection callback.
+======================================================================
 
     python examples/lightning_train.py [--epochs 5] [--accumulate 2] [--precision bf16-mixed]
     torchrun --standalone --nproc_per_node 2 examples/lightning_train.py --devices 2 --strategy ddp
@@ -15,7 +16,7 @@ import torch
 
 from noisereg.integrations.lightning import NoiseInjection
 
-parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])  # the docs gallery runs it without a docstring
 parser.add_argument("--epochs", type=int, default=5)
 parser.add_argument("--sigma", type=float, default=0.05)
 parser.add_argument("--accumulate", type=int, default=2)

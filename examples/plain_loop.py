@@ -1,4 +1,5 @@
 """Noise injection in a hand-written PyTorch loop: the three-line form and the closure form.
+=========================================================================================
 
     python examples/plain_loop.py [--steps 300] [--sigma 0.05]
 
@@ -13,7 +14,7 @@ import torch
 
 import noisereg as nr
 
-parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])  # the docs gallery runs it without a docstring
 parser.add_argument("--steps", type=int, default=300)
 parser.add_argument("--sigma", type=float, default=0.05)
 args = parser.parse_args()

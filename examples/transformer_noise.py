@@ -1,4 +1,5 @@
 """Layer-wise noise on a tiny transformer in the Hugging Face Trainer, on generated modular addition (no downloads).
+=================================================================================================================
 
     python examples/transformer_noise.py [--steps 300] [--sigma 0.02] [--p 23]
 
@@ -22,7 +23,7 @@ import noisereg as nr
 from noisereg.data.modular import modular_addition
 from noisereg.integrations.transformers import NoiseInjectionCallback
 
-parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])  # the docs gallery runs it without a docstring
 parser.add_argument("--steps", type=int, default=300)
 parser.add_argument("--sigma", type=float, default=0.02)
 parser.add_argument("--p", type=int, default=23)

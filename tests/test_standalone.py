@@ -28,7 +28,7 @@ EXTENSIONS = {".py", ".md", ".toml", ".sh", ".txt", ".cfg", ".yml", ".yaml"}
 OUTSIDE = ".." + "/shared"                       # split so that this file does not match itself
 MD_NAME = re.compile(r"\b[A-Za-z0-9_./-]+\.md\b")
 URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
-GENERATED = {"REPORT.md"}                        # written by `noisereg report` into --out
+GENERATED = {"REPORT.md", "cli.md"}   # written by `noisereg report` into --out; by the docs build into docs/_generated
 THEORY = "docs/THEORY.md"
 THEORY_CITE = re.compile(
     r"THEORY\.md,?\s*(§\s*\d+(?:\.\d+)?(?:\s*(?:,|and|or|–|-)\s*(?:§\s*)?\d+(?:\.\d+)?)*)")

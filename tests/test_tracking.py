@@ -311,11 +311,10 @@ def test_the_command_line_imports_no_backend_until_asked():
     assert out.strip() == "[]"
 
 
-def test_readme_commands_run_as_written(tmp_path, shared, monkeypatch, capsys):
-    """The README's tracking commands (those that need no server or viewer), with runs/ under a temporary
+def test_tracking_guide_commands_run_as_written(tmp_path, shared, monkeypatch, capsys):
+    """The tracking guide's commands (those that need no server or viewer), with runs/ under a temporary
     directory and the MLflow store of this module."""
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme.split("## Watching runs: TensorBoard and MLflow")[1].split("\n## ")[0]
+    section = (Path(__file__).resolve().parents[1] / "docs/guide/tracking.md").read_text()
     lines = [line.split("#")[0].strip() for block in re.findall(r"```bash\n(.*?)```", section, flags=re.S)
              for line in block.splitlines()]
     commands = [shlex.split(line) for line in lines if line.startswith("noisereg ")]

@@ -119,12 +119,12 @@ class NoiseInjector:
     trainable parameter ("GD+noise"); ``mode="layer"`` adds noise to one of the :math:`M` layers
     ("GD+noise (layer)"), with per-entry standard deviation:
 
-    ============  ===================  ==================
-    convention    full                 layer
-    ============  ===================  ==================
-    ``paper``     :math:`\sigma`        :math:`\sigma\sqrt{M}`
-    ``official``  :math:`\sigma/\sqrt{M}`  :math:`\sigma`
-    ============  ===================  ==================
+    ============  =========================  ========================
+    convention    full                       layer
+    ============  =========================  ========================
+    ``paper``     :math:`\sigma`             :math:`\sigma\sqrt{M}`
+    ``official``  :math:`\sigma/\sqrt{M}`    :math:`\sigma`
+    ============  =========================  ========================
 
     where :math:`M` = ``len(inj.layers)``. The two conventions differ only in what σ means: for the
     same layers, ``official`` with σ equals ``paper`` with σ/√M. The law itself (layers, std, the
@@ -160,7 +160,7 @@ class NoiseInjector:
             lower variance, a weaker effective noise per step).
         foreach: use ``torch._foreach_add_`` (default) or a for-loop (reference, same result).
         scale: ``"absolute"`` (default, the paper), ``"filter"`` or ``"element"``: the per-entry std
-            multiplier (1, the row's / vector's norm, |w_i|), computed from the clean weights at each
+            multiplier (1, the row's / vector's norm, :math:`|w_i|`), computed from the clean weights at each
             perturbation; see :class:`noisereg.noise.NoiseLaw`. RWP and LPF-SGD use ``"filter"``.
         exclude: parameters never perturbed (name substrings or a predicate ``(name, param) -> bool``,
             e.g. ``exclude=["bias", "norm"]``); they form no layer, M counts the others.
@@ -175,7 +175,7 @@ class NoiseInjector:
             restore rounds twice (``w + noise``, then ``− noise``), an error of at most
             ``ε·(|w| + |noise|)`` per entry (ε the dtype's machine epsilon, float32 1.2e-7; measured up to
             0.994 ε), a random walk over steps. Refused with ``scale="element"``
-            (|w_i| cannot be recomputed from the perturbed weights) and for DTensor (FSDP2) parameters.
+            (:math:`|w_i|` cannot be recomputed from the perturbed weights) and for DTensor (FSDP2) parameters.
 
     Raises:
         ValueError: an argument out of range; ``seed`` with ``generator``; with DTensor (FSDP2)
