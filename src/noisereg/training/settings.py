@@ -57,16 +57,25 @@ def sigma_factor_at(schedule: str, t: float, factor: float = 1.0) -> float:
     return SIGMA_SCHEDULES[schedule](t)
 
 
+def family_options(spec) -> dict:
+    """The :class:`noisereg.NoisyOptimizer` settings (``samples``, ``antithetic``, ``clean_weight``) of a run's
+    method by :data:`FAMILY` (a string there names the spec's field); the defaults for the other methods."""
+    rule = FAMILY.get(spec.method, {})
+    samples = rule.get("samples", 1)
+    return {"samples": getattr(spec, samples) if isinstance(samples, str) else samples,
+            "antithetic": rule.get("antithetic", False), "clean_weight": rule.get("clean_weight", 0.0)}
+
+
 def grad_evals_per_step(spec) -> int:
-    """Gradient evaluations (forward + backward on a batch) per update of a run: 2 for SAM and m-RWP,
-    ``lpf_samples`` for LPF-SGD, 2·``nso_pairs`` for NSO, 1 otherwise."""
-    if spec.method in ("sam", "mrwp"):
-        return 2
-    if spec.method == "lpf":
-        return spec.lpf_samples
-    if spec.method == "nso":
-        return 2 * spec.nso_pairs
-    return 1
+    """Gradient evaluations (forward + backward on a batch) per update of a run, as the optimizer that runs it
+    counts them: :attr:`noisereg.SAM.grad_evals_per_step` (2) for SAM, else
+    :meth:`noisereg.NoisyOptimizer.evals_per_step` of :func:`family_options` (2 for m-RWP, ``lpf_samples`` for
+    LPF-SGD, 2·``nso_pairs`` for NSO, 1 otherwise)."""
+    from noisereg.optim import SAM, NoisyOptimizer
+
+    if spec.method == "sam":
+        return SAM.grad_evals_per_step
+    return NoisyOptimizer.evals_per_step(**family_options(spec))
 SIGMA = Interval(0)
 SEED = Interval(0, integer=True)
 SEEDS = Each(SEED, unique=True)  # a sweep's seeds: a repeated seed would pair a run with itself
