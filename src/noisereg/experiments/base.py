@@ -237,6 +237,12 @@ def default_device() -> str:
 
 
 # ------------------------------------------------------------------------------------- runner
+def _classification(split) -> bool:
+    """Whether ``split`` is a classification data set (integer labels): its class count goes into results.json."""
+    y = getattr(split, "y_train", None)
+    return isinstance(y, torch.Tensor) and not y.dtype.is_floating_point and hasattr(split, "num_classes")
+
+
 def data_note(results: dict) -> str:
     """The data a run used, in words: the ``--data`` file's name, the ``--data-dir`` directory (or
     the one found by searching), the embedded Fashion-MNIST subset or digits (else the loaded split's
@@ -349,6 +355,7 @@ def run_experiment(exp: Experiment, preset: str, out: str | Path, *, overrides: 
         results = {"experiment": exp.name, "preset": preset, "config": config,
                    "data": getattr(split, "name", str(split)),
                    **({"sizes": {name: len(x) for name, x, _ in split.splits()}} if hasattr(split, "splits") else {}),
+                   **({"classes": split.num_classes} if _classification(split) else {}),
                    "environment": {"torch": torch.__version__, "python": platform.python_version(),
                                    "device": pool.device, "git": _git_hash(), "command": _command()},
                    "runs": [done[r.id] for r in runs if r.id in done]}
