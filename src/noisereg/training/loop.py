@@ -28,9 +28,10 @@ from noisereg.injection import NoiseInjector
 from noisereg.losses import loss_value
 from noisereg.noise import NoiseLaw, paper_sigma
 from noisereg.optim import SAM, NoisyOptimizer
+from noisereg.schedules import sigma_factor
 from noisereg.smoothing import effective_risk
 from noisereg.training.checkpoint import load_checkpoint, save_checkpoint
-from noisereg.training.settings import FAMILY, TrainSpec, family_options, grad_evals_per_step, sigma_factor_at
+from noisereg.training.settings import FAMILY, TrainSpec, family_options, grad_evals_per_step
 
 
 
@@ -53,7 +54,7 @@ def sigma_at(spec: TrainSpec, epoch: int) -> float:
     """σ used in ``epoch`` (0-based): the schedule applied to ``spec.sigma``, 0 from the noise stop on."""
     if spec.noise_stop_epoch is not None and epoch >= spec.noise_stop_epoch:
         return 0.0
-    return spec.sigma * sigma_factor_at(spec.sigma_schedule, epoch / spec.epochs, spec.sigma_factor)
+    return spec.sigma * sigma_factor(spec.sigma_schedule, epoch / spec.epochs, spec.sigma_factor)
 
 
 def _loss(spec: TrainSpec, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -16,12 +16,12 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 
 from noisereg.constraints import Checked, Each, Interval, IsBool, OneOf, OrNone
 from noisereg.injection import CONVENTIONS, MODES, ORDERS
 from noisereg.layers import LAYER_SCHEMES
+from noisereg.schedules import SIGMA_SCHEDULES
 
 METHODS = ("gd", *MODES, "sam", "rwp", "mrwp", "lpf", "nso")
 """``"gd"``: no noise; ``"full"``/``"layer"``: the paper's NoiseInjector modes; ``"sam"``: nr.SAM, ρ = sigma;
@@ -35,26 +35,12 @@ FAMILY = {   # the family's rules as NoiseInjector + NoisyOptimizer settings (do
 """Method -> injector ``scale`` and :class:`noisereg.NoisyOptimizer` settings (a string: the TrainSettings field)."""
 OPTIMIZERS = ("sgd", "adam", "adamw")      # "adam": L2 in the gradient; "adamw": decoupled weight decay
 LR_SCHEDULES = ("constant", "cosine")          # "cosine": annealed to 0 over the epochs
-SIGMA_SCHEDULES = {                            # factor on σ at the fraction t = epoch / epochs
-    "constant": lambda t: 1.0,
-    "linear": lambda t: 1.0 - t,
-    "cosine": lambda t: 0.5 * (1.0 + math.cos(math.pi * t)),
-    "cosine_up": None,   # γ to γ·sigma_factor along a half cosine (LPF-SGD's radius schedule), see sigma_factor_at
-}
 LOGGABLE = ("reg_loss", "ggn_trace", "hessian_trace")
 TRACE_ESTIMATORS = ("exact", "sampled")        # ggn_trace, or sampled_ggn_trace (with a standard error)
 TRAIN_LOSSES = ("cross_entropy", "square")
 
 # constraints shared by the training settings and by experiment configs (one definition each)
 METHOD = OneOf(*METHODS)
-
-
-def sigma_factor_at(schedule: str, t: float, factor: float = 1.0) -> float:
-    """The factor on σ at the fraction ``t`` of training: :data:`SIGMA_SCHEDULES`; ``"cosine_up"`` rises from
-    1 to ``factor`` as ``1 + (factor − 1)(1 − cos πt)/2``."""
-    if schedule == "cosine_up":
-        return 1.0 + (factor - 1.0) * 0.5 * (1.0 - math.cos(math.pi * t))
-    return SIGMA_SCHEDULES[schedule](t)
 
 
 def family_options(spec) -> dict:
