@@ -289,3 +289,18 @@ def test_one_run_is_singular_and_list_is_aligned(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     starts = {len(line) - len(line[len(line.split()[0]):].lstrip()) for line in lines}   # where descriptions start
     assert len(starts) == 1 and any(line.startswith("transformer ") for line in lines), lines
+
+
+def test_resume_of_a_folder_written_before_a_config_field_existed(tmp_path, capsys):
+    """train_only_classes came later: an older results.json without it resumes when it holds its default."""
+    out = tmp_path / "o"
+    argv = ["run", "fig3", "--preset", "smoke", "--out", str(out), "--quiet", "--set", "methods=gd"]
+    assert main(argv) == 0
+    path = out / "results.json"
+    res = json.loads(path.read_text())
+    del res["config"]["train_only_classes"]
+    path.write_text(json.dumps(res))
+    assert main([*argv, "--resume"]) == 0
+    path.write_text(json.dumps(res))
+    assert main([*argv, "--resume", "--set", "train_only_classes=true"]) == 2
+    assert "train_only_classes: (absent) -> True" in capsys.readouterr().err

@@ -322,6 +322,10 @@ def run_experiment(exp: Experiment, preset: str, out: str | Path, *, overrides: 
         except (ValueError, KeyError, TypeError) as e:
             raise UserError(f"{path} is not a readable results.json ({type(e).__name__}: {e}); move it away or "
                             "choose another --out") from None
+        if isinstance(previous.get("config"), dict):   # fields added since it was written read as their defaults
+            previous["config"] = {**{f.name: json.loads(json.dumps(f.default)) for f in dataclasses.fields(cfg)
+                                     if f.name not in previous["config"] and f.default == getattr(cfg, f.name)},
+                                  **previous["config"]}
         if previous.get("config") != json.loads(json.dumps(config)) or previous.get("preset") != preset:
             raise UserError(f"{path} was written with other settings ({_differences(previous, preset, config)}); "
                             "--resume needs the same preset, --set and data")
