@@ -231,3 +231,76 @@ def test_resume_and_device_reach_the_runs(tmp_path, capsys, monkeypatch):
     again = json.loads((out / "results.json").read_text())
     assert [r["id"] for r in again["runs"]] == [r["id"] for r in res["runs"]]
     assert again["runs"][-1]["final"] == res["runs"][-1]["final"]
+
+
+# ------------------------------------------------------------------ files and messages (issue 33, points 6 and 7)
+@pytest.mark.parametrize("damage,match", [
+    (lambda r: [1, 2, 3], "results.json holds a JSON list, not a noisereg results object; restore it"),
+    (lambda r: {**r, "runs": [{k: v for k, v in r["runs"][0].items() if k != "final"}]},
+     r"results.json: run 0 \(gd-s0\) lacks a valid 'final'; restore it"),
+    (lambda r: {**r, "runs": "none"}, "results.json lacks a valid 'runs' \\(list\\)"),
+    (lambda r: {**r, "runs": [7]}, "results.json: run 0 is a JSON int, not a run record"),
+    (lambda r: {**r, "runs": [{**r["runs"][0], "sigma": "x"}]}, r"run 0 \(gd-s0\) lacks a valid 'sigma'"),
+], ids=["list", "run-without-final", "runs-not-a-list", "run-not-an-object", "sigma-not-a-number"])
+def test_report_on_a_malformed_results_json_is_one_line_exit_2(tmp_path, capsys, damage, match):
+    import re
+
+    out = tmp_path / "o"
+    assert main(["run", "fig3", "--preset", "smoke", "--out", str(out), "--quiet", "--set", "methods=gd"]) == 0
+    capsys.readouterr()
+    path = out / "results.json"
+    path.write_text(json.dumps(damage(json.loads(path.read_text()))))
+    assert main(["report", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and re.search(match, err), err
+
+
+def test_resume_from_a_truncated_checkpoint_says_what_to_do(tmp_path, capsys):
+    out = tmp_path / "o"
+    argv = ["run", "fig3", "--preset", "smoke", "--out", str(out), "--quiet", "--set", "methods=gd"]
+    assert main(argv) == 0
+    path = out / "results.json"
+    res = json.loads(path.read_text())
+    path.write_text(json.dumps({**res, "runs": []}))   # the run was killed after its checkpoint was cut short
+    ckpt = out / "checkpoints" / "gd-s0.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:300])
+    capsys.readouterr()
+    assert main([*argv, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"cannot read checkpoint {ckpt} (" in err
+    assert "truncated or damaged; delete it and run again with --resume, and that run starts over from step 0" in err
+    ckpt.unlink()
+    assert main([*argv, "--resume"]) == 0
+
+
+def test_resume_on_a_folder_without_results_says_it_starts_afresh(tmp_path, capsys):
+    out = tmp_path / "never-ran"
+    assert main(["run", "fig2", "--preset", "smoke", "--out", str(out), "--quiet", "--resume"]) == 0
+    captured = capsys.readouterr()
+    assert (f"noisereg: --resume: {out} holds no results.json, so there is nothing to resume; starting afresh"
+            in captured.err)
+    assert (out / "results.json").exists()
+
+
+def test_one_run_is_singular_and_list_is_aligned(tmp_path, capsys):
+    assert main(["run", "fig3", "--preset", "smoke", "--out", str(tmp_path / "o"), "--quiet", "--set", "methods=gd"]) == 0
+    assert "fig3: 1 run in " in capsys.readouterr().out
+    assert main(["list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    starts = {len(line) - len(line[len(line.split()[0]):].lstrip()) for line in lines}   # where descriptions start
+    assert len(starts) == 1 and any(line.startswith("transformer ") for line in lines), lines
+
+
+def test_resume_of_a_folder_written_before_a_config_field_existed(tmp_path, capsys):
+    """train_only_classes came later: an older results.json without it resumes when it holds its default."""
+    out = tmp_path / "o"
+    argv = ["run", "fig3", "--preset", "smoke", "--out", str(out), "--quiet", "--set", "methods=gd"]
+    assert main(argv) == 0
+    path = out / "results.json"
+    res = json.loads(path.read_text())
+    del res["config"]["train_only_classes"]
+    path.write_text(json.dumps(res))
+    assert main([*argv, "--resume"]) == 0
+    path.write_text(json.dumps(res))
+    assert main([*argv, "--resume", "--set", "train_only_classes=true"]) == 2
+    assert "train_only_classes: (absent) -> True" in capsys.readouterr().err

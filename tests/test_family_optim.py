@@ -5,6 +5,8 @@ import dataclasses
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import noisereg as nr
 
@@ -114,8 +116,8 @@ def test_one_antithetic_step_on_a_quadratic_is_a_clean_step():
     ({"samples": 0}, ValueError, "samples must be an integer >= 1"),
     ({"samples": 1.5}, TypeError, "samples must be an integer"),
     ({"antithetic": 1}, TypeError, "antithetic must be True or False"),
-    ({"clean_weight": 1.5}, ValueError, r"clean_weight must be a number in \[0, 1\]"),
-    ({"clean_weight": -0.1}, ValueError, r"clean_weight must be a number in \[0, 1\]"),
+    ({"clean_weight": 1.5}, ValueError, r"clean_weight must be a number in \[0, 1\)"),
+    ({"clean_weight": -0.1}, ValueError, r"clean_weight must be a number in \[0, 1\)"),
 ])
 def test_noisy_optimizer_settings_are_checked(kwargs, error, match):
     model, *_, inj = _setup()
@@ -602,3 +604,79 @@ def test_an_lpf_run_killed_and_resumed_ends_bit_for_bit_as_the_uninterrupted_one
         train(lambda: MLP(64, (16,), 10), data, spec, checkpoint=tmp_path / "ck.pt", callback=kill)
     got = train(lambda: MLP(64, (16,), 10), data, spec, checkpoint=tmp_path / "ck.pt", resume=True)
     assert got["history"] == ref["history"] and got["final"] == ref["final"]
+
+
+# ------------------------------------------------------------------ misuse refused on construction (issue 33)
+def test_injector_on_another_model_is_refused():
+    """An injector built on parameters the optimizer does not hold would perturb weights that are never stepped."""
+    model, *_, _ = _setup()
+    other, *_, other_inj = _setup()
+    with pytest.raises(ValueError, match=r"injector perturbs 4 parameter\(s\) the optimizer does not hold.*build the"):
+        nr.NoisyOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), other_inj)
+    part = nr.NoiseInjector(list(model.parameters())[:2], sigma=0.1, seed=0)   # a subset is fine
+    nr.NoisyOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), part)
+
+
+@settings(max_examples=30, deadline=None, derandomize=True)
+@given(st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-3, 3), st.booleans()))
+def test_clean_weight_must_be_in_zero_one_half_open(value):
+    model, *_, inj = _setup()
+    ok = not isinstance(value, bool) and value == value and 0 <= value < 1
+    if ok:
+        opt = nr.NoisyOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), inj, clean_weight=value)
+        assert opt.clean_weight == float(value)
+    else:
+        with pytest.raises(ValueError, match=r"clean_weight must be a number in \[0, 1\) \(1 gives the noisy"):
+            nr.NoisyOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), inj, clean_weight=value)
+
+
+@settings(max_examples=30, deadline=None, derandomize=True)
+@given(st.lists(st.text(alphabet="0123456789.abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=8), min_size=1,
+                max_size=3))
+def test_exclude_entries_must_each_match_a_parameter(entries):
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
+    names = [n for n, _ in model.named_parameters()]
+    unmatched = [e for e in entries if not any(e in n for n in names)]
+    covered = all(any(e in n for e in entries) for n in names)
+    if unmatched:
+        with pytest.raises(ValueError, match=r"exclude entries .* match no parameter name .*fix or drop them"):
+            nr.NoiseInjector(model, sigma=0.1, exclude=entries, seed=0)
+    elif covered:
+        with pytest.raises(ValueError, match="exclude leaves no parameter to perturb"):
+            nr.NoiseInjector(model, sigma=0.1, exclude=entries, seed=0)
+    else:
+        inj = nr.NoiseInjector(model, sigma=0.1, exclude=entries, seed=0)
+        assert all(not any(e in n for e in entries) for n, p in model.named_parameters()
+                   if any(p is q for q in inj.law.params))
+
+
+def test_exclude_typo_is_refused():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
+    with pytest.raises(ValueError, match=r"exclude entries \['typo'\] match no parameter name"):
+        nr.NoiseInjector(model, sigma=0.1, exclude=["bias", "typo"], seed=0)
+
+
+@pytest.mark.parametrize("outer", ["SAM", "NoisyOptimizer"])
+@pytest.mark.parametrize("inner", ["SAM", "NoisyOptimizer"])
+def test_nested_wrappers_are_refused_when_built(outer, inner):
+    model, *_, inj = _setup()
+    wrap = {"SAM": lambda o: nr.SAM(o, rho=0.05), "NoisyOptimizer": lambda o: nr.NoisyOptimizer(o, inj)}
+    built = wrap[inner](torch.optim.SGD(model.parameters(), lr=0.1))
+    with pytest.raises(TypeError, match=f"optimizer must be a plain torch.optim.Optimizer, got a {inner}: {outer} "
+                                        "cannot wrap another noisereg wrapper"):
+        wrap[outer](built)
+
+
+def test_grad_evals_per_step_of_both_wrappers():
+    model, *_, inj = _setup()
+    assert nr.SAM(torch.optim.SGD(model.parameters(), lr=0.1)).grad_evals_per_step == nr.SAM.grad_evals_per_step == 2
+    opt = nr.NoisyOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), inj, samples=3, antithetic=True,
+                            clean_weight=0.5)
+    assert opt.grad_evals_per_step == nr.NoisyOptimizer.evals_per_step(3, True, 0.5) == 7
+
+
+def test_injector_repr_shows_every_setting():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
+    inj = nr.NoiseInjector(model, sigma=0.1, scale="filter", exclude="bias", restore="regenerate", seed=3)
+    assert repr(inj) == ("NoiseInjector(sigma=0.1, mode='layer', order='random', convention='paper', scale='filter', "
+                         "exclude=['bias'], restore='regenerate', num_layers=2, seed=3)")

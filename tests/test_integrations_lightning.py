@@ -254,3 +254,156 @@ def test_noisy_optimizer_with_lightning_accumulation_is_refused_before_any_updat
         trainer(accumulate_grad_batches=2).fit(module, loader())
     assert all(torch.equal(p, q) for p, q in zip(module.parameters(), before))
     assert len(steps) == (0 if built_from == "module" else 1)   # fit start vs the first step (1 micro-batch ran)
+
+
+# ------------------------------------------------------------- the weight-perturbation family, SAM, σ schedules
+from noisereg.integrations.lightning import SharpnessAware  # noqa: E402
+
+FAMILY_CASES = {   # callback options -> (injector options, NoisyOptimizer options) of the reference loop
+    "rwp": ({"scale": "filter"}, {}),
+    "mrwp": ({"scale": "filter"}, {"clean_weight": 0.5}),
+    "lpf": ({"scale": "filter"}, {"samples": 3}),
+    "nso": ({}, {"antithetic": True, "samples": 2}),
+    "exclude-regenerate": ({"exclude": ["bias"], "restore": "regenerate"}, {"samples": 2}),
+}
+
+
+def family_reference(inj_options, family, epochs=2, sigma=0.1, seed=7, schedule=None, optimizer=None):
+    """The closure loop: NoisyOptimizer (or ``optimizer(opt)``) stepping on every batch; σ set by ``schedule``."""
+    net = make_net()
+    opt = make_sgd(net.parameters())
+    inj = nr.NoiseInjector(net, sigma, mode="layer", seed=seed, **inj_options)
+    wrapped = optimizer(opt) if optimizer else nr.NoisyOptimizer(opt, inj, **family)
+    step = 0
+    for _ in range(epochs):
+        for x, y in loader():
+            if schedule is not None:
+                inj.sigma = schedule(step)
+
+            def closure(x=x, y=y):
+                wrapped.zero_grad()
+                loss = sq_loss(net(x), y)
+                loss.backward()
+                return loss
+
+            wrapped.step(closure)
+            step += 1
+    return net, inj
+
+
+@pytest.mark.parametrize("case", list(FAMILY_CASES))
+def test_the_family_options_equal_the_noisy_optimizer_loop(case):
+    inj_options, family = FAMILY_CASES[case]
+    module, cb = Net(), NoiseInjection(sigma=0.1, mode="layer", seed=7, **inj_options, **family)
+    trainer(callbacks=[cb]).fit(module, loader())
+    ref, ref_inj = family_reference(inj_options, family)
+    assert_same(module.parameters(), ref.parameters())
+    assert cb.injector.step == ref_inj.step == 2 * (N // BATCH) * family.get("samples", 1)
+
+
+def test_sam_callback_equals_the_sam_loop():
+    module, cb = Net(), SharpnessAware(rho=0.05, adaptive=True)
+    trainer(callbacks=[cb]).fit(module, loader())
+    ref, _ = family_reference({}, {}, optimizer=lambda opt: nr.SAM(opt, rho=0.05, adaptive=True))
+    assert_same(module.parameters(), ref.parameters())
+    assert isinstance(module.optimizers().optimizer, nr.SAM)
+
+
+def test_sigma_schedule_in_the_callback_equals_the_public_schedule_in_the_loop():
+    steps = 2 * (N // BATCH)
+    module, cb = Net(), NoiseInjection(sigma=0.1, mode="layer", seed=7, sigma_schedule="cosine_up", sigma_factor=3.0)
+    trainer(callbacks=[cb]).fit(module, loader())
+    ref, _ = family_reference({}, {}, schedule=nr.sigma_schedule("cosine_up", 0.1, total=steps, factor=3.0))
+    assert_same(module.parameters(), ref.parameters())
+    assert cb.injector.sigma == pytest.approx(0.1 * nr.schedules.sigma_factor("cosine_up", (steps - 1) / steps, 3.0))
+
+
+def test_family_resume_from_checkpoint_equals_uninterrupted(tmp_path):
+    def run(epochs, ckpt=None, seed=7):
+        module = Net()
+        t = trainer(callbacks=[NoiseInjection(sigma=0.1, seed=seed, samples=2, clean_weight=0.25)], max_epochs=epochs)
+        t.fit(module, loader(), ckpt_path=ckpt)
+        return module, t
+
+    full, _ = run(2)
+    _, t = run(1)
+    t.save_checkpoint(tmp_path / "epoch1.ckpt")
+    ckpt = torch.load(tmp_path / "epoch1.ckpt", weights_only=True)
+    assert set(ckpt["optimizer_states"][0]) == {"state", "param_groups"}   # the plain optimizer's own state
+    resumed, _ = run(2, ckpt=str(tmp_path / "epoch1.ckpt"), seed=99)
+    assert_same(resumed.parameters(), full.parameters())
+
+
+class ManualNet(Net):
+    def __init__(self):
+        super().__init__()
+        self.automatic_optimization = False
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        opt = self.optimizers()
+
+        def closure():
+            opt.zero_grad()
+            loss = sq_loss(self(x), y)
+            self.manual_backward(loss)
+            return loss
+
+        opt.step(closure=closure)
+
+
+def test_manual_optimization_with_a_closure():
+    module, cb = ManualNet(), NoiseInjection(sigma=0.1, mode="layer", seed=7, samples=2, antithetic=True)
+    trainer(callbacks=[cb]).fit(module, loader())
+    ref, _ = family_reference({}, {"samples": 2, "antithetic": True})
+    assert_same(module.parameters(), ref.parameters())
+
+
+@pytest.mark.parametrize("callbacks,kw,match", [
+    ([NoiseInjection(sigma=0.1, seed=0, samples=2)], {"accumulate_grad_batches": 2},
+     r"NoiseInjection\(samples=2\) evaluates Lightning's closure several times per step and needs "
+     r"accumulate_grad_batches=1 under automatic optimization, got 2"),
+    ([SharpnessAware()], {"accumulate_grad_batches": 3}, "SharpnessAware evaluates .* got 3"),
+    ([SharpnessAware(), NoiseInjection(sigma=0.1, seed=0)], {},
+     "SharpnessAware and NoiseInjection cannot train together"),
+], ids=["family-accumulation", "sam-accumulation", "sam-and-noise"])
+def test_unsupported_closure_setups_are_refused_at_fit_start(callbacks, kw, match):
+    module = Net()
+    before = [p.detach().clone() for p in module.parameters()]
+    with pytest.raises(RuntimeError, match=match):
+        trainer(callbacks=callbacks, **kw).fit(module, loader())
+    assert_same(module.parameters(), before)
+
+
+def test_fp16_grad_scaler_is_refused_at_fit_start():
+    plugin = L.pytorch.plugins.MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu"))
+    with pytest.raises(RuntimeError, match=r"needs optimizer.step\(closure\), which fp16 mixed precision's GradScaler"):
+        trainer(callbacks=[SharpnessAware()], plugins=[plugin]).fit(Net(dtype=torch.float32), loader(torch.float32))
+
+
+class TwoOptimizers(ManualNet):
+    def configure_optimizers(self):
+        return make_sgd(self.net[0].parameters()), make_sgd(self.net[2].parameters())
+
+
+def test_several_optimizers_are_refused_with_the_family():
+    with pytest.raises(RuntimeError, match="wraps one optimizer, but configure_optimizers returned 2"):
+        trainer(callbacks=[NoiseInjection(sigma=0.1, seed=0, clean_weight=0.5)]).fit(TwoOptimizers(), loader())
+
+
+def test_family_and_schedule_options_are_checked_on_construction():
+    with pytest.raises(ValueError, match=r"clean_weight must be a number in \[0, 1\)"):
+        NoiseInjection(sigma=0.1, clean_weight=1.0)
+    with pytest.raises(ValueError, match="samples must be an integer >= 1"):
+        NoiseInjection(sigma=0.1, samples=0)
+    with pytest.raises(ValueError, match="sigma_schedule must be one of"):
+        NoiseInjection(sigma=0.1, sigma_schedule="cosine_down")
+    with pytest.raises(ValueError, match="scale must be one of"):
+        NoiseInjection(sigma=0.1, scale="row")
+    with pytest.raises(ValueError, match="rho must be a finite number >= 0"):
+        SharpnessAware(rho=-1.0)
+    cb = NoiseInjection(sigma=0.1, samples=4, exclude=["bias"], sigma_schedule="cosine_up")   # exclude: at fit
+    assert repr(cb) == ("NoiseInjection(sigma=0.1, samples=4, sigma_schedule='cosine_up', sigma_factor=2.0, "
+                        "exclude=['bias'])")
+    with pytest.raises(ValueError, match=r"exclude entries \['typo'\] match no parameter name"):
+        trainer(callbacks=[NoiseInjection(sigma=0.1, exclude=["typo"], seed=0)]).fit(Net(), loader())

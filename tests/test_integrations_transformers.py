@@ -154,3 +154,41 @@ def test_bf16_autocast_restores_and_trains(tmp_path):
     cb = NoiseInjectionCallback(sigma=0.1, seed=0)
     train(trained, tmp_path / "trained", [cb], bf16=True)
     assert cb.injector.step == 4 and not all(torch.equal(p, q) for p, q in zip(params(trained), params(Tiny())))
+
+
+# ------------------------------------------------------------- the family's options and σ schedules (issue 33)
+@pytest.mark.parametrize("options,schedule", [
+    ({"scale": "filter"}, None),                                     # RWP's per-filter noise
+    ({"exclude": ["bias"], "restore": "regenerate", "mode": "full"}, None),
+    ({"mode": "full"}, ("cosine_up", 3.0)),                          # LPF-SGD's rising radius
+    ({"mode": "full"}, ("linear", 2.0)),
+], ids=["rwp-scale", "exclude-regenerate", "cosine_up", "linear"])
+def test_injector_options_and_sigma_schedule_reach_the_noise(tmp_path, options, schedule):
+    model = Tiny()
+    start = copy.deepcopy(model.net)
+    sched = {} if schedule is None else {"sigma_schedule": schedule[0], "sigma_factor": schedule[1]}
+    cb = NoiseInjectionCallback(sigma=0.1, seed=3, **options, **sched)
+    train(model, tmp_path, [cb], lr=0.0, accumulate=1, max_steps=4)
+    ref = nr.NoiseInjector(start, 0.1, seed=3, **options)
+    sigmas = nr.sigma_schedule(schedule[0], 0.1, total=4, factor=schedule[1]) if schedule else (lambda k: 0.1)
+    for k in range(4):
+        ref.sigma = sigmas(k)
+        with ref.perturb():
+            expected = [p.detach().clone() for p in start.parameters()]
+        assert all(torch.allclose(p, q, rtol=0, atol=1e-7 if options.get("restore") else 0)
+                   for p, q in zip(model.seen[k], expected))
+    if schedule is not None:
+        assert cb.injector.sigma == pytest.approx(sigmas(3)) and sigmas(3) != 0.1
+
+
+@pytest.mark.parametrize("option", [{"samples": 4}, {"antithetic": True}, {"clean_weight": 0.5}])
+def test_several_evaluation_options_are_refused_in_one_line(option):
+    (name, value), = option.items()
+    with pytest.raises(ValueError, match=rf"NoiseInjectionCallback cannot take {name}={value!r}: .*transformers.Trainer "
+                                         r"calls optimizer.step\(\) without one; use the Lightning callback"):
+        NoiseInjectionCallback(sigma=0.01, **option)
+    with pytest.raises(ValueError, match=r"clean_weight must be a number in \[0, 1\)"):
+        NoiseInjectionCallback(sigma=0.01, clean_weight=1.0)
+    with pytest.raises(ValueError, match="sigma_schedule must be one of"):
+        NoiseInjectionCallback(sigma=0.01, sigma_schedule="up")
+    NoiseInjectionCallback(sigma=0.01, samples=1, antithetic=False, clean_weight=0.0)   # the defaults are fine

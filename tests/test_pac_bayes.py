@@ -98,6 +98,73 @@ def test_pac_bayes_bound_refuses_bad_input():
         nr.pac_bayes_bound(net, x, y, 0.1, prior=torch.nn.Linear(2, 2))
 
 
+def _with_dropout():
+    return torch.nn.Sequential(_classifier(), torch.nn.Dropout(0.5))
+
+
+def _with_batchnorm():
+    return torch.nn.Sequential(_classifier(), torch.nn.BatchNorm1d(2).double())
+
+
+BAD_INPUT = [   # (model, labels from the good ones, error, message): refused by pac_bayes_bound and sharpness alike
+    pytest.param(_classifier, lambda y: y + 20, ValueError, r"y must be class labels in 0\.\.1 \(the model has 2 "
+                 r"outputs\), got labels from 20 to 21", id="labels-out-of-range"),
+    pytest.param(_classifier, lambda y: y - 1, ValueError, r"y must be class labels in 0\.\.1.*from -1 to 0",
+                 id="negative-labels"),
+    pytest.param(_classifier, lambda y: y.double(), TypeError, "y must be a tensor of integer class labels, got "
+                 "torch.float64", id="float-labels"),
+    pytest.param(_classifier, lambda y: y.bool(), TypeError, "integer class labels, got torch.bool", id="bool-labels"),
+    pytest.param(_classifier, lambda y: y[:-1], ValueError, r"one label per row of x \(200\), got shape \(199,\)",
+                 id="short-labels"),
+    pytest.param(_with_dropout, lambda y: y, ValueError, "model has Dropout in training mode.*call model.eval",
+                 id="train-mode-dropout"),
+    pytest.param(_with_batchnorm, lambda y: y, ValueError, "model has BatchNorm1d in training mode",
+                 id="train-mode-batchnorm"),
+]
+
+
+@pytest.mark.parametrize("make,labels,error,match", BAD_INPUT)
+@pytest.mark.parametrize("measure", ["pac_bayes_bound", "sharpness"])
+def test_misused_classifiers_are_refused(measure, make, labels, error, match):
+    x, y = _problem(200, 0)
+    call = {"pac_bayes_bound": lambda m, yy: nr.pac_bayes_bound(m, x, yy, 0.1, samples=5),
+            "sharpness": lambda m, yy: nr.sharpness(m, x, yy, samples=5)}[measure]
+    with pytest.raises(error, match=match):
+        call(make(), labels(y))
+
+
+@pytest.mark.parametrize("make", [_with_dropout, _with_batchnorm])
+def test_eval_mode_models_with_dropout_or_batchnorm_are_scored(make):
+    x, y = _problem(200, 0)
+    model = make().eval()
+    assert nr.pac_bayes_bound(model, x, y, 0.1, samples=5)["empirical_risk"] < 0.5
+    assert nr.sharpness(model, x, y, samples=5, iters=3)["sigma"] > 0
+
+
+def test_sharpness_is_not_measurable_on_labels_the_model_gets_wrong():
+    """The accuracy on shuffled-away labels cannot fall by drop: refused, not a σ of 1e9 (2**30 doublings)."""
+    x, _ = _problem(200, 0)
+    wrong = 1 - _classifier()(x).argmax(1)   # every label the other class
+    with pytest.raises(ValueError, match=r"sharpness is not measurable: the clean accuracy 0 is not above drop=0.1"):
+        nr.sharpness(_classifier(), x, wrong, samples=5)
+
+
+def test_sharpness_is_not_measurable_when_chance_is_within_drop():
+    """Clean accuracy 0.6 on two classes: noise brings it to about 0.5, never 0.3 below: refused."""
+    x, y = _problem(200, 0)
+    y = y.clone()
+    wrong = torch.nonzero(_classifier()(x).argmax(1) == y).flatten()[:80]   # 80 of ~195 right ones made wrong
+    y[wrong] = 1 - y[wrong]
+    with pytest.raises(ValueError, match="sharpness is not measurable: the accuracy stays within drop=0.3.*smaller drop"):
+        nr.sharpness(_classifier(), x, y, drop=0.3, samples=5)
+
+
+def test_sharpness_refuses_a_bad_high():
+    x, y = _problem(20, 0)
+    with pytest.raises(ValueError, match="high must be a finite number > 0, got 0"):
+        nr.sharpness(_classifier(), x, y, high=0)
+
+
 def test_sharpness_brackets_the_allowed_drop():
     net = _classifier()
     x, y = _problem(1000, 0)
@@ -143,3 +210,15 @@ def test_classification_runs_end_with_a_deterministic_certificate(tmp_path):
     assert all("paired d̄" in row["ours"] for row in rows)
     notes = "\n".join(EXPERIMENTS["fig3"].notes(res))
     assert "PAC-Bayes risk certificate |" in notes
+
+
+def test_the_docstring_cites_the_pac_bayes_section_of_theory_md():
+    import re
+    from pathlib import Path
+
+    theory = (Path(__file__).parents[1] / "docs" / "THEORY.md").read_text()
+    cited = re.findall(r"THEORY\.md §(\d+)", nr.pac_bayes.__doc__)
+    assert cited
+    for number in cited:
+        heading = re.search(rf"^## {number}\. (.*)$", theory, re.M)
+        assert heading is not None and "PAC-Bayes" in heading.group(1), (number, heading)

@@ -264,8 +264,8 @@ def test_show_lists_settings_runs_and_data_without_running(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "  hidden = (32, 32)" in out and "  seeds = (0, 1)" in out
     assert "  layer-sigma0.1-s1: method layer, σ 0.1, seed 1, 6 gradient evaluations" in out
-    assert "  sam-rho0.05-s0: method sam, σ 0.05, seed 0, 12 gradient evaluations" in out
-    assert "  sam_half-rho0.05-s0: method sam, σ 0.05, seed 0, 6 gradient evaluations" in out
+    assert "  sam-rho0.05-s0: method sam, ρ 0.05, seed 0, 12 gradient evaluations" in out   # SAM: its radius ρ
+    assert "  sam_half-rho0.05-s0: method sam, ρ 0.05, seed 0, 6 gradient evaluations" in out
     assert "  x_train: shape (40, 6), float32" in out and "  y_test: shape (20,), int64" in out
     assert not list(tmp_path.glob("**/results.json")) and not (tmp_path / "runs").exists()
     assert main(["show", "fig3", "--set", "sigmas=-1"]) == 2 and "sigmas must be" in capsys.readouterr().err
@@ -277,3 +277,56 @@ def test_run_help_lists_every_preset(capsys):
         main(["run", "--help"])
     out = capsys.readouterr().out
     assert all(p in out for p in ("smoke", "cpu", "demo", "paper"))
+
+
+# --------------------------------------------------------------------------------------------- stray labels
+def _stray(y):
+    y = y.copy()
+    y[5] = 10   # one label 10 in 0..9 data; the test labels are 0..9
+    return y
+
+
+def test_a_stray_training_label_is_refused_in_one_line_naming_the_override(tmp_path, capsys):
+    code, out = _run_cli(tmp_path, _npz(tmp_path / "d.npz", n=200, y_train=_stray))
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert ("y_train has 1 stray class(es), e.g. label 10 with 1 training example(s) (median 19 per class) and no "
+            "test example: it makes a 11-class problem" in err and "--set train_only_classes=true" in err)
+    assert not (out / "results.json").exists()
+
+
+def test_the_override_keeps_the_stray_class_and_the_report_counts_it(tmp_path, capsys):
+    code, out = _run_cli(tmp_path, _npz(tmp_path / "d.npz", n=200, y_train=_stray), "fig3", "--set", "methods=gd",
+                         "--set", "train_only_classes=true")
+    assert code == 0
+    assert "; 11 classes (labels 0..10); preset `smoke`" in (out / "REPORT.md").read_text()
+    clean, out2 = _run_cli(tmp_path / "b", _npz(tmp_path / "e.npz", n=200), "fig3", "--set", "methods=gd")
+    assert clean == 0 and "; 10 classes (labels 0..9); preset `smoke`" in (out2 / "REPORT.md").read_text()
+
+
+def test_show_gives_the_class_count_and_flags_a_stray_label(tmp_path, capsys):
+    assert main(["show", "fig3", "--preset", "smoke", "--data", str(_npz(tmp_path / "d.npz", n=200, y_train=_stray))]) == 0
+    text = capsys.readouterr().out
+    assert "  classes: 11 (labels 0..10; training examples per class 1 to 20)" in text
+    assert ("  STRAY LABEL: class 10 has 1 training example(s) (median 20) and no test example; `run` refuses it "
+            "(fix the labels or --set train_only_classes=true)") in text
+    assert main(["show", "fig3", "--preset", "smoke"]) == 0   # embedded digits
+    assert "  classes: 10 (labels 0..9; " in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("train,test,stray", [
+    ([0, 1, 2] * 10 + [3], [0, 1, 2], [(3, 1)]),       # one rare label absent from the test set: stray
+    ([0, 1, 2] * 10 + [3], [0, 1, 2, 3], []),          # rare but in the test set: a real class
+    ([0, 1, 2, 3] * 5, [0, 1], []),                    # absent from a small test set but common: not stray
+], ids=["stray", "rare-in-test", "common-not-in-test"])
+def test_stray_classes_rule(train, test, stray):
+    from noisereg.data.validate import stray_classes
+
+    assert stray_classes(torch.tensor(train), torch.tensor(test))[0] == stray
+    s = Split(torch.rand(len(train), 2), torch.tensor(train), torch.rand(len(test), 2), torch.tensor(test), "x", 0)
+    if stray:
+        with pytest.raises(UserError, match=r"y_train has 1 stray class\(es\), e.g. label 3 with 1 training"):
+            check_classification(s)
+        assert check_classification(s, train_only_classes=True).y_train.tolist() == train
+    else:
+        check_classification(s)

@@ -34,11 +34,17 @@ def _experiment(name: str):
     return EXPERIMENTS[name]
 
 
+def _runs(n: int) -> str:
+    """``"1 run"``, ``"3 runs"``."""
+    return f"{n} run{'' if n == 1 else 's'}"
+
+
 def cmd_list(args) -> int:
     from noisereg.sweep import EXPERIMENTS
 
+    width = max(map(len, EXPERIMENTS))
     for name, exp in EXPERIMENTS.items():
-        print(f"{name:<10} {exp.description}  [presets: {', '.join(exp.PRESETS)}]")
+        print(f"{name:<{width}}  {exp.description}  [presets: {', '.join(exp.PRESETS)}]")
     return 0
 
 
@@ -54,13 +60,16 @@ def cmd_run(args) -> int:
     overrides = parse_overrides(exp.Config, args.set)
     exp.config(args.preset, overrides)  # every key and value checked before any work
     out = Path(args.out or f"runs/{args.name}-{args.preset}")
+    if args.resume and not (out / "results.json").exists():
+        print(f"noisereg: --resume: {out} holds no results.json, so there is nothing to resume; starting afresh "
+              "(check --out if you meant to continue a run)", file=sys.stderr)
     results = run_experiment(exp, args.preset, out, overrides=overrides, data=args.data, data_dir=args.data_dir,
                              resume=args.resume, device=args.device, show_progress=not args.quiet, jobs=args.jobs,
                              executor=args.executor, ray_address=args.ray_address, batch=not args.no_batch,
                              log_to=args.log_to)
     report = write_report(out, [results], title=f"noisereg report: {args.name}")
     failed = results.get("failed", [])
-    print(f"{args.name}: {len(results['runs'])} runs in {results['seconds']} s. Report: {report}")
+    print(f"{args.name}: {_runs(len(results['runs']))} in {results['seconds']} s. Report: {report}")
     if args.log_to:  # the report and results.json go to MLflow's parent run, which then ends
         from noisereg.tracking import publish, where
 
@@ -70,7 +79,7 @@ def cmd_run(args) -> int:
     for f in failed:
         print(f"noisereg: run {f['id']} failed: {f['error']}", file=sys.stderr)
     if failed:
-        print(f"noisereg: {len(failed)} of {len(failed) + len(results['runs'])} runs failed (tracebacks in "
+        print(f"noisereg: {len(failed)} of {_runs(len(failed) + len(results['runs']))} failed (tracebacks in "
               f"{out / 'results.json'}); rerun with --resume to retry them", file=sys.stderr)
         return 1
     return 0

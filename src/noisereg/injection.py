@@ -163,7 +163,8 @@ class NoiseInjector:
             multiplier (1, the row's / vector's norm, :math:`|w_i|`), computed from the clean weights at each
             perturbation; see :class:`noisereg.noise.NoiseLaw`. RWP and LPF-SGD use ``"filter"``.
         exclude: parameters never perturbed (name substrings or a predicate ``(name, param) -> bool``,
-            e.g. ``exclude=["bias", "norm"]``); they form no layer, M counts the others.
+            e.g. ``exclude=["bias", "norm"]``); they form no layer, M counts the others. A substring
+            that matches no parameter name raises ``ValueError``.
         restore: ``"copy"`` (default): the perturbed weights are new tensors and the clean ones come
             back bit for bit. ``"regenerate"``: the noise is added in place and, on exit, drawn again
             from the saved generator state and subtracted, so no copy of the weights is held during
@@ -661,5 +662,6 @@ class NoiseInjector:
     def __repr__(self) -> str:
         return (
             f"NoiseInjector(sigma={self.sigma}, mode={self.mode!r}, order={self.order!r}, "
-            f"convention={self.convention!r}, num_layers={len(self.layers)}, seed={self.seed})"
+            f"convention={self.convention!r}, scale={self.law.scale!r}, exclude={self.law.exclude!r}, "
+            f"restore={self.restore!r}, num_layers={len(self.layers)}, seed={self.seed})"
         )

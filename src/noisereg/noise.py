@@ -297,6 +297,7 @@ class NoiseLaw:
         exclude: parameters never perturbed: a name substring, a list of them, or a predicate
             ``(name, parameter) -> bool``; names are ``model.named_parameters()``'s (an iterable of
             parameters: their positions, ``"0"``, ``"1"``, ...). They form no layer: M counts the others.
+            A name substring that matches no parameter name raises ``ValueError`` (a typo).
 
     Attributes:
         layers: the M layers, ``[(name, [Parameter, ...]), ...]`` in model order.
@@ -322,6 +323,7 @@ class NoiseLaw:
         if isinstance(model, Iterator):
             model = list(model)   # read twice (layers, exclude names)
         self.layers: list[Layer] = _without(resolve_layers(model, layers), model, exclude)
+        self.exclude = [exclude] if isinstance(exclude, str) else exclude   # as given (for repr)
         self.params: list[torch.Tensor] = [p for _, ps in self.layers for p in ps]
         check_supported(model, self.params)
         self.sigma = sigma
@@ -438,6 +440,11 @@ def _without(layers: list[Layer], model, exclude) -> list[Layer]:
                         f"got {type(exclude).__name__}")
     named = (list(model.named_parameters()) if isinstance(model, nn.Module)
              else [(str(i), p) for i, p in enumerate(model)])
+    if not callable(exclude):   # a typo would exclude nothing and perturb what the caller meant to spare
+        unmatched = [e for e in exclude if not any(e in name for name, _ in named)]
+        if unmatched:
+            raise ValueError(f"exclude entries {unmatched} match no parameter name (names look like "
+                             f"{[n for n, _ in named[:3]]}): fix or drop them")
     name_of = {id(p): n for n, p in named}
     kept = [(name, [p for p in ps if not hit(name_of.get(id(p), ""), p)]) for name, ps in layers]
     kept = [(name, ps) for name, ps in kept if ps]

@@ -51,6 +51,9 @@ class _Wrapper(torch.optim.Optimizer):
     def _wrap(self, optimizer: torch.optim.Optimizer) -> None:
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        if isinstance(optimizer, _Wrapper):   # each wrapper runs the closure its own way: nesting them is not defined
+            raise TypeError(f"optimizer must be a plain torch.optim.Optimizer, got a {type(optimizer).__name__}: "
+                            f"{type(self).__name__} cannot wrap another noisereg wrapper; wrap the torch optimizer once")
         self.optimizer = optimizer
         self._optimizer_step_pre_hooks: OrderedDict = OrderedDict()
         self._optimizer_step_post_hooks: OrderedDict = OrderedDict()
@@ -168,16 +171,18 @@ class NoisyOptimizer(_Wrapper):
 
     Args:
         optimizer: the ``torch.optim.Optimizer`` that applies the update.
-        injector: the :class:`~noisereg.NoiseInjector` that draws the noise (its parameters
-            should be the optimizer's, or a subset of them).
+        injector: the :class:`~noisereg.NoiseInjector` that draws the noise; its parameters must be
+            the optimizer's, or a subset of them.
         samples: draws per step, an integer k >= 1.
         antithetic: evaluate each draw at ±ξ.
-        clean_weight: λ in [0, 1], the weight of the clean gradient.
+        clean_weight: λ in [0, 1), the weight of the clean gradient (λ = 1 would drop the noisy one).
 
     Raises:
-        TypeError: ``optimizer`` is not a ``torch.optim.Optimizer`` or ``injector`` is not a
+        TypeError: ``optimizer`` is not a plain ``torch.optim.Optimizer`` (a :class:`SAM` or another
+            ``NoisyOptimizer`` is refused: wrappers do not nest) or ``injector`` is not a
             ``NoiseInjector``; ``samples`` is not an integer or ``antithetic`` not a bool.
-        ValueError: ``samples`` < 1 or ``clean_weight`` outside [0, 1].
+        ValueError: ``samples`` < 1, ``clean_weight`` outside [0, 1), or the injector perturbs a
+            parameter the optimizer does not hold (an injector built on another model).
 
     Example:
         >>> import torch, noisereg as nr
@@ -215,18 +220,30 @@ class NoisyOptimizer(_Wrapper):
         if not isinstance(antithetic, bool):
             raise TypeError(f"antithetic must be True or False, got {antithetic!r}")
         if (isinstance(clean_weight, bool) or not isinstance(clean_weight, numbers.Real)
-                or not 0.0 <= float(clean_weight) <= 1.0):
-            raise ValueError(f"clean_weight must be a number in [0, 1], got {clean_weight!r}")
+                or not 0.0 <= float(clean_weight) < 1.0):
+            raise ValueError(f"clean_weight must be a number in [0, 1) (1 gives the noisy gradient weight 0: use the "
+                             f"plain optimizer), got {clean_weight!r}")
         if _attached_trainer_accumulates(getattr(injector, "_model", None)):
             raise RuntimeError(_LIGHTNING_ACCUMULATION)
         self._wrap(optimizer)
+        held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        foreign = [p for p in injector.law.params if id(p) not in held]
+        if foreign:   # the noise would go to weights the optimizer never steps: training without noise
+            raise ValueError(
+                f"injector perturbs {len(foreign)} parameter(s) the optimizer does not hold (the first of shape "
+                f"{tuple(foreign[0].shape)}): build the NoiseInjector on the model whose parameters the optimizer updates")
         self.injector = injector
         self.samples, self.antithetic, self.clean_weight = int(samples), antithetic, float(clean_weight)
 
+    @staticmethod
+    def evals_per_step(samples: int = 1, antithetic: bool = False, clean_weight: float = 0.0) -> int:
+        """Gradient evaluations per step of these settings: k, 2k antithetic, +1 with ``clean_weight`` > 0."""
+        return samples * (2 if antithetic else 1) + (1 if clean_weight > 0 else 0)
+
     @property
     def grad_evals_per_step(self) -> int:
-        """Gradient evaluations (closure calls) per :meth:`step`: k, 2k antithetic, +1 with ``clean_weight``."""
-        return self.samples * (2 if self.antithetic else 1) + (1 if self.clean_weight > 0 else 0)
+        """Gradient evaluations (closure calls) per :meth:`step`: :meth:`evals_per_step` of its settings."""
+        return self.evals_per_step(self.samples, self.antithetic, self.clean_weight)
 
     # ------------------------------------------------------------------------------- step
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
@@ -348,7 +365,8 @@ class SAM(_Wrapper):
             :math:`T = |w|`, which makes the sharpness invariant to rescaling the weights.
 
     Raises:
-        TypeError: ``optimizer`` is not a ``torch.optim.Optimizer``; ``rho`` is not a real number;
+        TypeError: ``optimizer`` is not a plain ``torch.optim.Optimizer`` (a ``SAM`` or a
+            :class:`NoisyOptimizer` is refused: wrappers do not nest); ``rho`` is not a real number;
             ``adaptive`` is not a bool.
         ValueError: ``rho`` is negative or not finite.
 
@@ -378,6 +396,9 @@ class SAM(_Wrapper):
         J. Kwon, J. Kim, H. Park, I. K. Choi. ASAM: Adaptive Sharpness-Aware Minimization for
         Scale-Invariant Learning of Deep Neural Networks. ICML 2021. https://arxiv.org/abs/2102.11600
     """
+
+    grad_evals_per_step = 2
+    """Gradient evaluations (closure calls) per :meth:`step`: at w and at w + ε."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, rho: float = 0.05, adaptive: bool = False) -> None:
         if not isinstance(adaptive, bool):

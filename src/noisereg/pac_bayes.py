@@ -2,7 +2,7 @@ r"""PAC-Bayes risk certificates for classifiers trained with noise injection, an
 
 Noise injection minimises the expected loss of the network under Gaussian weight noise: the empirical
 term of a PAC-Bayes bound whose posterior is :math:`Q = N(w, \sigma^2 I)`, centred at the trained weights
-(docs/THEORY.md §7). For a prior :math:`P = N(w_0, s_0^2 I)` fixed before seeing the data (e.g. the
+(docs/THEORY.md §9). For a prior :math:`P = N(w_0, s_0^2 I)` fixed before seeing the data (e.g. the
 network at initialisation), with probability at least 1 − δ over an i.i.d. sample of size n,
 
 .. math::
@@ -78,6 +78,37 @@ def certificate(empirical_risk: float, kl: float, n: int, samples: int, delta: f
     return {"empirical_risk_bound": emp_bound, "risk_bound": risk}
 
 
+_RANDOM_IN_TRAINING = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)
+
+
+@torch.no_grad()
+def check_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Refuse what would make a 0-1 error meaningless; return the clean logits ``model(x)``.
+
+    Raises:
+        TypeError: ``y`` is not a tensor of integer class labels.
+        ValueError: ``y`` is not 1-d with one label per row of ``x``; a label outside 0..C−1 for a model with
+            C outputs; a Dropout or BatchNorm layer in training mode (random or batch-dependent predictions).
+    """
+    if not isinstance(y, torch.Tensor) or y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
+        raise TypeError(f"y must be a tensor of integer class labels, got {getattr(y, 'dtype', type(y).__name__)}: "
+                        "convert with y.long() if the values are whole numbers")
+    if y.dim() != 1 or len(y) != len(x):
+        raise ValueError(f"y must hold one label per row of x ({len(x)}), got shape {tuple(y.shape)}")
+    training = sorted({type(m).__name__ for m in model.modules() if isinstance(m, _RANDOM_IN_TRAINING) and m.training})
+    if training:
+        raise ValueError(f"model has {', '.join(training)} in training mode, so its predictions are random or depend "
+                         "on the batch: call model.eval() first")
+    out = model(x)
+    if out.dim() != 2:
+        raise ValueError(f"model(x) must be logits of shape (n, classes), got shape {tuple(out.shape)}")
+    classes = out.shape[1]
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= classes):
+        raise ValueError(f"y must be class labels in 0..{classes - 1} (the model has {classes} outputs), got labels "
+                         f"from {int(y.min())} to {int(y.max())}: check the labels or the model's output size")
+    return out
+
+
 def _flat(model: nn.Module) -> torch.Tensor:
     return torch.cat([p.detach().reshape(-1) for p in model.parameters() if p.requires_grad])
 
@@ -128,7 +159,10 @@ def pac_bayes_bound(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sigma: f
         the error of guessing (1 − 1/classes) is vacuous.
 
     Raises:
-        ValueError: σ, δ or samples out of range, or a prior of another structure.
+        ValueError: σ, δ or samples out of range, or a prior of another structure; ``y`` not one label per row
+            of ``x``, a label outside 0..C−1 (C: the model's outputs), or a Dropout / BatchNorm layer in
+            training mode (:func:`check_classifier`).
+        TypeError: ``y`` is not a tensor of integer labels.
     """
     if not (sigma > 0 and math.isfinite(sigma)):
         raise ValueError(f"sigma must be a finite number > 0, got {sigma!r}")
@@ -138,6 +172,7 @@ def pac_bayes_bound(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sigma: f
         raise ValueError(f"samples must be an integer >= 1, got {samples!r}")
     if prior_sigma is not None and not (prior_sigma > 0 and math.isfinite(prior_sigma)):
         raise ValueError(f"prior_sigma must be a finite number > 0, got {prior_sigma!r}")
+    check_classifier(model, x, y)
     w = _flat(model)
     if prior is None:
         w0 = torch.zeros_like(w)
@@ -169,6 +204,13 @@ def sharpness(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, drop: float
     accuracy, by bisection on σ (``high`` doubled until the drop is exceeded, at most 30 times).
 
     Each σ is scored with ``samples`` draws of the same seed (common random numbers along the bisection).
+    The model must be a deterministic classifier (eval mode) scored on labels in its range, as for
+    :func:`pac_bayes_bound`.
+
+    Not every model has a sharpness at a given ``drop``: when the accuracy cannot fall by ``drop`` (the clean
+    accuracy is already at most ``drop``, e.g. labels that do not belong to the inputs; or the noisy network
+    still scores within ``drop`` at ``high``·2³⁰) no σ is measured and a ``ValueError`` says so; nothing is
+    returned that could be mistaken for a measurement.
 
     Returns:
         ``{"sigma", "low", "high", "se", "clean_accuracy", "accuracy"}``: ``sigma`` = ``low``, the largest σ
@@ -176,14 +218,21 @@ def sharpness(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, drop: float
         accuracy at ``sigma`` and its Monte-Carlo standard error.
 
     Raises:
-        ValueError: ``drop`` outside (0, 1) or samples < 1.
+        ValueError: ``drop`` outside (0, 1), samples < 1, ``high`` not a finite number > 0; the accuracy cannot
+            fall by ``drop`` (not measurable, see above); labels or a train-mode model refused by
+            :func:`check_classifier`.
+        TypeError: ``y`` is not a tensor of integer labels.
     """
     if not 0 < drop < 1:
         raise ValueError(f"drop must be in (0, 1), got {drop!r}")
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise ValueError(f"samples must be an integer >= 1, got {samples!r}")
-    with torch.no_grad():
-        clean = float((model(x).argmax(1) == y).double().mean())
+    if not (high > 0 and math.isfinite(high)):
+        raise ValueError(f"high must be a finite number > 0, got {high!r}")
+    clean = float((check_classifier(model, x, y).argmax(1) == y).double().mean())
+    if clean <= drop:
+        raise ValueError(f"sharpness is not measurable: the clean accuracy {clean:.4g} is not above drop={drop}, so "
+                         "no noise can lower it by drop; check that y are the labels of x, or use a smaller drop")
 
     def acc(s: float) -> tuple[float, float]:
         e, se = stochastic_error(model, x, y, s, samples, seed)
@@ -194,6 +243,10 @@ def sharpness(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, drop: float
         if clean - acc(hi)[0] > drop:
             break
         lo, hi = hi, 2 * hi
+    else:
+        raise ValueError(f"sharpness is not measurable: the accuracy stays within drop={drop} of the clean accuracy "
+                         f"{clean:.4g} up to sigma={lo:.3g}; the noisy network's chance-level accuracy is too close to "
+                         "the clean one: use a smaller drop")
     for _ in range(iters):
         mid = (lo + hi) / 2
         if clean - acc(mid)[0] > drop:

@@ -6,7 +6,11 @@ the value (a :class:`noisereg.errors.UserError`, exit 2 on the command line).
 * labels: one integer per example (an (n, 1) array is squeezed; integer-valued floats are accepted),
   forming the classes 0..C−1 with every class present in the training split (so a gap, such as
   labels 0-9 and 12, is an error: it would silently add untrained outputs), and validation and test
-  labels within 0..C−1.
+  labels within 0..C−1;
+* a stray label: a training class that no test example has and that is rare in training (examples
+  at most a tenth of the median class) is an error, such as one label 10 among 0-9 data: it would make an
+  (C+1)-class problem that the test never scores. ``train_only_classes=True`` (``--set
+  train_only_classes=true``) accepts it.
 """
 
 from __future__ import annotations
@@ -42,12 +46,13 @@ def _labels(name: str, y: torch.Tensor) -> torch.Tensor:
     return y
 
 
-def check_classification(split: Split, image: bool = False) -> Split:
+def check_classification(split: Split, image: bool = False, train_only_classes: bool = False) -> Split:
     """Check ``split`` as a classification data set (module docstring); return it with labels as int64 (n,).
 
     Args:
         split: the data (training, optional validation, test).
         image: whether the model needs images (n, C, H, W).
+        train_only_classes: accept a rare training class that no test example has (else a stray label).
 
     Returns:
         The split, labels squeezed to (n,) and int64.
@@ -103,4 +108,22 @@ def check_classification(split: Split, image: bool = False) -> Split:
             i = int((y >= classes).nonzero()[0, 0])
             raise UserError(f"y_{name} holds label {int(y[i])} at index {i}, but the training labels are the classes "
                             f"0..{classes - 1}")
+    stray, median = stray_classes(y_train, fixed.get("y_test"))
+    if stray and not train_only_classes:
+        c, n = stray[0]
+        raise UserError(f"y_train has {len(stray)} stray class(es), e.g. label {c} with {n} training example(s) "
+                        f"(median {median:g} per class) and no test example: it makes a {classes}-class problem whose "
+                        "extra output the test never scores; fix the labels, or pass --set train_only_classes=true "
+                        "to keep it")
     return dataclasses.replace(split, **fixed)
+
+
+def stray_classes(y_train: torch.Tensor, y_test: torch.Tensor | None) -> tuple[list[tuple[int, int]], float]:
+    """The stray classes of valid labels 0..C−1 (module docstring): ``([(class, training examples), ...], median
+    training examples per class)``; none without test labels."""
+    counts = torch.bincount(y_train)
+    median = float(counts.double().median())
+    if y_test is None or not len(y_test):
+        return [], median
+    in_test = torch.bincount(y_test, minlength=len(counts)) > 0
+    return [(c, int(counts[c])) for c in range(len(counts)) if not in_test[c] and 10 * int(counts[c]) <= median], median

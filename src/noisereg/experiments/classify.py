@@ -45,6 +45,7 @@ class ClassifyConfig(TrainSettings):
     n_train: int | None = 1024        # seeded training subset (None: all but the validation points)
     n_val: int = 256                  # validation points held out of the training data (σ is chosen on them)
     split_seed: int = 0               # seed of the training subset and of the validation split
+    train_only_classes: bool = False  # accept a rare training class no test example has (else refused as stray)
     sigmas: tuple[float, ...] = (0.05,)
     methods: tuple[str, ...] = ("gd", "full", "layer")
     seeds: tuple[int, ...] = (0,)
@@ -61,6 +62,7 @@ class ClassifyConfig(TrainSettings):
         "n_train": OrNone(POSITIVE_INT),
         "n_val": POSITIVE_INT,
         "split_seed": SEED,
+        "train_only_classes": IsBool(),
         "sigmas": Each(SIGMA),
         "methods": Each(METHOD),
         "seeds": SEEDS,
@@ -103,7 +105,7 @@ class ClassifyExperiment(Experiment):
                 raise
             raise UserError(f"{e} (n_train={cfg.n_train} training points plus n_val={cfg.n_val} validation "
                             "points are drawn from the training data)") from None
-        return check_classification(split, image=self.image_input)
+        return check_classification(split, image=self.image_input, train_only_classes=cfg.train_only_classes)
 
     def runs(self, cfg):
         out = []

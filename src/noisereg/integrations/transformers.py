@@ -12,6 +12,17 @@ optimizer step takes its gradient at :math:`w + \\varepsilon` and applies it at 
 - The injector's state is JSON in ``trainer_state.json`` of every checkpoint (the callback is an
   ``ExportableState``), and ``trainer.train(resume_from_checkpoint=...)`` continues the same
   noise stream.
+- ``sigma_schedule`` sets σ before each optimizer step from :func:`noisereg.schedules.sigma_factor`
+  at the fraction ``state.global_step / state.max_steps`` of training.
+
+**What the Trainer allows of the weight-perturbation family.** The injector's options pass through:
+``scale="filter"`` (RWP's per-filter noise), ``exclude``, ``restore``. The options that evaluate the
+gradient several times per step (``samples`` > 1: LPF-SGD; ``antithetic``: NSO; ``clean_weight``:
+m-RWP) and SAM need ``optimizer.step(closure)``, and ``transformers.Trainer`` calls
+``optimizer.step()`` without a closure after running the forward and backward itself: they are
+refused on construction with a one-line error. Use the Lightning callbacks
+(:mod:`noisereg.integrations.lightning`) or :class:`noisereg.NoisyOptimizer` / :class:`noisereg.SAM`
+in a loop of your own for them.
 
 References:
     A. Orvieto, A. Raj, H. Kersting, F. Bach. Explicit Regularization in Overparametrized Models
@@ -28,6 +39,7 @@ import torch
 
 from noisereg.injection import NoiseInjector
 from noisereg.integrations import require
+from noisereg.integrations._family import check_options, scheduled_sigma
 
 _tc = require("transformers.trainer_callback", "transformers", "noisereg.integrations.transformers")
 require("accelerate", "transformers", "noisereg.integrations.transformers (the Trainer needs accelerate)")
@@ -68,16 +80,23 @@ class NoiseInjectionCallback(_tc.TrainerCallback, _tc.ExportableState):
     Args:
         sigma: noise scale σ ≥ 0, as in :class:`~noisereg.NoiseInjector`; ``callback.injector.sigma``
             can be changed during training (schedules).
+        sigma_schedule: None (default: σ is left alone) or a name of :data:`noisereg.schedules.SIGMA_SCHEDULES`:
+            before optimizer step i of n (``state.max_steps``) the injector's σ is set to
+            ``sigma · sigma_factor(sigma_schedule, i / n, sigma_factor)``.
+        sigma_factor: ``cosine_up``'s end factor (default 2).
         **options: the other :class:`~noisereg.NoiseInjector` keyword arguments (``mode``,
-            ``layers``, ``order``, ``convention``, ``seed``, ``independent_ranks``, ``foreach``).
-            Without ``seed``, rank 0's random seed is shared by all ranks.
+            ``layers``, ``order``, ``convention``, ``seed``, ``independent_ranks``, ``foreach``,
+            ``scale``, ``exclude``, ``restore``). Without ``seed``, rank 0's random seed is shared by
+            all ranks. ``samples`` > 1, ``antithetic=True`` and ``clean_weight`` > 0 are refused (module
+            docstring).
 
     Attributes:
         injector: the :class:`~noisereg.NoiseInjector` on the Trainer's model, built when
             training starts; ``None`` before.
 
     Raises:
-        ValueError, TypeError: an invalid ``sigma`` or option (checked on construction).
+        ValueError, TypeError: an invalid ``sigma`` or option (checked on construction); the family's
+            several-evaluation options (``ValueError``: the Trainer gives no closure).
 
     Example:
         >>> from noisereg.integrations.transformers import NoiseInjectionCallback
@@ -91,10 +110,19 @@ class NoiseInjectionCallback(_tc.TrainerCallback, _tc.ExportableState):
         noise stream on every rank, which is exact for the default ``independent_ranks=False``.
     """
 
-    def __init__(self, sigma: float, **options: Any) -> None:
-        probe = {k: v for k, v in options.items() if k not in ("layers", "generator")}
-        NoiseInjector([torch.nn.Parameter(torch.zeros(1))], sigma, **probe)  # fail now, not in train()
+    def __init__(self, sigma: float, *, sigma_schedule: str | None = None, sigma_factor: float = 2.0,
+                 **options: Any) -> None:
+        family = {k: options.pop(k) for k in ("samples", "antithetic", "clean_weight") if k in options}
+        check_options(sigma, options, family, sigma_schedule, sigma_factor)  # fail now, not in train()
+        several = {k: v for k, v in family.items() if v != {"samples": 1, "antithetic": False, "clean_weight": 0.0}[k]}
+        if several:
+            raise ValueError(
+                f"NoiseInjectionCallback cannot take {', '.join(f'{k}={v!r}' for k, v in several.items())}: they "
+                "evaluate the gradient several times per step, which needs optimizer.step(closure), and "
+                "transformers.Trainer calls optimizer.step() without one; use the Lightning callback or "
+                "noisereg.NoisyOptimizer in your own loop")
         self.sigma = sigma
+        self.sigma_schedule, self.sigma_factor = sigma_schedule, sigma_factor
         self.options = dict(options)
         self.injector: NoiseInjector | None = None
         self.injector_state: dict[str, Any] | None = None  # JSON form, from a checkpoint
@@ -123,8 +151,11 @@ class NoiseInjectionCallback(_tc.TrainerCallback, _tc.ExportableState):
             self.injector_state = None
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        """Perturb the weights for all micro-batches of this optimizer step."""
+        """Set the scheduled σ; perturb the weights for all micro-batches of this optimizer step."""
         self.restore()
+        if self.sigma_schedule is not None:
+            self.injector.sigma = scheduled_sigma(self.sigma, self.sigma_schedule, self.sigma_factor,
+                                                  state.global_step, state.max_steps)
         stack = contextlib.ExitStack()
         stack.enter_context(self.injector.perturb())
         self._stack = stack
@@ -147,10 +178,15 @@ class NoiseInjectionCallback(_tc.TrainerCallback, _tc.ExportableState):
     # ------------------------------------------------------------------------- checkpoints
     def state(self) -> dict[str, Any]:
         """Checkpoint entry (JSON): constructor args and the injector's state."""
-        json_args = {k: v for k, v in self.options.items() if isinstance(v, _JSON_SCALARS)}
+        json_args = {k: v for k, v in self._settings().items() if isinstance(v, _JSON_SCALARS)}
         encoded = _to_json(self.injector.state_dict()) if self.injector is not None else self.injector_state
         return {"args": {"sigma": self.sigma, **json_args}, "attributes": {"injector_state": encoded}}
 
+    def _settings(self) -> dict[str, Any]:
+        schedule = ({"sigma_schedule": self.sigma_schedule, "sigma_factor": self.sigma_factor}
+                    if self.sigma_schedule is not None else {})
+        return {**schedule, **self.options}
+
     def __repr__(self) -> str:
-        opts = "".join(f", {k}={v!r}" for k, v in self.options.items())
+        opts = "".join(f", {k}={v!r}" for k, v in self._settings().items())
         return f"NoiseInjectionCallback(sigma={self.sigma!r}{opts})"

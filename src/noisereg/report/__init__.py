@@ -55,7 +55,9 @@ def section(results: dict, figures: str = "") -> str:
     note, name = data_note(results), results["data"]
     lines = [f"## {exp.name}: {exp.description}", "",
              f"Command: `{command_for(results)}`  ",
-             f"Data: {note}{f' (`{name}`)' if note != name else ''}; preset `{results['preset']}`; "
+             f"Data: {note}{f' (`{name}`)' if note != name else ''}"
+             f"{f'; {classes} classes (labels 0..{classes - 1})' if (classes := results.get('classes')) else ''}; "
+             f"preset `{results['preset']}`; "
              f"environment: {results['environment']}; {results.get('seconds', '?')} s.", ""]
     cell = lambda text: str(text).replace("|", "\\|")  # noqa: E731 - a literal | would split the cell
     failed, total = results.get("failed", []), len(results.get("failed", [])) + len(results["runs"])
@@ -118,12 +120,40 @@ def write_report(out: str | Path, results_list: list[dict], title: str = "noiser
     return path
 
 
+_RUN_FIELDS = {"id": str, "variant": str, "method": str, "params": dict, "sigma": (int, float), "final": dict,
+               "history": list}
+"""What every run record of results.json holds (whatever the experiment), with its JSON type."""
+
+
+def _check_results(res, path: Path) -> None:
+    """Refuse a results.json the report cannot read, in one line naming the file and the first missing piece.
+
+    Raises:
+        UserError: not an object, an unknown experiment, or a top-level field or run field missing or mistyped.
+    """
+    fix = "restore it from the run's folder or rerun the experiment"
+    if not isinstance(res, dict):
+        raise UserError(f"{path} holds a JSON {type(res).__name__}, not a noisereg results object; {fix}")
+    if res.get("experiment") not in EXPERIMENTS:
+        raise UserError(f"{path} is from unknown experiment {res.get('experiment')!r}; valid: {', '.join(EXPERIMENTS)} "
+                        "(an experiment of your own: pass --module MOD, or install its package)")
+    for key, kind in (("preset", str), ("config", dict), ("runs", list)):
+        if not isinstance(res.get(key), kind):
+            raise UserError(f"{path} lacks a valid {key!r} ({kind.__name__}); {fix}")
+    for i, run in enumerate(res["runs"]):
+        if not isinstance(run, dict):
+            raise UserError(f"{path}: run {i} is a JSON {type(run).__name__}, not a run record; {fix}")
+        for key, kind in _RUN_FIELDS.items():
+            if not isinstance(run.get(key), kind) or isinstance(run.get(key), bool):
+                raise UserError(f"{path}: run {i} ({run.get('id', '?')}) lacks a valid {key!r}; {fix}")
+
+
 def rebuild(directory: str | Path) -> Path:
     """Rebuild figures and REPORT.md from ``DIR/results.json`` or ``DIR/*/results.json``.
 
     Raises:
-        UserError: no results.json there, or a results.json is unreadable or from an unknown
-            experiment (the message names the file).
+        UserError: no results.json there, or a results.json is unreadable, from an unknown experiment,
+            or lacks what every results.json holds (the message names the file and the field).
     """
     directory = Path(directory)
     files = [directory / "results.json"] if (directory / "results.json").is_file() else sorted(directory.glob("*/results.json"))
@@ -135,9 +165,7 @@ def rebuild(directory: str | Path) -> Path:
             res = json.loads(f.read_text())
         except json.JSONDecodeError as e:
             raise UserError(f"{f} is not valid JSON ({e})") from None
-        if res.get("experiment") not in EXPERIMENTS:
-            raise UserError(f"{f} is from unknown experiment {res.get('experiment')!r}; valid: {', '.join(EXPERIMENTS)} "
-                            "(an experiment of your own: pass --module MOD, or install its package)")
+        _check_results(res, f)
         results_list.append(res)
     if len(files) == 1 and files[0].parent == directory:
         return write_report(directory, results_list)

@@ -70,6 +70,12 @@ def _command() -> str:
 
 
 
+def _classification(split) -> bool:
+    """Whether ``split`` is a classification data set (integer labels): its class count goes into results.json."""
+    y = getattr(split, "y_train", None)
+    return isinstance(y, torch.Tensor) and not y.dtype.is_floating_point and hasattr(split, "num_classes")
+
+
 def data_note(results: dict) -> str:
     """The data a run used, in words: the ``--data`` file's name, the ``--data-dir`` directory (or
     the one found by searching), the embedded Fashion-MNIST subset or digits (else the loaded split's
@@ -148,6 +154,10 @@ def run_experiment(exp: Experiment, preset: str, out: str | Path, *, overrides: 
         except (ValueError, KeyError, TypeError) as e:
             raise UserError(f"{path} is not a readable results.json ({type(e).__name__}: {e}); move it away or "
                             "choose another --out") from None
+        if isinstance(previous.get("config"), dict):   # fields added since it was written read as their defaults
+            previous["config"] = {**{f.name: json.loads(json.dumps(f.default)) for f in dataclasses.fields(cfg)
+                                     if f.name not in previous["config"] and f.default == getattr(cfg, f.name)},
+                                  **previous["config"]}
         if previous.get("config") != json.loads(json.dumps(config)) or previous.get("preset") != preset:
             raise UserError(f"{path} was written with other settings ({_differences(previous, preset, config)}); "
                             "--resume needs the same preset, --set and data")
@@ -181,6 +191,7 @@ def run_experiment(exp: Experiment, preset: str, out: str | Path, *, overrides: 
         results = {"experiment": exp.name, "preset": preset, "config": config,
                    "data": getattr(split, "name", str(split)),
                    **({"sizes": {name: len(x) for name, x, _ in split.splits()}} if hasattr(split, "splits") else {}),
+                   **({"classes": split.num_classes} if _classification(split) else {}),
                    "environment": {"torch": torch.__version__, "python": platform.python_version(),
                                    "device": pool.device, "git": _git_hash(), "command": _command()},
                    "runs": [done[r.id] for r in runs if r.id in done]}

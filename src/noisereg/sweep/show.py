@@ -57,9 +57,11 @@ def describe_data(exp: Experiment, cfg, data: str | None, data_dir: str | None) 
              f"data (split_seed {getattr(cfg, 'split_seed', 0)})" if n_train is not None else
              f"all training points but n_val={n_val} held out for validation")
     if str(spec).endswith(".npz"):
-        lines = [f"data: {spec} (arrays read from their headers)"]
+        lines = [f"data: {spec} (arrays read from their headers; labels read)"]
         lines += [f"  {k}: shape {s}, {d}" for k, (s, d) in _npz_shapes(Path(spec)).items()]
-        return lines + [f"  {drawn}"]
+        with np.load(spec, allow_pickle=False) as z:
+            labels = {k: z[k] for k in ("y_train", "y_test") if k in z.files}
+        return lines + [f"  {drawn}", *_classes(labels.get("y_train"), labels.get("y_test"), cfg)]
     if spec == "fashion_mnist":
         found = files.find_fashion_mnist(data_dir)
         if found is None:
@@ -67,12 +69,42 @@ def describe_data(exp: Experiment, cfg, data: str | None, data_dir: str | None) 
             return [f"data: fashion_mnist, files not found in {dirs} ({files.FASHION_HELP})"]
         lines = [f"data: fashion_mnist files in {found[0]} (IDX headers)"]
         lines += [f"  {p.name}: shape {_idx_shape(p)}" for p in found[1].values()]
-        return lines + [f"  {drawn}"]
+        return lines + [f"  {drawn}", "  classes: 10 (Fashion-MNIST)"]
     if spec == "cifar10":
         return [f"data: cifar10 batches in {data_dir or '(no --data-dir given)'}: 50000 training and 10000 test "
-                f"images of 3x32x32", f"  {drawn}"]
+                f"images of 3x32x32", f"  {drawn}", "  classes: 10 (CIFAR-10)"]
     split = exp.data(cfg, data, data_dir)  # embedded or generated: small
-    return [f"data: {split.name}"] + [f"  {name}: x {tuple(x.shape)}, y {tuple(y.shape)}" for name, x, y in split.splits()]
+    return ([f"data: {split.name}"] + [f"  {name}: x {tuple(x.shape)}, y {tuple(y.shape)}" for name, x, y in split.splits()]
+            + _classes(split.y_train, split.y_test, cfg))
+
+
+def _classes(y_train, y_test, cfg) -> list[str]:
+    """``classes: C (labels 0..C−1), ...`` for integer labels (the stray ones flagged); nothing for other targets."""
+    import torch
+
+    from noisereg.data.validate import stray_classes
+
+    if y_train is None or y_test is None:
+        return []
+    y_train, y_test = torch.as_tensor(y_train), torch.as_tensor(y_test)
+    y_train = y_train[:, 0] if y_train.dim() == 2 and y_train.shape[1] == 1 else y_train
+    y_test = y_test[:, 0] if y_test.dim() == 2 and y_test.shape[1] == 1 else y_test
+    whole = (lambda y: y.dim() == 1 and (not y.dtype.is_floating_point or bool((y == y.round()).all()))
+             and (not len(y) or int(y.min()) >= 0))
+    if not len(y_train) or not whole(y_train) or not whole(y_test):
+        return []   # not classification labels (run refuses bad ones with its own message)
+    y_train, y_test = y_train.long(), y_test.long()
+    classes = int(y_train.max()) + 1
+    counts = torch.bincount(y_train, minlength=classes)
+    line = (f"  classes: {classes} (labels 0..{classes - 1}; training examples per class {int(counts.min())} to "
+            f"{int(counts.max())})")
+    stray, median = stray_classes(y_train, y_test)
+    if not stray:
+        return [line]
+    kept = getattr(cfg, "train_only_classes", False)
+    return [line, f"  STRAY LABEL: class {stray[0][0]} has {stray[0][1]} training example(s) (median {median:g}) and "
+                  "no test example" + (", kept (train_only_classes=true)" if kept else
+                                       "; `run` refuses it (fix the labels or --set train_only_classes=true)")]
 
 
 def show(exp: Experiment, preset: str, overrides: dict, data: str | None, data_dir: str | None) -> str:
@@ -89,7 +121,8 @@ def show(exp: Experiment, preset: str, overrides: dict, data: str | None, data_d
             evals = grad_evals_per_step(r.spec)
             cost = (f"{r.spec.epochs * evals} gradient evaluations" if per_epoch == 1 else
                     f"{r.spec.epochs} epochs × {per_epoch} steps × {evals} gradient evaluation(s)")
-            lines.append(f"  {r.id}: method {r.spec.method}, σ {r.spec.sigma:g}, seed {r.spec.seed}, {cost}")
+            scale = "ρ" if r.spec.method == "sam" else "σ"   # SAM's radius ρ rides in the spec's sigma field
+            lines.append(f"  {r.id}: method {r.spec.method}, {scale} {r.spec.sigma:g}, seed {r.spec.seed}, {cost}")
         else:
             lines.append(f"  {r.id}: {r.variant or 'a computation'} (params {r.params})")
     groups = {k: g for k, g in batches(runs).items() if len(g) > 1}

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from noisereg.errors import UserError
 from noisereg.records import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 __all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "load_checkpoint", "save_checkpoint"]
@@ -27,9 +28,12 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``).
 
     Raises:
-        ValueError: the file is not a readable checkpoint (the message names it).
+        UserError: the file is not a readable checkpoint (truncated, damaged, or not one): a one-line
+            message naming it and what to do (a ``ValueError``).
     """
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - re-raised with the file name
-        raise ValueError(f"cannot read checkpoint {path}: {e}") from e
+    except Exception as e:  # noqa: BLE001 - re-raised with the file name and the remedy
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0]
+        raise UserError(f"cannot read checkpoint {path} ({first[:120]}): it is truncated or damaged; delete it and "
+                        "run again with --resume, and that run starts over from step 0 (finished runs are kept)") from e

@@ -28,9 +28,10 @@ from noisereg.injection import NoiseInjector
 from noisereg.losses import loss_value
 from noisereg.noise import NoiseLaw, paper_sigma
 from noisereg.optim import SAM, NoisyOptimizer
+from noisereg.schedules import sigma_factor
 from noisereg.smoothing import effective_risk
 from noisereg.training.checkpoint import load_checkpoint, save_checkpoint
-from noisereg.training.settings import FAMILY, TrainSpec, grad_evals_per_step, sigma_factor_at, sub_batches
+from noisereg.training.settings import FAMILY, TrainSpec, family_options, grad_evals_per_step, sub_batches
 
 
 
@@ -53,7 +54,7 @@ def sigma_at(spec: TrainSpec, epoch: int) -> float:
     """σ used in ``epoch`` (0-based): the schedule applied to ``spec.sigma``, 0 from the noise stop on."""
     if spec.noise_stop_epoch is not None and epoch >= spec.noise_stop_epoch:
         return 0.0
-    return spec.sigma * sigma_factor_at(spec.sigma_schedule, epoch / spec.epochs, spec.sigma_factor)
+    return spec.sigma * sigma_factor(spec.sigma_schedule, epoch / spec.epochs, spec.sigma_factor)
 
 
 def _loss(spec: TrainSpec, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -243,9 +244,7 @@ def train(model_fn: Callable[[], nn.Module], data: Split, spec: TrainSpec, *, de
     sam = SAM(opt, rho=spec.sigma) if spec.method == "sam" else None  # ρ = sigma, scheduled like σ
     several = None  # the family's several-evaluation steps (m-RWP, LPF-SGD, NSO): NoisyOptimizer
     if rule and grad_evals_per_step(spec) > 1:
-        samples = rule.get("samples", 1)
-        several = NoisyOptimizer(opt, inj, samples=getattr(spec, samples) if isinstance(samples, str) else samples,
-                                 antithetic=rule.get("antithetic", False), clean_weight=rule.get("clean_weight", 0.0))
+        several = NoisyOptimizer(opt, inj, **family_options(spec))
     gen = torch.Generator().manual_seed(spec.seed + 7919)  # data order and augmentation
     sigma_reg = spec.reg_sigma if spec.reg_sigma is not None else 0.0 if sam is not None else spec.sigma
     if rule.get("scale", "absolute") != "absolute" and spec.reg_sigma is None:

@@ -16,12 +16,12 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 
 from noisereg.constraints import Checked, Each, Interval, IsBool, OneOf, OrNone
 from noisereg.injection import CONVENTIONS, MODES, ORDERS
 from noisereg.layers import LAYER_SCHEMES
+from noisereg.schedules import SIGMA_SCHEDULES
 
 METHODS = ("gd", *MODES, "sam", "rwp", "mrwp", "lpf", "nso")
 """``"gd"``: no noise; ``"full"``/``"layer"``: the paper's NoiseInjector modes; ``"sam"``: nr.SAM, ρ = sigma;
@@ -36,12 +36,6 @@ FAMILY = {   # the family's rules as NoiseInjector + NoisyOptimizer settings (do
 ``sub_batches``: the step's batch is split into that many sub-batches, one draw each (:func:`sub_batches`)."""
 OPTIMIZERS = ("sgd", "adam", "adamw")      # "adam": L2 in the gradient; "adamw": decoupled weight decay
 LR_SCHEDULES = ("constant", "cosine")          # "cosine": annealed to 0 over the epochs
-SIGMA_SCHEDULES = {                            # factor on σ at the fraction t = epoch / epochs
-    "constant": lambda t: 1.0,
-    "linear": lambda t: 1.0 - t,
-    "cosine": lambda t: 0.5 * (1.0 + math.cos(math.pi * t)),
-    "cosine_up": None,   # γ to γ·sigma_factor along a half cosine (LPF-SGD's radius schedule), see sigma_factor_at
-}
 LOGGABLE = ("reg_loss", "ggn_trace", "hessian_trace")
 TRACE_ESTIMATORS = ("exact", "sampled")        # ggn_trace, or sampled_ggn_trace (with a standard error)
 TRAIN_LOSSES = ("cross_entropy", "square")
@@ -50,23 +44,25 @@ TRAIN_LOSSES = ("cross_entropy", "square")
 METHOD = OneOf(*METHODS)
 
 
-def sigma_factor_at(schedule: str, t: float, factor: float = 1.0) -> float:
-    """The factor on σ at the fraction ``t`` of training: :data:`SIGMA_SCHEDULES`; ``"cosine_up"`` rises from
-    1 to ``factor`` as ``1 + (factor − 1)(1 − cos πt)/2``."""
-    if schedule == "cosine_up":
-        return 1.0 + (factor - 1.0) * 0.5 * (1.0 - math.cos(math.pi * t))
-    return SIGMA_SCHEDULES[schedule](t)
+def family_options(spec) -> dict:
+    """The :class:`noisereg.NoisyOptimizer` settings (``samples``, ``antithetic``, ``clean_weight``) of a run's
+    method by :data:`FAMILY` (a string there names the spec's field); the defaults for the other methods."""
+    rule = FAMILY.get(spec.method, {})
+    samples = rule.get("samples", 1)
+    return {"samples": getattr(spec, samples) if isinstance(samples, str) else samples,
+            "antithetic": rule.get("antithetic", False), "clean_weight": rule.get("clean_weight", 0.0)}
 
 
 def grad_evals_per_step(spec) -> int:
-    """Gradient evaluations (forward + backward on a batch) per update of a run: 2 for SAM and m-RWP,
-    2·``nso_pairs`` for NSO, 1 otherwise (LPF-SGD's M draws each take the gradient on 1/M of the batch: one
-    batch gradient in all)."""
-    if spec.method in ("sam", "mrwp"):
-        return 2
-    if spec.method == "nso":
-        return 2 * spec.nso_pairs
-    return 1
+    """Gradient evaluations (forward + backward on a batch) per update of a run, as the optimizer that runs it
+    counts them: :attr:`noisereg.SAM.grad_evals_per_step` (2) for SAM, else
+    :meth:`noisereg.NoisyOptimizer.evals_per_step` of :func:`family_options` (2 for m-RWP, 2·``nso_pairs`` for NSO, 1
+    otherwise: LPF-SGD's M draws each take the gradient on 1/M of the batch, one batch gradient in all)."""
+    from noisereg.optim import SAM, NoisyOptimizer
+
+    if spec.method == "sam":
+        return SAM.grad_evals_per_step
+    return NoisyOptimizer.evals_per_step(**family_options(spec))
 
 
 def sub_batches(batch: int, parts: int) -> list[slice]:
