@@ -330,9 +330,61 @@ def _variance(full_slope, layer_slope, z=1.0):
 def test_variance_claims(full, layer, z, expected):
     rows = EXPERIMENTS["variance"].claims(_variance(full, layer, z))
     judged = [r["verdict"] for r in rows if r["verdict"] != "measured"]
-    assert judged == expected[:2] * 2 + expected[2:]
+    closed = ["computed" if v == "reproduced" else v for v in expected[:2]]  # the linear rows: a closed form
+    assert judged == closed + expected[:2] + expected[2:]
     measured = [r for r in rows if r["verdict"] == "measured"]
     assert len(measured) == 2 and "full 1.000, layer 1.000" in measured[0]["ours"]
+
+
+def _relu_points(excess, se, mode="layer"):
+    """Two-layer results whose relu ``mode`` excess is ``excess`` (one per width 10, 100, 1000; fewer widths: fewer
+    points) with Monte-Carlo error ``se``; every other point is exact and on its claimed slope."""
+    res = _variance(1.0, 0.0)
+    res["runs"] = [r for r in res["runs"] if not (r["params"]["net"] == "relu" and r["params"]["mode"] == mode)]
+    res["runs"] += [_run(mode, 0.1, variant="relu", params={"net": "relu", "mode": mode, "width": w}, excess=e,
+                         excess_mc=e, excess_mc_se=se, grad_var=float(w)) for w, e in zip((10, 100, 1000), excess)]
+    return res
+
+
+def _row(rows, start):
+    return next(r for r in rows if r["claim"].startswith(start))
+
+
+@pytest.mark.parametrize("excess,se,expected", [
+    ((0.01, 0.01, 0.01), 1e-5, "reproduced"),                     # slope 0, tight
+    ((0.01, 0.1, 1.0), 1e-5, "not reproduced"),                   # slope 1
+    ((0.01, 0.0125, 0.0156), 1e-3, "inconclusive"),               # slope 0.097 ± 0.02: straddles 0.1
+    ((0.01, math.nan, 0.01), 1e-5, "inconclusive"),               # a nan point: the fit has two points, se nan
+    ((0.01, -0.001, -0.002), 1e-4, "inconclusive"),               # fewer than 2 positive excesses: no slope
+    ((), 1e-4, "inconclusive"),                                   # no point at all
+    ((0.01,), 1e-4, "inconclusive"),                              # one width
+], ids=["flat", "grows", "straddles", "nan-point", "below-zero", "empty", "one-point"])
+def test_variance_flat_claim_can_fail_and_is_undecided_without_a_slope(excess, se, expected):
+    row = _row(EXPERIMENTS["variance"].claims(_relu_points(excess, se)), "relu net: layer-wise excess stays flat")
+    assert row["verdict"] == expected, row["ours"]
+    if expected == "inconclusive" and any(e < 0 for e in excess):
+        assert "excess at width 1000 is -0.002 (20 SE below zero)" in row["ours"]
+        assert "excess at width 100 is -0.001 (10 SE below zero)" in row["ours"]
+
+
+@pytest.mark.parametrize("excess,se,expected", [
+    ((0.01, 0.1, 1.0), 1e-5, "reproduced"), ((0.01, 0.01, 0.01), 1e-5, "not reproduced"),
+    ((0.01, 0.087, 0.76), 5e-3, "inconclusive"), ((0.01, -0.1, 1.0), 1e-5, "reproduced"),
+    ((-0.01, -0.1, 1.0), 1e-5, "inconclusive")], ids=["linear", "flat", "straddles", "two-left", "one-left"])
+def test_variance_growth_claim_can_fail(excess, se, expected):
+    row = _row(EXPERIMENTS["variance"].claims(_relu_points(excess, se, "full")), "relu net: full-noise excess")
+    assert row["verdict"] == expected, row["ours"]
+
+
+def test_variance_log_slope_standard_error_by_hand():
+    from noisereg.experiments.variance import log_slope
+
+    # u = log(1), log(e), log(e²) = 0, 1, 2: c = (−1/2, 0, 1/2); se(log y) = se/y = 0.1, 0.2, 0.3
+    sl, se = log_slope([1, math.e, math.e ** 2], [1.0, math.e, math.e ** 2], [0.1, 0.2 * math.e, 0.3 * math.e ** 2])
+    assert sl == pytest.approx(1.0) and se == pytest.approx(math.sqrt(0.05 ** 2 + 0.15 ** 2))
+    assert log_slope([1, 2], [1.0, 2.0]) == (pytest.approx(1.0), 0.0)          # exact values: se 0
+    assert all(math.isnan(v) for v in log_slope([1, 2], [1.0, -2.0]))          # one positive point
+    assert all(math.isnan(v) for v in log_slope([2, 2], [1.0, 2.0]))           # one width
 
 
 def test_variance_slopes_by_hand():
@@ -541,7 +593,7 @@ def _depth(full_slopes, layer_slopes, negative=False):
                     ex = -0.01 if negative and mode == "layer" and w > 16 else 0.01 * w**p
                     runs.append(_run(mode, 1.0, variant=f"{kind}, {m} layers",
                                      params={"net": f"{kind}, {m} layers", "depth": m, "mode": mode, "width": w},
-                                     excess=ex, excess_mc=ex, excess_mc_se=1e-4))
+                                     excess=ex, excess_mc=ex, excess_mc_se=1e-4 if ex < 0 else 1e-4 * ex))
     return _results(runs)
 
 
@@ -549,11 +601,26 @@ def _depth(full_slopes, layer_slopes, negative=False):
     ((1, 2, 3), (0, -0.2, -1), False, "reproduced"),
     ((1, 2, 3), (0, 0.09, 0), False, "reproduced"),
     ((1, 2, 3), (0, 0.11, 0), False, "not reproduced"),   # a layer-wise excess that grows
-    ((1, 1, 1), (0, 0, 0), False, "not reproduced"),      # no faster explosion with depth
+    ((1, 1, 1), (0, 0, 0), False, "inconclusive"),        # equal slopes: growth neither shown nor excluded
+    ((1, 0.9, 0.8), (0, 0, 0), False, "not reproduced"),  # no faster explosion with depth
     ((1, 2, 1.9), (0, 0, 0), False, "not reproduced"),
-    ((1, 2, 3), (0, 0, 0), True, "reproduced"),           # the layer-wise excess fell to <= 0: not growth
-], ids=["yes", "inside-border", "outside-border", "flat-full", "non-monotone", "shrunk-to-zero"])
+    ((1, 2, 3), (0, 0, 0), True, "inconclusive"),         # layer-wise excess below zero: no slope, undecided
+    ((1, 2, math.nan), (0, 0, 0), False, "inconclusive"),  # no full-noise slope at M = 4
+    ((1, 2, math.nan), (0, 0.11, 0), False, "not reproduced"),  # ... unless another part already refutes the claim
+], ids=["yes", "inside-border", "outside-border", "flat-full", "shrinking-full", "non-monotone", "shrunk-to-zero",
+        "nan-full", "nan-full-and-grows"])
 def test_variance_depth_claims(full, layer, negative, expected):
     rows = EXPERIMENTS["variance"].depth_claims(_depth(full, layer, negative))
     assert [r["verdict"] for r in rows] == [expected] * 2
     assert "M = 4" in rows[0]["ours"]
+    if negative:  # the excesses the log-log fit cannot use are stated, in standard errors
+        assert "excess at width 256 is -0.01 (100 SE below zero)" in rows[0]["ours"]
+        assert "no layer-wise slope at M = 2, 3, 4" in rows[0]["ours"]
+
+
+def test_variance_depth_claim_weighs_the_monte_carlo_error():
+    res = _depth((1, 2, 3), (0, 0.09, 0))
+    for r in res["runs"]:   # a 0.09 slope known to ± 0.05: it may exceed 0.1
+        if r["params"]["depth"] == 3 and r["params"]["mode"] == "layer":
+            r["final"]["excess_mc_se"] = 0.05 * r["final"]["excess"]
+    assert [r["verdict"] for r in EXPERIMENTS["variance"].depth_claims(res)] == ["inconclusive"] * 2
