@@ -399,7 +399,7 @@ def _taylor(slopes, sigmas=(0.01, 0.02, 0.04, 0.08), noise=None):
     for name, p in slopes.items():
         for s in sigmas:
             gap = s ** p
-            se = (noise or {}).get((name, s), gap / 10)
+            se = (noise or {}).get((name, s), gap / 1000)
             runs.append(_run("full", s, variant=name, gap=gap, gap_se=se))
     return _results(runs)
 
@@ -432,7 +432,7 @@ def test_taylor_slopes_skip_insignificant_gaps_and_stop_at_a_sign_change():
     assert sl[RELU] == (pytest.approx(3.0), 2)  # two significant points left
     assert sl[TANH] == (pytest.approx(2.0), 2)  # 0.01, 0.02, then the sign change
     res["runs"] = [r for r in res["runs"] if not (r["variant"] == RELU and r["sigma"] >= 0.08)]
-    assert _verdicts("taylor", res)[1] == "not run at this scale"
+    assert _verdicts("taylor", res)[1] == "inconclusive"  # one resolved σ: no slope, nothing decided
 
 
 # ------------------------------------------------------------------ theory experiments
@@ -506,21 +506,40 @@ def test_logistic_claims(noisy, gd, expected):
 
 
 def test_taylor_relu_is_called_pre_asymptotic_above_the_kink_margin():
-    """Theorem 1 via App. A holds below σ* (the smallest pre-activation margin): a slope below 3 measured only at
-    σ >= σ* is 'not run at this scale', not a refutation; measured below σ* it would be 'not reproduced'."""
+    """Theorem 1 via App. A holds below σ* (the smallest pre-activation margin): a slope measured only at σ >= σ* is
+    'not run at this scale' whether it passes or fails; below σ* the slope is judged, on those σ only."""
     from noisereg.experiments.taylor import relu_margin_sigma
 
     name = "ReLU (D²Φ[I] = 0 a.e.)"
 
-    def res(margin):
+    def res(margin, below=(), p_below=4.0, se_below=1e-3):
         runs = [{"variant": name, "method": "full", "sigma": s, "seed": 0, "params": {},
-                 "final": {"gap": 1e-3 * s ** 1.4, "gap_se": 1e-9, "margin_sigma": margin}} for s in (0.01, 0.02, 0.04)]
+                 "final": {"gap": 1e-3 * s ** p, "gap_se": 1e-9, "margin_sigma": margin}}
+                for s, p in ((0.01, 1.4), (0.02, 1.4), (0.04, 1.4), (0.01, 3.0), (0.02, 3.0), (0.04, 3.0))]
+        runs = runs[:3] if p_below != "pass" else runs[3:]
+        runs += [{"variant": name, "method": "full", "sigma": s, "seed": 0, "params": {},
+                  "final": {"gap": s ** p_below, "gap_se": se_below * s ** p_below, "margin_sigma": margin}}
+                 for s in below]
         return _results(runs)
 
-    row = next(r for r in EXPERIMENTS["taylor"].claims(res(1e-3)) if r["claim"].startswith("ReLU"))
-    assert row["verdict"] == "not run at this scale" and "pre-asymptotic" in row["ours"]
-    row = next(r for r in EXPERIMENTS["taylor"].claims(res(0.05)) if r["claim"].startswith("ReLU"))
-    assert row["verdict"] == "not reproduced"
+    def row(r):
+        return next(x for x in EXPERIMENTS["taylor"].claims(r) if x["claim"].startswith("ReLU"))
+
+    failing, passing = row(res(1e-3)), row(res(1e-3, p_below="pass"))
+    for r in (failing, passing):   # the same verdict whatever the slope above σ*
+        assert r["verdict"] == "not run at this scale" and "pre-asymptotic" in r["ours"]
+        assert "this σ grid does not reach it" in r["ours"]
+    assert "slope 1.40" in failing["ours"] and "slope 3.00" in passing["ours"]
+    assert row(res(0.05))["verdict"] == "not reproduced"     # every σ below σ*: judged
+    assert row(res(0.05, p_below="pass"))["verdict"] == "reproduced"
+    # σ below σ* that Monte Carlo cannot resolve (gap < 3 SE): said so, not run at this scale
+    unresolved = row(res(1e-3, below=(2e-4, 4e-4), se_below=1.0))
+    assert unresolved["verdict"] == "not run at this scale"
+    assert "of the 2 σ below it (0.0002, 0.0004) 0 resolve the gap" in unresolved["ours"]
+    # two resolved σ below σ*: judged on them alone, as a slope ± SE
+    assert row(res(1e-3, below=(2e-4, 4e-4)))["verdict"] == "reproduced"
+    assert row(res(1e-3, below=(2e-4, 4e-4), p_below=2.0))["verdict"] == "not reproduced"
+    assert row(res(1e-3, below=(2e-4, 4e-4), p_below=2.7, se_below=0.05))["verdict"] == "inconclusive"
     lin = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU(), torch.nn.Linear(2, 1)).double()
     with torch.no_grad():
         lin[0].weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 2.0]]))
@@ -573,10 +592,12 @@ def _layer(ratio_lin, se_lin, relu_slope, margin=1e-3):
 
 
 @pytest.mark.parametrize("ratio,se,slope,margin,expected", [
-    (1.0 + 1e-15, 1e-15, 3.0, 1e-3, ["reproduced", "reproduced", "reproduced"]),
+    (1.0 + 1e-15, 1e-15, 3.0, 0.05, ["computed", "reproduced", "reproduced"]),   # every σ below σ*: judged
     (1.01, 1e-3, 2.0, 0.05, ["not reproduced", "not reproduced", "not reproduced"]),  # σ below σ*: refuted
-    (1.0, 1e-15, 1.4, 1e-3, ["reproduced", "not run at this scale", "not run at this scale"]),  # pre-asymptotic
-], ids=["yes", "no", "pre-asymptotic"])
+    (1.0, 1e-15, 1.4, 1e-3, ["computed", "not run at this scale", "not run at this scale"]),  # pre-asymptotic
+    (1.0, 1e-15, 3.0, 1e-3, ["computed", "not run at this scale", "not run at this scale"]),  # passing: the same
+    (math.nan, math.nan, 3.0, 0.05, ["inconclusive", "reproduced", "reproduced"]),
+], ids=["yes", "no", "pre-asymptotic", "pre-asymptotic-passing", "nan-ratio"])
 def test_taylor_layerwise_claims(ratio, se, slope, margin, expected):
     rows = EXPERIMENTS["taylor"].claims(_layer(ratio, se, slope, margin))
     layer = [r for r in rows if r["claim"].startswith("layer-wise")]

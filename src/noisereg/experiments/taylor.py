@@ -21,7 +21,13 @@ What the ReLU net shows: for σ between 0.01 and 0.08 its gap grows like σ^1.4,
 whose pre-activation lies within about σ·||x|| of the kink contributes like curvature, and with
 hundreds of pre-activations some always do. Theorem 1's σ³ needs σ below the smallest
 pre-activation margin σ* = min |z|/‖(x, 1)‖ (Appendix A; 6·10⁻⁴ at the cpu preset, recorded in each ReLU
-run as ``margin_sigma``), far below the noise levels used in practice; the claim row says so.
+run as ``margin_sigma``), far below the noise levels used in practice. The ReLU rows are therefore judged on the
+σ below σ* alone (slope ± SE by :func:`~noisereg.verdicts.judge_range`), and are "not run at this scale" when fewer
+than two of them resolve the gap from zero, whether the slope above σ* passes or fails (it is printed, as measured).
+The σ grid includes 2·10⁻⁴ and 4·10⁻⁴, below σ*. Monte Carlo cannot go much further: below σ* the gap is O(σ⁴) (the
+net is multilinear there) while the antithetic estimate's standard error falls only like σ², so the gap at σ* / 3
+is below one SE at these sample sizes (measured, cpu model, 20000 samples: 2.0·10⁻⁷ ± 9·10⁻⁹ at σ = 4·10⁻⁴,
+where kink crossings still contribute, but 5·10⁻¹⁰ ± 1.6·10⁻⁹ at 2·10⁻⁴); the row says how many σ below σ* resolve.
 """
 
 from __future__ import annotations
@@ -39,7 +45,8 @@ from noisereg.constraints import Checked, Each, Interval
 from noisereg.data import sparse_regression
 from noisereg.sweep.experiment import Experiment, Job
 from noisereg.plotting.style import figure, save
-from noisereg.experiments.variance import slope
+from noisereg.experiments.variance import log_slope
+from noisereg.verdicts import judge_range
 from noisereg.layers import resolve_layers
 from noisereg.losses import as_predictions, check_targets, per_sample_loss
 from noisereg.models import MLP, DeepLinearNet
@@ -48,7 +55,8 @@ from noisereg.training.settings import POSITIVE_INT, SEED
 
 @dataclass(frozen=True)
 class TaylorConfig(Checked):
-    sigmas: tuple[float, ...] = (0.01, 0.02, 0.04, 0.08, 0.16)
+    sigmas: tuple[float, ...] = (0.0002, 0.0004, 0.01, 0.02, 0.04, 0.08, 0.16)  # the first two: below the ReLU
+                                   # nets' smallest pre-activation margin σ* ≈ 6e-4 (Theorem 1's regime for them)
     n: int = 30
     d: int = 10
     width: int = 16
@@ -185,20 +193,25 @@ class Taylor(Experiment):
 
     def slopes(self, results, points: int = 3):
         """Asymptotic slope per model: fit on the ``points`` smallest σ whose gap is > 3 SE from zero,
-        stopping at the first sign change (past it a higher-order term has taken over)."""
-        out = {}
-        for name in (*MODELS, *LAYER_MODELS):
-            rows = sorted((r["sigma"], r["final"]) for r in results["runs"] if r["variant"] == name)
-            ok = []
-            for s, f in rows:
-                if abs(f["gap"]) <= 3 * f["gap_se"]:
-                    continue
-                if ok and (f["gap"] > 0) != (ok[0][2] > 0):
-                    break
-                ok.append((s, abs(f["gap"]), f["gap"]))
-            ok = ok[:points]
-            out[name] = (slope([s for s, _, _ in ok], [g for _, g, _ in ok]), len(ok))
-        return out
+        stopping at the first sign change (past it a higher-order term has taken over): ``{name: (slope, k)}``."""
+        return {name: self.fit(results, name, points)[::2][:2] for name in (*MODELS, *LAYER_MODELS)}
+
+    @staticmethod
+    def fit(results, name: str, points: int = 3, below: float = math.inf) -> tuple[float, float, int, list[float]]:
+        """``(slope, se, k, sigmas)``: the log-log slope of |gap| against σ (± SE from the gaps' Monte-Carlo
+        errors, :func:`~noisereg.experiments.variance.log_slope`) over the ``k`` <= ``points`` smallest σ < ``below``
+        whose gap is > 3 SE from zero, stopping at the first sign change; nan, nan for fewer than 2 such σ."""
+        rows = sorted((r["sigma"], r["final"]) for r in results["runs"] if r["variant"] == name and r["sigma"] < below)
+        ok = []
+        for s, f in rows:
+            if not abs(f["gap"]) > 3 * f["gap_se"]:
+                continue
+            if ok and (f["gap"] > 0) != (ok[0][2] > 0):
+                break
+            ok.append((s, abs(f["gap"]), f["gap"], f["gap_se"]))
+        ok = ok[:points]
+        sl, se = log_slope([s for s, *_ in ok], [g for _, g, _, _ in ok], [e for *_, e in ok])
+        return sl, se, len(ok), [s for s, *_ in ok]
 
     def figures(self, cfg):
         return [{"file": "taylor.png", "kind": "custom", "title": "|R_σ − R_σ^eff| against σ (Theorem 1)"}]
@@ -229,15 +242,13 @@ class Taylor(Experiment):
         return save(fig, out / spec["file"], spec.get("title"))
 
     def claims(self, results):
-        sl = self.slopes(results)
         rows = []
         for name in MODELS:
-            sl_, k = sl[name]
             if "≠" in name:
-                claim, paper, ok = f"{name}: gap is O(σ²)", "slope 2", 1.7 <= sl_ <= 2.3
+                claim, paper, low, high = f"{name}: gap is O(σ²)", "slope 2", 1.7, 2.3
             else:
-                claim, paper, ok = f"{name}: gap is O(σ³) (Theorem 1)", "slope ≥ 3", sl_ >= 2.7
-            rows.append(self._row(results, name, claim, paper, sl_, k, ok))
+                claim, paper, low, high = f"{name}: gap is O(σ³) (Theorem 1)", "slope ≥ 3", 2.7, math.inf
+            rows.append(self._row(results, name, claim, paper, low, high))
         for name in LAYER_MODELS:
             pts = sorted((r["sigma"], r["final"]) for r in results["runs"] if r["variant"] == name)
             if not pts:
@@ -245,33 +256,45 @@ class Taylor(Experiment):
             ratios = ", ".join(f"{f['ratio']:.3f} ± {f['ratio_se']:.1g} (σ = {s:g})" for s, f in pts)
             if "linear" in name:   # Φ linear in each layer: the linearisation is exact, the gap is rounding
                 worst = max(abs(f["ratio"] - 1) - 3 * f["ratio_se"] for _, f in pts)
+                # each sample's gap is zero up to rounding: no seed or draw can change it, an identity evaluated
                 rows.append({"claim": f"{name}: R̃_σ − R = σ²/2·tr(GGN) exactly at every σ (Eq. 11)",
-                             "paper": "ratio 1", "ours": f"ratio (R̃_σ − R)/(σ²/2·tr GGN): {ratios}",
-                             "verdict": "reproduced" if worst <= 1e-9 else "not reproduced"})
+                             "paper": "ratio 1", "ours": f"ratio (R̃_σ − R)/(σ²/2·tr GGN): {ratios} (every sample's "
+                             "gap is rounding: an identity evaluated, not a Monte-Carlo estimate)",
+                             "verdict": "computed" if worst <= 1e-9 else
+                             "inconclusive" if math.isnan(worst) else "not reproduced"})
                 continue
-            sl_, k = sl[name]
             row = self._row(results, name, f"{name}: R̃_σ − R = σ²/2·tr(GGN) + O(σ³) (Sec. 3.3 via App. A)",
-                            "gap slope ≥ 3, ratio → 1", sl_, k, sl_ >= 2.7)
+                            "gap slope ≥ 3, ratio → 1", 2.7, math.inf)
             row["ours"] = f"ratio {ratios}; gap " + row["ours"]
             rows.append(row)
         return rows
 
-    @staticmethod
-    def _row(results, name, claim, paper, sl_, k, ok) -> dict:
-        """A claims row from a fitted gap slope; ReLU rows whose every fitted σ is at or above the smallest
-        pre-activation margin σ* are "not run at this scale" (Theorem 1 via App. A is asymptotic)."""
-        ours = (f"slope {sl_:.2f} over the {k} smallest σ with gap > 3 SE" if k >= 2 else
+    def _row(self, results, name, claim, paper, low, high) -> dict:
+        """A claims row from the fitted gap slope, judged by :func:`~noisereg.verdicts.judge_range` (slope ± z·SE
+        in [low, high]). ReLU nets (runs recording ``margin_sigma``) are judged on σ below the smallest
+        pre-activation margin σ* only, where Theorem 1 via App. A applies; with fewer than two such σ whose gap is
+        resolved (> 3 SE) the row is "not run at this scale", whatever the slope above σ* (stated, as measured)."""
+        sl, se, k, fitted = self.fit(results, name)
+        ours = (f"slope {sl:.2f} ± {se:.1g} over the {k} smallest σ with gap > 3 SE" if k >= 2 else
                 f"no slope: {k} σ with gap > 3 SE before the gap changes sign")
-        verdict = ("reproduced" if ok else "not reproduced") if k >= 2 else "not run at this scale"
+        verdict = judge_range(sl, low, high, se)
         margins = [r["final"]["margin_sigma"] for r in results["runs"]
                    if r["variant"] == name and "margin_sigma" in r["final"]]
-        if margins and not ok:  # Theorem 1 via Appendix A is asymptotic: σ below the smallest kink margin
+        if margins:  # Theorem 1 via Appendix A is asymptotic: σ below the smallest kink margin
             star = min(margins)
-            fitted = sorted(r["sigma"] for r in results["runs"] if r["variant"] == name
-                            and abs(r["final"]["gap"]) > 3 * r["final"]["gap_se"])[:k]
-            if fitted and min(fitted) >= star:
-                ours += (f"; pre-asymptotic: every fitted σ ≥ σ* = {star:.2g}, the smallest pre-activation "
-                         "margin |z|/‖(x, 1)‖; Theorem 1's σ³ (via App. A) concerns σ below σ*, which this σ "
-                         "grid does not reach, so the theorem is not tested here (not a refutation)")
+            sl_b, se_b, k_b, fit_b = self.fit(results, name, below=star)
+            below = sorted(r["sigma"] for r in results["runs"] if r["variant"] == name and r["sigma"] < star)
+            if k_b >= 2:
+                ours = (f"slope {sl_b:.2f} ± {se_b:.1g} over the {k_b} smallest σ below σ* = {star:.2g} (the smallest "
+                        f"pre-activation margin |z|/‖(x, 1)‖) with gap > 3 SE; above σ*: {ours}")
+                verdict = judge_range(sl_b, low, high, se_b)
+            else:
+                ours += (f" (pre-asymptotic, as measured); Theorem 1's σ³ (via App. A) concerns σ below σ* = {star:.2g}, "
+                         "the smallest pre-activation margin |z|/‖(x, 1)‖: "
+                         + (f"of the {len(below)} σ below it ({', '.join(f'{s:g}' for s in below)}) {k_b} resolve the "
+                            "gap from zero (> 3 SE), and a slope needs 2: below σ* the Monte-Carlo SE falls only like "
+                            "σ² while the gap falls like σ³ or faster, so this sample size cannot measure the regime"
+                            if below else "this σ grid does not reach it")
+                         + "; the theorem is not tested here (neither a confirmation nor a refutation)")
                 verdict = "not run at this scale"
         return {"claim": claim, "paper": paper, "ours": ours, "verdict": verdict}
