@@ -352,9 +352,26 @@ def _fig4(rows):
     ({"gd": (0.90, 2.0), "full": (0.82, 4.0), "layer": (0.85, 3.0)}, ["not reproduced", "reproduced"]),
     ({"gd": (0.80, 5.0), "full": (0.82, 3.005), "layer": (0.85, 3.0)}, ["reproduced", "inconclusive"]),
     ({"gd": (0.80, 5.0), "full": (0.82, math.nan), "layer": (0.85, 3.0)}, ["reproduced", "inconclusive"]),
-], ids=["layer-best", "gd-in-band", "gd-best", "gd-best-and-flattest", "traces-in-band", "nan-trace"])
+    # no best method, but the flattest (layer) is beaten in accuracy by full: the smallest trace is not the best's
+    ({"gd": (0.855, 5.0), "full": (0.86, 4.0), "layer": (0.80, 3.0)}, ["not reproduced", "not reproduced"]),
+    ({"gd": (0.855, 5.0), "full": (0.86, 4.0), "layer": (0.80, 4.0)}, ["not reproduced", "inconclusive"]),  # no flattest
+    ({"gd": (0.80, 5.0), "full": (0.82, 4.0), "layer": (0.85, 6.0)}, ["reproduced", "not reproduced"]),  # best, not flat
+], ids=["layer-best", "gd-in-band", "gd-best", "gd-best-and-flattest", "traces-in-band", "nan-trace",
+        "flattest-beaten", "no-flattest", "best-not-flattest"])
 def test_fig4_claims(rows, expected):
     assert _verdicts("fig4", _fig4(rows)) == expected
+
+
+def test_fig4_smallest_trace_with_one_seed_or_an_empty_arm_decides_nothing():
+    rows = {"gd": (0.80, 5.0), "full": (0.82, 4.0), "layer": (0.85, 3.0)}
+    one = _fig4(rows)
+    one["runs"] = [r for r in one["runs"] if r["seed"] == 0]
+    assert _verdicts("fig4", one) == ["inconclusive", "inconclusive"]
+    no_trace = _fig4(rows)
+    for r in no_trace["runs"]:
+        if r["method"] == "gd":
+            del r["final"]["hessian_trace"]
+    assert _verdicts("fig4", no_trace) == ["reproduced", "inconclusive"]
 
 
 # ------------------------------------------------------------------ variance, taylor
