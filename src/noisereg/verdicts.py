@@ -240,6 +240,24 @@ def judge_range(value: float, low: float = -math.inf, high: float = math.inf, se
     return "inconclusive"
 
 
+def every_seed(values, holds, min_seeds: int = MIN_PAIRS) -> str:
+    """The verdict on a claim that must hold on every seed (noisy GD reaching a minimiser to 5 %, say): ``values``
+    one number per seed (a dict by seed, or a list), ``holds(value) -> bool`` the claim on one.
+
+    **inconclusive** with fewer than ``min_seeds`` values (default :data:`MIN_PAIRS`, like the paired rule) or a nan
+    among them (a diverged run); else **reproduced** if it holds on every seed, **not reproduced** if not.
+
+    Example:
+        >>> ok = lambda e: e <= 0.05
+        >>> every_seed([0.01, 0.02, 0.03], ok), every_seed([0.01, 0.2, 0.03], ok), every_seed([0.01], ok)
+        ('reproduced', 'not reproduced', 'inconclusive')
+    """
+    v = list(values.values()) if isinstance(values, dict) else list(values)
+    if len(v) < min_seeds or any(x is None or not math.isfinite(x) for x in v):
+        return "inconclusive"
+    return "reproduced" if all(holds(x) for x in v) else "not reproduced"
+
+
 def fmt(stat: Stat, scale: float = 100.0, unit: str = "%") -> str:
     """``"97.12 ± 0.31% (3 seeds)"`` for accuracies; with ``unit=""`` 4 significant digits (nan: ``"diverged"``;
     one seed has no error bar: ``"97.12 ± n/a% (1 seed)"``)."""
