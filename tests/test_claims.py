@@ -474,13 +474,14 @@ def test_variance_slopes_by_hand():
     assert s[("relu", "full", "grad_var")] == pytest.approx(1.0)
 
 
-def _taylor(slopes, sigmas=(0.01, 0.02, 0.04, 0.08), noise=None):
+def _taylor(slopes, sigmas=(0.01, 0.02, 0.04, 0.08), noise=None, seeds=(0, 1, 2)):
     runs = []
-    for name, p in slopes.items():
-        for s in sigmas:
-            gap = s ** p
-            se = (noise or {}).get((name, s), gap / 1000)
-            runs.append(_run("full", s, variant=name, gap=gap, gap_se=se))
+    for k in seeds:
+        for name, p in slopes.items():
+            for s in sigmas:
+                gap = s ** p
+                se = (noise or {}).get((name, s), gap / 1000)
+                runs.append(_run("full", s, seed=k, variant=name, gap=gap, gap_se=se))
     return _results(runs)
 
 
@@ -495,6 +496,24 @@ LIN, RELU, TANH = MODELS
 ], ids=["yes", "no", "inside-borders", "outside-borders"])
 def test_taylor_claims(slopes, expected):
     assert _verdicts("taylor", _taylor(slopes)) == expected
+
+
+def test_taylor_judges_each_seed_and_needs_three():
+    ok = {LIN: 4.0, RELU: 3.0, TANH: 2.0}
+    one = _taylor(ok, seeds=(0,))
+    assert _verdicts("taylor", one) == ["inconclusive"] * 3   # one seed decides nothing
+    assert "1 seed: a verdict needs 3" in EXPERIMENTS["taylor"].claims(one)[0]["ours"]
+    assert _verdicts("taylor", _taylor(ok, seeds=())) == ["inconclusive"] * 3   # no run at all
+    mixed = _taylor(ok)
+    for r in mixed["runs"]:   # seed 2's tanh gap grows like σ³: that seed refutes O(σ²) with slope 3
+        if r["seed"] == 2 and r["variant"] == TANH:
+            r["final"]["gap"] = r["sigma"] ** 3
+            r["final"]["gap_se"] = r["final"]["gap"] / 1000
+    assert _verdicts("taylor", mixed) == ["reproduced", "reproduced", "not reproduced"]
+    for r in mixed["runs"]:   # and a nan gap on one seed of the deep linear net: that seed is undecided
+        if r["seed"] == 1 and r["variant"] == LIN:
+            r["final"]["gap"] = math.nan
+    assert _verdicts("taylor", mixed)[0] == "inconclusive"
 
 
 def test_taylor_slopes_skip_insignificant_gaps_and_stop_at_a_sign_change():
@@ -626,13 +645,15 @@ def test_taylor_relu_is_called_pre_asymptotic_above_the_kink_margin():
     name = "ReLU (D²Φ[I] = 0 a.e.)"
 
     def res(margin, below=(), p_below=4.0, se_below=1e-3):
-        runs = [{"variant": name, "method": "full", "sigma": s, "seed": 0, "params": {},
-                 "final": {"gap": 1e-3 * s ** p, "gap_se": 1e-9, "margin_sigma": margin}}
-                for s, p in ((0.01, 1.4), (0.02, 1.4), (0.04, 1.4), (0.01, 3.0), (0.02, 3.0), (0.04, 3.0))]
-        runs = runs[:3] if p_below != "pass" else runs[3:]
-        runs += [{"variant": name, "method": "full", "sigma": s, "seed": 0, "params": {},
-                  "final": {"gap": s ** p_below, "gap_se": se_below * s ** p_below, "margin_sigma": margin}}
-                 for s in below]
+        runs = []
+        for k in (0, 1, 2):
+            pts = [{"variant": name, "method": "full", "sigma": s, "seed": k, "params": {},
+                    "final": {"gap": 1e-3 * s ** p, "gap_se": 1e-9, "margin_sigma": margin}}
+                   for s, p in ((0.01, 1.4), (0.02, 1.4), (0.04, 1.4), (0.01, 3.0), (0.02, 3.0), (0.04, 3.0))]
+            runs += pts[:3] if p_below != "pass" else pts[3:]
+            runs += [{"variant": name, "method": "full", "sigma": s, "seed": k, "params": {},
+                      "final": {"gap": s ** p_below, "gap_se": se_below * s ** p_below, "margin_sigma": margin}}
+                     for s in below]
         return _results(runs)
 
     def row(r):
@@ -641,7 +662,7 @@ def test_taylor_relu_is_called_pre_asymptotic_above_the_kink_margin():
     failing, passing = row(res(1e-3)), row(res(1e-3, p_below="pass"))
     for r in (failing, passing):   # the same verdict whatever the slope above σ*
         assert r["verdict"] == "not run at this scale" and "pre-asymptotic" in r["ours"]
-        assert "this σ grid does not reach it" in r["ours"]
+        assert "the σ grid does not reach it" in r["ours"] and "whether its slope above σ* passes or fails" in r["ours"]
     assert "slope 1.40" in failing["ours"] and "slope 3.00" in passing["ours"]
     assert row(res(0.05))["verdict"] == "not reproduced"     # every σ below σ*: judged
     assert row(res(0.05, p_below="pass"))["verdict"] == "reproduced"
@@ -691,16 +712,17 @@ def test_theorem2_one_sigma_fits_no_rate():
 LAYER_LIN, LAYER_RELU, LAYER_DEEP_RELU = LAYER_MODELS
 
 
-def _layer(ratio_lin, se_lin, relu_slope, margin=1e-3):
+def _layer(ratio_lin, se_lin, relu_slope, margin=1e-3, seeds=(0, 1, 2)):
     runs = []
-    for s in (0.01, 0.02, 0.04):
-        reg = s**2
-        runs.append(_run("layer", s, variant=LAYER_LIN, gap=(ratio_lin - 1) * reg, gap_se=se_lin * reg,
-                         ratio=ratio_lin, ratio_se=se_lin, reg_term=reg))
-        gap = 1e-3 * s**relu_slope
-        for name in (LAYER_RELU, LAYER_DEEP_RELU):
-            runs.append(_run("layer", s, variant=name, gap=gap, gap_se=gap / 100, ratio=1 + gap / reg,
-                             ratio_se=gap / 100 / reg, reg_term=reg, margin_sigma=margin))
+    for k in seeds:
+        for s in (0.01, 0.02, 0.04):
+            reg = s**2
+            runs.append(_run("layer", s, seed=k, variant=LAYER_LIN, gap=(ratio_lin - 1) * reg, gap_se=se_lin * reg,
+                             ratio=ratio_lin, ratio_se=se_lin, reg_term=reg))
+            gap = 1e-3 * s**relu_slope
+            for name in (LAYER_RELU, LAYER_DEEP_RELU):
+                runs.append(_run("layer", s, seed=k, variant=name, gap=gap, gap_se=gap / 100, ratio=1 + gap / reg,
+                                 ratio_se=gap / 100 / reg, reg_term=reg, margin_sigma=margin))
     return _results(runs)
 
 
@@ -716,6 +738,11 @@ def test_taylor_layerwise_claims(ratio, se, slope, margin, expected):
     layer = [r for r in rows if r["claim"].startswith("layer-wise")]
     assert [r["verdict"] for r in layer] == expected
     assert "ratio" in layer[0]["ours"] and "σ²/2·tr(GGN)" in layer[0]["claim"]
+
+
+def test_taylor_layerwise_claims_need_three_seeds():
+    rows = EXPERIMENTS["taylor"].claims(_layer(1.0, 1e-15, 3.0, 0.05, seeds=(0,)))
+    assert [r["verdict"] for r in rows if r["claim"].startswith("layer-wise")] == ["inconclusive"] * 3
 
 
 def _depth(full_slopes, layer_slopes, negative=False):

@@ -258,6 +258,24 @@ def every_seed(values, holds, min_seeds: int = MIN_PAIRS) -> str:
     return "reproduced" if all(holds(x) for x in v) else "not reproduced"
 
 
+def across_seeds(verdicts: list[str], min_seeds: int = MIN_PAIRS) -> str:
+    """One verdict from one per seed (a slope fitted on each seed's runs, say): **not run at this scale** if every
+    seed's is, **inconclusive** with fewer than ``min_seeds`` seeds (default :data:`MIN_PAIRS`), **computed** if every
+    seed's is, else :func:`decide_all` of them (one seed not reproduced refutes; every seed reproduced confirms).
+
+    Example:
+        >>> across_seeds(["reproduced"] * 3), across_seeds(["reproduced"]), across_seeds(["reproduced", "not reproduced", "reproduced"])
+        ('reproduced', 'inconclusive', 'not reproduced')
+    """
+    if verdicts and all(v == "not run at this scale" for v in verdicts):
+        return "not run at this scale"
+    if len(verdicts) < min_seeds:
+        return "inconclusive"
+    if all(v == "computed" for v in verdicts):
+        return "computed"
+    return decide_all(verdicts)
+
+
 def fmt(stat: Stat, scale: float = 100.0, unit: str = "%") -> str:
     """``"97.12 ± 0.31% (3 seeds)"`` for accuracies; with ``unit=""`` 4 significant digits (nan: ``"diverged"``;
     one seed has no error bar: ``"97.12 ± n/a% (1 seed)"``)."""

@@ -46,11 +46,11 @@ from noisereg.data import sparse_regression
 from noisereg.sweep.experiment import Experiment, Job
 from noisereg.plotting.style import figure, save
 from noisereg.experiments.variance import log_slope
-from noisereg.verdicts import judge_range
+from noisereg.verdicts import MIN_PAIRS, across_seeds, judge_range
 from noisereg.layers import resolve_layers
 from noisereg.losses import as_predictions, check_targets, per_sample_loss
 from noisereg.models import MLP, DeepLinearNet
-from noisereg.training.settings import POSITIVE_INT, SEED
+from noisereg.training.settings import POSITIVE_INT, SEED, SEEDS
 
 
 @dataclass(frozen=True)
@@ -61,10 +61,12 @@ class TaylorConfig(Checked):
     d: int = 10
     width: int = 16
     samples: int = 200000          # noise samples per point (antithetic pairs: samples / 2)
-    seed: int = 0
+    seed: int = 0                  # the data
+    seeds: tuple[int, ...] = (0, 1, 2)  # the models' initialisation and the noise draws: one fit per seed, and a
+                                   # verdict needs 3 (verdicts.across_seeds)
 
     CONSTRAINTS = {"sigmas": Each(Interval(0, low_open=True)), "n": POSITIVE_INT, "d": POSITIVE_INT,
-                   "width": POSITIVE_INT, "samples": Interval(4, integer=True), "seed": SEED}
+                   "width": POSITIVE_INT, "samples": Interval(4, integer=True), "seed": SEED, "seeds": SEEDS}
 
 
 MODELS = {
@@ -151,7 +153,7 @@ class Taylor(Experiment):
     order = 8
     Config = TaylorConfig
     metrics = ("gap", "gap_se", "ratio", "ratio_se")
-    PRESETS = {"smoke": dict(sigmas=(0.05, 0.2), samples=400), "cpu": dict(), "demo": dict(samples=50000),
+    PRESETS = {"smoke": dict(sigmas=(0.05, 0.2), samples=400, seeds=(0,)), "cpu": dict(), "demo": dict(samples=50000),
                "paper": dict(samples=1000000)}
 
     def data(self, cfg, data, data_dir):
@@ -162,26 +164,28 @@ class Taylor(Experiment):
         split = self.data(cfg, None, None)
         x, y = split.x_train.double(), split.y_train.double()
         jobs = []
-        for name, make in MODELS.items():
-            for s in cfg.sigmas:
-                jobs.append(Job(f"{name.split()[0]}-sigma{s:g}", name,
-                                functools.partial(self.point, cfg, make, s, x, y), {"model": name, "sigma": s}))
-        for name, make in LAYER_MODELS.items():
-            for s in cfg.sigmas:
-                key = name.split(", ")[1].replace(" ", "-")
-                jobs.append(Job(f"layer-{key}-sigma{s:g}", name,
-                                functools.partial(self.point, cfg, make, s, x, y, "layer"),
-                                {"model": name, "sigma": s, "mode": "layer"}))
+        for k in cfg.seeds:
+            for name, make in MODELS.items():
+                for s in cfg.sigmas:
+                    jobs.append(Job(f"{name.split()[0]}-sigma{s:g}-s{k}", name,
+                                    functools.partial(self.point, cfg, make, s, x, y, seed=k),
+                                    {"model": name, "sigma": s, "seed": k}))
+            for name, make in LAYER_MODELS.items():
+                for s in cfg.sigmas:
+                    key = name.split(", ")[1].replace(" ", "-")
+                    jobs.append(Job(f"layer-{key}-sigma{s:g}-s{k}", name,
+                                    functools.partial(self.point, cfg, make, s, x, y, "layer", seed=k),
+                                    {"model": name, "sigma": s, "mode": "layer", "seed": k}))
         return jobs
 
-    def point(self, cfg, make, sigma, x, y, mode="full", *, checkpoint=None, resume=False):
-        """The gap at ``sigma`` for the model ``make`` builds, full or layer-wise noise; layer-wise points also
-        record ``ratio`` = (R̃_σ − R)/(σ²/2·tr GGN) = 1 + gap/(σ²/2·tr GGN) and its standard error. In one go
-        (``checkpoint``, ``resume`` unused)."""
+    def point(self, cfg, make, sigma, x, y, mode="full", *, seed: int = 0, checkpoint=None, resume=False):
+        """The gap at ``sigma`` for the model ``make`` builds (initialised from ``seed``, noise drawn from it), full
+        or layer-wise noise; layer-wise points also record ``ratio`` = (R̃_σ − R)/(σ²/2·tr GGN) = 1 + gap/(σ²/2·tr GGN)
+        and its standard error. In one go (``checkpoint``, ``resume`` unused)."""
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed)
+            torch.manual_seed(seed)
             model = make(cfg).double()
-        gap, se = (taylor_gap if mode == "full" else layer_gap)(model, x, y, sigma, cfg.samples, cfg.seed)
+        gap, se = (taylor_gap if mode == "full" else layer_gap)(model, x, y, sigma, cfg.samples, seed)
         final = {"gap": gap, "gap_se": se}
         if mode == "layer":
             half_trace = sigma**2 / 2 * ggn_trace(model, x, y)
@@ -189,19 +193,23 @@ class Taylor(Experiment):
         margin = relu_margin_sigma(model, x)  # ReLU nets: where Theorem 1's asymptotic regime starts
         if margin is not None:
             final["margin_sigma"] = margin
-        return {"method": mode, "sigma": sigma, "seed": cfg.seed, "final": final, "history": [{"step": 0, **final}]}
+        return {"method": mode, "sigma": sigma, "seed": seed, "final": final, "history": [{"step": 0, **final}]}
 
     def slopes(self, results, points: int = 3):
         """Asymptotic slope per model: fit on the ``points`` smallest σ whose gap is > 3 SE from zero,
         stopping at the first sign change (past it a higher-order term has taken over): ``{name: (slope, k)}``."""
-        return {name: self.fit(results, name, points)[::2][:2] for name in (*MODELS, *LAYER_MODELS)}
+        first = min((r["seed"] for r in results["runs"]), default=0)   # the first seed's (the figure's legend)
+        return {name: self.fit(results, name, points, seed=first)[::2][:2] for name in (*MODELS, *LAYER_MODELS)}
 
     @staticmethod
-    def fit(results, name: str, points: int = 3, below: float = math.inf) -> tuple[float, float, int, list[float]]:
+    def fit(results, name: str, points: int = 3, below: float = math.inf,
+            seed: int | None = None) -> tuple[float, float, int, list[float]]:
         """``(slope, se, k, sigmas)``: the log-log slope of |gap| against σ (± SE from the gaps' Monte-Carlo
         errors, :func:`~noisereg.experiments.variance.log_slope`) over the ``k`` <= ``points`` smallest σ < ``below``
-        whose gap is > 3 SE from zero, stopping at the first sign change; nan, nan for fewer than 2 such σ."""
-        rows = sorted((r["sigma"], r["final"]) for r in results["runs"] if r["variant"] == name and r["sigma"] < below)
+        whose gap is > 3 SE from zero, stopping at the first sign change; nan, nan for fewer than 2 such σ. ``seed``:
+        that seed's runs only (None: every run, for results with one seed)."""
+        rows = sorted((r["sigma"], r["final"]) for r in results["runs"] if r["variant"] == name and r["sigma"] < below
+                      and (seed is None or r["seed"] == seed))
         ok = []
         for s, f in rows:
             if not abs(f["gap"]) > 3 * f["gap_se"]:
@@ -222,18 +230,24 @@ class Taylor(Experiment):
         ax = axes[0][0]
         sl = self.slopes(results)
         for name, color in zip(MODELS, ("tab:purple", "tab:green", "tab:red")):
-            rows = sorted((r["sigma"], r["final"]) for r in results["runs"] if r["variant"] == name)
-            ax.errorbar([s for s, _ in rows], [abs(f["gap"]) for _, f in rows], yerr=[2 * f["gap_se"] for _, f in rows],
-                        marker="o", capsize=3, color=color, label=f"{name}: slope {sl[name][0]:.2f}")
-        ax.set(xscale="log", yscale="log", xlabel="σ", ylabel="|R_σ − R_σ^eff| (± 2 SE)")
+            for i, k in enumerate(_seeds(results, name)):   # one line per seed (model and noise draws)
+                rows = sorted((r["sigma"], r["final"]) for r in results["runs"] if r["variant"] == name and r["seed"] == k)
+                ax.errorbar([s for s, _ in rows], [abs(f["gap"]) for _, f in rows],
+                            yerr=[2 * f["gap_se"] for _, f in rows], marker="o", capsize=3, color=color,
+                            alpha=1.0 if i == 0 else 0.4,
+                            label=f"{name}: slope {sl[name][0]:.2f} (seed {k})" if i == 0 else None)
+        ax.set(xscale="log", yscale="log", xlabel="σ", ylabel="|R_σ − R_σ^eff| (± 2 SE; faint: other seeds)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         if layer:
             ax = axes[0][1]
             for name, color in zip(LAYER_MODELS, ("tab:purple", "tab:green", "tab:olive")):
-                rows = sorted((r["sigma"], r["final"]) for r in results["runs"] if r["variant"] == name)
-                ax.errorbar([s for s, _ in rows], [f["ratio"] for _, f in rows], yerr=[2 * f["ratio_se"] for _, f in rows],
-                            marker="o", capsize=3, color=color, label=name)
+                for i, k in enumerate(_seeds(results, name)):
+                    rows = sorted((r["sigma"], r["final"]) for r in results["runs"]
+                                  if r["variant"] == name and r["seed"] == k)
+                    ax.errorbar([s for s, _ in rows], [f["ratio"] for _, f in rows],
+                                yerr=[2 * f["ratio_se"] for _, f in rows], marker="o", capsize=3, color=color,
+                                alpha=1.0 if i == 0 else 0.4, label=name if i == 0 else None)
             ax.axhline(1, color="gray", lw=0.8)
             ax.set(xscale="log", xlabel="σ", ylabel="(R̃_σ − R) / (σ²/2·tr GGN) (± 2 SE)",
                    title="layer-wise noise against Eq. (6)")
@@ -242,6 +256,8 @@ class Taylor(Experiment):
         return save(fig, out / spec["file"], spec.get("title"))
 
     def claims(self, results):
+        """One row per model, judged on each seed's runs (a fitted slope ± SE, :func:`~noisereg.verdicts.judge_range`)
+        and combined over seeds by :func:`~noisereg.verdicts.across_seeds` (fewer than 3 seeds: inconclusive)."""
         rows = []
         for name in MODELS:
             if "≠" in name:
@@ -250,18 +266,21 @@ class Taylor(Experiment):
                 claim, paper, low, high = f"{name}: gap is O(σ³) (Theorem 1)", "slope ≥ 3", 2.7, math.inf
             rows.append(self._row(results, name, claim, paper, low, high))
         for name in LAYER_MODELS:
-            pts = sorted((r["sigma"], r["final"]) for r in results["runs"] if r["variant"] == name)
-            if not pts:
+            seeds = _seeds(results, name)
+            if not seeds:
                 continue
-            ratios = ", ".join(f"{f['ratio']:.3f} ± {f['ratio_se']:.1g} (σ = {s:g})" for s, f in pts)
+            pts = {k: sorted((r["sigma"], r["final"]) for r in results["runs"] if r["variant"] == name and r["seed"] == k)
+                   for k in seeds}
+            ratios = "; ".join(f"seed {k}: " + ", ".join(f"{f['ratio']:.3f} ± {f['ratio_se']:.1g} (σ = {s:g})"
+                                                         for s, f in p) for k, p in pts.items())
             if "linear" in name:   # Φ linear in each layer: the linearisation is exact, the gap is rounding
-                worst = max(abs(f["ratio"] - 1) - 3 * f["ratio_se"] for _, f in pts)
+                worst = {k: max(abs(f["ratio"] - 1) - 3 * f["ratio_se"] for _, f in p) for k, p in pts.items()}
                 # each sample's gap is zero up to rounding: no seed or draw can change it, an identity evaluated
                 rows.append({"claim": f"{name}: R̃_σ − R = σ²/2·tr(GGN) exactly at every σ (Eq. 11)",
                              "paper": "ratio 1", "ours": f"ratio (R̃_σ − R)/(σ²/2·tr GGN): {ratios} (every sample's "
-                             "gap is rounding: an identity evaluated, not a Monte-Carlo estimate)",
-                             "verdict": "computed" if worst <= 1e-9 else
-                             "inconclusive" if math.isnan(worst) else "not reproduced"})
+                             "gap is rounding: an identity evaluated, not a Monte-Carlo estimate)" + _few(seeds),
+                             "verdict": across_seeds(["computed" if w <= 1e-9 else "inconclusive" if math.isnan(w)
+                                                      else "not reproduced" for w in worst.values()])})
                 continue
             row = self._row(results, name, f"{name}: R̃_σ − R = σ²/2·tr(GGN) + O(σ³) (Sec. 3.3 via App. A)",
                             "gap slope ≥ 3, ratio → 1", 2.7, math.inf)
@@ -270,31 +289,51 @@ class Taylor(Experiment):
         return rows
 
     def _row(self, results, name, claim, paper, low, high) -> dict:
-        """A claims row from the fitted gap slope, judged by :func:`~noisereg.verdicts.judge_range` (slope ± z·SE
-        in [low, high]). ReLU nets (runs recording ``margin_sigma``) are judged on σ below the smallest
-        pre-activation margin σ* only, where Theorem 1 via App. A applies; with fewer than two such σ whose gap is
-        resolved (> 3 SE) the row is "not run at this scale", whatever the slope above σ* (stated, as measured)."""
-        sl, se, k, fitted = self.fit(results, name)
-        ours = (f"slope {sl:.2f} ± {se:.1g} over the {k} smallest σ with gap > 3 SE" if k >= 2 else
+        """A claims row from the gap slope fitted on each seed's runs (:meth:`_judge`), combined over the seeds."""
+        seeds = _seeds(results, name)
+        parts = [self._judge(results, name, low, high, k) for k in seeds]
+        ours = "; ".join(f"seed {k}: {text}" for k, (_, text) in zip(seeds, parts)) or "no run"
+        if any(v == "not run at this scale" for v, _ in parts):
+            ours += ("; Theorem 1's σ³ (via App. A) concerns σ below σ*, the smallest pre-activation margin "
+                     "|z|/‖(x, 1)‖ (per seed): a seed is judged on the σ below its σ* alone, and is not run at this "
+                     "scale where fewer than 2 of them resolve the gap from zero (> 3 SE), whether its slope above σ* "
+                     "passes or fails; below σ* the Monte-Carlo SE falls only like σ² while the gap falls like σ³ or "
+                     "faster, so these sample sizes cannot measure the regime (neither a confirmation nor a "
+                     "refutation)")
+        return {"claim": claim, "paper": paper, "ours": ours + _few(seeds), "verdict": across_seeds([v for v, _ in parts])}
+
+    def _judge(self, results, name, low, high, seed) -> tuple[str, str]:
+        """``(verdict, text)`` of one seed: the fitted slope ± z·SE in [low, high]. ReLU nets (runs recording
+        ``margin_sigma``) are judged on the σ below the smallest pre-activation margin σ* only, where Theorem 1 via
+        App. A applies: with fewer than two such σ whose gap is resolved (> 3 SE), "not run at this scale", whatever
+        the slope above σ* (stated, as measured)."""
+        sl, se, k, _ = self.fit(results, name, seed=seed)
+        text = (f"slope {sl:.2f} ± {se:.1g} over the {k} smallest σ with gap > 3 SE" if k >= 2 else
                 f"no slope: {k} σ with gap > 3 SE before the gap changes sign")
         verdict = judge_range(sl, low, high, se)
-        margins = [r["final"]["margin_sigma"] for r in results["runs"]
-                   if r["variant"] == name and "margin_sigma" in r["final"]]
-        if margins:  # Theorem 1 via Appendix A is asymptotic: σ below the smallest kink margin
-            star = min(margins)
-            sl_b, se_b, k_b, fit_b = self.fit(results, name, below=star)
-            below = sorted(r["sigma"] for r in results["runs"] if r["variant"] == name and r["sigma"] < star)
-            if k_b >= 2:
-                ours = (f"slope {sl_b:.2f} ± {se_b:.1g} over the {k_b} smallest σ below σ* = {star:.2g} (the smallest "
-                        f"pre-activation margin |z|/‖(x, 1)‖) with gap > 3 SE; above σ*: {ours}")
-                verdict = judge_range(sl_b, low, high, se_b)
-            else:
-                ours += (f" (pre-asymptotic, as measured); Theorem 1's σ³ (via App. A) concerns σ below σ* = {star:.2g}, "
-                         "the smallest pre-activation margin |z|/‖(x, 1)‖: "
-                         + (f"of the {len(below)} σ below it ({', '.join(f'{s:g}' for s in below)}) {k_b} resolve the "
-                            "gap from zero (> 3 SE), and a slope needs 2: below σ* the Monte-Carlo SE falls only like "
-                            "σ² while the gap falls like σ³ or faster, so this sample size cannot measure the regime"
-                            if below else "this σ grid does not reach it")
-                         + "; the theorem is not tested here (neither a confirmation nor a refutation)")
-                verdict = "not run at this scale"
-        return {"claim": claim, "paper": paper, "ours": ours, "verdict": verdict}
+        runs = [r for r in results["runs"] if r["variant"] == name and r["seed"] == seed]
+        margins = [r["final"]["margin_sigma"] for r in runs if "margin_sigma" in r["final"]]
+        if not margins:
+            return verdict, text
+        star = min(margins)   # Theorem 1 via Appendix A is asymptotic: σ below the smallest kink margin
+        sl_b, se_b, k_b, _ = self.fit(results, name, below=star, seed=seed)
+        below = sorted(r["sigma"] for r in runs if r["sigma"] < star)
+        if k_b >= 2:
+            return (judge_range(sl_b, low, high, se_b),
+                    f"slope {sl_b:.2f} ± {se_b:.1g} over the {k_b} smallest σ below σ* = {star:.2g} with gap > 3 SE "
+                    f"(above σ*: {text})")
+        return "not run at this scale", (
+            f"{text} (pre-asymptotic, as measured); σ* = {star:.2g}: "
+            + (f"of the {len(below)} σ below it ({', '.join(f'{s:g}' for s in below)}) {k_b} resolve the gap"
+               if below else "the σ grid does not reach it"))
+
+
+def _few(seeds) -> str:
+    """``"; 1 seed: a verdict needs 3"`` where there are fewer seeds than the rule needs ("" otherwise)."""
+    n = len(seeds)
+    return f"; {n} seed{'s' if n != 1 else ''}: a verdict needs {MIN_PAIRS}" if n < MIN_PAIRS else ""
+
+
+def _seeds(results: dict, name: str) -> list[int]:
+    """The seeds of ``name``'s runs, in order."""
+    return sorted({r["seed"] for r in results["runs"] if r["variant"] == name})
