@@ -456,6 +456,14 @@ def test_variance_growth_claim_can_fail(excess, se, expected):
     assert row["verdict"] == expected, row["ours"]
 
 
+def test_variance_monte_carlo_check_is_undecided_on_a_nan_or_no_point():
+    res = _variance(1.0, 0.0)
+    res["runs"][0]["final"]["excess_mc"] = math.nan
+    assert _row(EXPERIMENTS["variance"].claims(res), "linear nets: Monte Carlo")["verdict"] == "inconclusive"
+    res["runs"] = [r for r in res["runs"] if r["params"]["net"] == "relu"]   # no exact point to check against
+    assert _row(EXPERIMENTS["variance"].claims(res), "linear nets: Monte Carlo")["verdict"] == "inconclusive"
+
+
 def test_variance_log_slope_standard_error_by_hand():
     from noisereg.experiments.variance import log_slope
 
