@@ -24,7 +24,9 @@ experiment; one that disagrees is ``not reproduced``) and ``not run at this scal
 
 Claims on a single estimate (a fitted slope, a Monte-Carlo ratio) use :func:`judge_range`: the estimate ± z·SE
 (z = :data:`Z`, one-sided α in each direction) inside the claimed range is **reproduced**, wholly outside it
-**not reproduced**, anything else or a nan **inconclusive**.
+**not reproduced**, anything else or a nan **inconclusive**. A claim that must hold on every run (noisy GD
+reaching a minimiser, in the theory experiments) uses :func:`every_seed`, and verdicts reached seed by seed are
+combined by :func:`across_seeds`: both need :data:`MIN_PAIRS` seeds and no nan, like the paired rule.
 """
 
 from __future__ import annotations
