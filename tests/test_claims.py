@@ -796,3 +796,23 @@ def test_variance_depth_claim_weighs_the_monte_carlo_error():
         if r["params"]["depth"] == 3 and r["params"]["mode"] == "layer":
             r["final"]["excess_mc_se"] = 0.05 * r["final"]["excess"]
     assert [r["verdict"] for r in EXPERIMENTS["variance"].depth_claims(res)] == ["inconclusive"] * 2
+
+
+def test_taylor_layerwise_runs_record_the_margin_of_their_first_layer_std():
+    """Layer-wise noise puts std σ√M on the first layer, so its kinks are crossed from σ*/√M on: that is the margin a
+    layer-wise ReLU run records (full noise: σ* itself)."""
+    from noisereg.experiments.taylor import Taylor, relu_margin_sigma
+    from noisereg.layers import resolve_layers
+
+    exp = Taylor()
+    cfg = exp.config("smoke", {"samples": 8})
+    split = exp.data(cfg, None, None)
+    x, y = split.x_train.double(), split.y_train.double()
+    make = LAYER_MODELS[LAYER_DEEP_RELU]
+    full = exp.point(cfg, make, 0.01, x, y, seed=1)["final"]["margin_sigma"]
+    layer = exp.point(cfg, make, 0.01, x, y, "layer", seed=1)["final"]["margin_sigma"]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        model = make(cfg).double()
+    m = len(resolve_layers(model))
+    assert m == 3 and full == pytest.approx(relu_margin_sigma(model, x)) and layer == pytest.approx(full / math.sqrt(m))

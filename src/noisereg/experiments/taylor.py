@@ -21,7 +21,8 @@ What the ReLU net shows: for σ between 0.01 and 0.08 its gap grows like σ^1.4,
 whose pre-activation lies within about σ·||x|| of the kink contributes like curvature, and with
 hundreds of pre-activations some always do. Theorem 1's σ³ needs σ below the smallest
 pre-activation margin σ* = min |z|/‖(x, 1)‖ (Appendix A; 6·10⁻⁴ at the cpu preset, recorded in each ReLU
-run as ``margin_sigma``), far below the noise levels used in practice. The ReLU rows are therefore judged on the
+run as ``margin_sigma``; σ*/√M for layer-wise noise, whose std on the first layer is σ√M), far below the noise
+levels used in practice. The ReLU rows are therefore judged on the
 σ below σ* alone (slope ± SE by :func:`~noisereg.verdicts.judge_range`), and are "not run at this scale" when fewer
 than two of them resolve the gap from zero, whether the slope above σ* passes or fails (it is printed, as measured).
 The σ grid includes 2, 3 and 4·10⁻⁴, below σ* for seeds 0 and 2 (σ* = 5.9·10⁻⁴ and 5.3·10⁻⁴; seed 1's model has a
@@ -195,8 +196,8 @@ class Taylor(Experiment):
             half_trace = sigma**2 / 2 * ggn_trace(model, x, y)
             final.update(ratio=1 + gap / half_trace, ratio_se=se / half_trace, reg_term=half_trace)
         margin = relu_margin_sigma(model, x)  # ReLU nets: where Theorem 1's asymptotic regime starts
-        if margin is not None:
-            final["margin_sigma"] = margin
+        if margin is not None:   # layer-wise noise puts std σ√M on the first layer: its kinks are crossed at σ*/√M
+            final["margin_sigma"] = margin / (math.sqrt(len(resolve_layers(model))) if mode == "layer" else 1.0)
         return {"method": mode, "sigma": sigma, "seed": seed, "final": final, "history": [{"step": 0, **final}]}
 
     def slopes(self, results, points: int = 3):
@@ -326,7 +327,7 @@ class Taylor(Experiment):
         if k_b >= 2:
             return (judge_range(sl_b, low, high, se_b),
                     f"slope {sl_b:.2f} ± {se_b:.1g} over the {k_b} smallest σ below σ* = {star:.2g} with gap > 3 SE "
-                    f"(above σ*: {text})")
+                    f"(over every σ: {text})")
         return "not run at this scale", (
             f"{text} (pre-asymptotic, as measured); σ* = {star:.2g}: "
             + (f"of the {len(below)} σ below it ({', '.join(f'{s:g}' for s in below)}) {k_b} resolve the gap"
