@@ -12,6 +12,7 @@ from noisereg.sweep import EXPERIMENTS
 from noisereg.sweep import run_experiment
 from noisereg.experiments.nuclear import Nuclear
 from noisereg.experiments.psd import PSD, psd_objective, thresholds
+from noisereg.verdicts import VERDICTS
 
 DT = torch.float64
 
@@ -36,7 +37,7 @@ def test_smoke_run_and_report(exp_cls, tmp_path, monkeypatch):
     png = tmp_path / exp.figures(res["config"])[0]["file"]
     assert png.exists() and png.stat().st_size > 5000
     rows = exp.claims(saved)
-    assert rows and all(row["verdict"] in ("reproduced", "not reproduced", "measured") for row in rows)
+    assert rows and all(row["verdict"] in VERDICTS for row in rows)
     assert all(set(row) == {"claim", "paper", "ours", "verdict"} for row in rows)
     assert "| claim (paper) |" in report.read_text()
 

@@ -178,7 +178,9 @@ def test_fmt():
 def test_slope_by_hand():
     assert slope([1, 10, 100], [3, 30, 300]) == pytest.approx(1.0)
     assert slope([2, 4, 8], [1 / 2, 1 / 8, 1 / 32]) == pytest.approx(-2.0)
-    assert slope([1, 2, 4, 8], [1, 4, 0, None]) == pytest.approx(2.0)  # non-positive and None points dropped
+    assert slope([1, 2, 4], [1, 4, 0]) == pytest.approx(2.0)  # a non-positive point is dropped (said by the claims)
+    assert math.isnan(slope([1, 2, 4, 8], [1, 4, 8, None]))    # a missing or nan point is not: no slope
+    assert math.isnan(slope([1, 2, 4, 8], [1, 4, 8, math.nan]))
     assert slope([1, 2, 4], [1, 2, 2]) == pytest.approx(0.5)  # log-points (0,0), (a,a), (2a,a): cov a², var 2a²
     assert math.isnan(slope([1, 2], [1, -1]))
 
@@ -202,3 +204,113 @@ def test_one_pair_says_so_instead_of_printing_nan_bounds():
 
     text = paired(Sample({0: 0.81}), Sample({0: 0.80})).text()
     assert "nan" not in text and "n=1: one pair, no interval" in text and "+1.00 pts" in text
+
+
+# ------------------------------------------------------------------ every verdict function, every outcome (issue 31)
+
+S3 = dict(good=S(0.95, 0.97, 0.96), bad=S(0.90, 0.91, 0.90))
+
+
+def _judge_pair(a, b, **kw):
+    from noisereg.experiments.classify import judge_pair
+
+    return judge_pair({"sizes": {"test": 1000}}, a, b, **kw).verdict
+
+
+def _paired(a, b, **kw):
+    return paired(a, b, **kw).verdict
+
+
+PAIRED = {"paired": _paired, "decide": decide, "judge_pair": _judge_pair,
+          "paired at_least": lambda a, b: _paired(a, b, at_least=True),
+          "decide lower_is_better": lambda a, b: decide(b, a, lower_is_better=True)}
+NAN3 = S(0.95, None, 0.96)
+
+
+@pytest.mark.parametrize("fn", list(PAIRED), ids=str)
+@pytest.mark.parametrize("a,b,expected", [
+    (S3["good"], S3["bad"], "reproduced"), (S3["bad"], S3["good"], "not reproduced"),
+    (S(0.95, 0.96, 0.95), S(0.95, 0.95, 0.96), "inconclusive"),
+    (NAN3, S3["bad"], "inconclusive"), (S3["good"], NAN3, "inconclusive"),
+    (Sample({}), S3["bad"], "inconclusive"), (S3["good"], Sample({}), "inconclusive"),
+    (S(0.99), S(0.5), "inconclusive"), (Sample({0: 0.99}), Sample({0: 0.5, 1: 0.5, 2: 0.5}), "inconclusive"),
+    (Sample({0: 0.95, 1: 0.97, 2: 0.96, 3: math.nan}), S3["bad"], "inconclusive"),  # diverged on an unpaired seed
+], ids=["better", "worse", "tie", "nan-a", "nan-b", "empty-a", "empty-b", "one-seed", "one-seed-a", "nan-unpaired"])
+def test_paired_verdicts_reach_every_outcome(fn, a, b, expected):
+    assert PAIRED[fn](a, b) == expected
+
+
+@pytest.mark.parametrize("verdicts,expected", [
+    (["reproduced"] * 3, "reproduced"), (["reproduced", "not reproduced"], "not reproduced"),
+    (["reproduced", "inconclusive"], "inconclusive"), ([], "inconclusive"),
+    ([decide(NAN3, S3["bad"])], "inconclusive"),                            # nan: the comparison is undecided
+    ([decide(S(0.99), S(0.5))], "inconclusive"),                            # one seed
+    ([decide(Sample({}), S3["bad"]), "reproduced"], "inconclusive"),        # an empty arm
+], ids=["all", "one-refutes", "one-undecided", "none", "nan", "one-seed", "empty-arm"])
+def test_decide_all_reaches_every_outcome(verdicts, expected):
+    assert decide_all(verdicts) == expected
+
+
+@pytest.mark.parametrize("args,expected", [
+    ((1.0, 0.9, 1.1, 0.01), "reproduced"), ((0.5, 0.9, 1.1, 0.01), "not reproduced"),
+    ((1.5, 0.9, 1.1, 0.01), "not reproduced"), ((1.09, 0.9, 1.1, 0.01), "inconclusive"),
+    ((math.nan, 0.9, 1.1, 0.0), "inconclusive"), ((1.0, 0.9, 1.1, math.nan), "inconclusive"),
+    ((None, 0.9, 1.1, 0.0), "inconclusive"), ((1.0, 0.9, 1.1, -1.0), "inconclusive"),
+], ids=["inside", "below", "above", "straddles", "nan", "nan-se", "none", "negative-se"])
+def test_judge_range_reaches_every_outcome(args, expected):
+    from noisereg.verdicts import judge_range
+
+    assert judge_range(*args) == expected
+    if expected == "reproduced":   # a closed form's agreement is "computed"
+        assert judge_range(*args, computed=True) == "computed"
+
+
+def test_judge_range_on_slopes_of_nothing_one_point_and_nan():
+    """The slope judgements (variance, taylor) feed judge_range with log_slope: an empty fit, one point (one seed's
+    one width) or a nan point is nan, hence inconclusive."""
+    from noisereg.experiments.variance import log_slope
+    from noisereg.verdicts import judge_range
+
+    def flat(xs, ys, ses=None):
+        sl, se = log_slope(xs, ys, ses)
+        return judge_range(sl, high=0.1, se=se)
+
+    for xs, ys in (([], []), ([10], [1.0]), ([10, 100], [1.0, math.nan])):
+        assert flat(xs, ys) == "inconclusive"
+    assert flat([10, 100], [1.0, 1.0], [1e-4, 1e-4]) == "reproduced"
+    assert flat([10, 100], [1.0, 10.0], [1e-4, 1e-4]) == "not reproduced"
+    assert flat([10, 100], [1.0, 1.2], [0.1, 0.1]) == "inconclusive"   # slope 0.08 ± 0.06
+
+
+@pytest.mark.parametrize("values,expected", [
+    ([0.01, 0.02, 0.03], "reproduced"), ([0.01, 0.2, 0.03], "not reproduced"),
+    ([0.01, math.nan, 0.03], "inconclusive"), ([0.01, None, 0.03], "inconclusive"), ([], "inconclusive"),
+    ([0.01], "inconclusive"), ([0.2], "inconclusive"), ({0: 0.01, 1: 0.02, 2: 0.03}, "reproduced"),
+], ids=["all", "one-fails", "nan", "none", "empty", "one-seed", "one-seed-failing", "by-seed"])
+def test_every_seed_reaches_every_outcome(values, expected):
+    from noisereg.verdicts import every_seed
+
+    assert every_seed(values, lambda e: e <= 0.05) == expected
+
+
+@pytest.mark.parametrize("verdicts,expected", [
+    (["reproduced"] * 3, "reproduced"), (["reproduced", "not reproduced", "reproduced"], "not reproduced"),
+    (["reproduced", "inconclusive", "reproduced"], "inconclusive"), (["computed"] * 3, "computed"),
+    (["not run at this scale"] * 3, "not run at this scale"), (["not run at this scale", "reproduced", "reproduced"],
+                                                                 "inconclusive"),
+    ([], "inconclusive"), (["reproduced"], "inconclusive"), (["not reproduced"], "inconclusive"),
+    (["reproduced", "inconclusive", "reproduced"], "inconclusive"),   # a seed whose slope is nan: inconclusive
+], ids=["all", "one-refutes", "one-undecided", "computed", "not-run", "mixed-not-run", "empty", "one-seed",
+        "one-seed-failing", "nan-seed"])
+def test_across_seeds_reaches_every_outcome(verdicts, expected):
+    from noisereg.verdicts import across_seeds
+
+    assert across_seeds(verdicts) == expected
+
+
+def test_computed_is_a_verdict_the_report_lists():
+    from noisereg.report import _PREAMBLE
+    from noisereg.verdicts import VERDICTS
+
+    assert "computed" in VERDICTS
+    assert "computed" in " ".join(_PREAMBLE)

@@ -18,7 +18,15 @@ split it is measured on, 1/N, for an accuracy; 0 for continuous metrics such as 
 * fewer than :data:`MIN_PAIRS` = 3 pairs, or a diverged run in either arm: **inconclusive**.
 
 A seed that appears twice in one arm cannot be paired and is left out. Experiments add
-``measured`` (no claim, a number) and ``not run at this scale``.
+``measured`` (no claim, a number), ``computed`` (the row evaluates a closed form, or minimises one
+deterministically: no seed or noise draw can change it, so it agrees with the claim without reproducing an
+experiment; one that disagrees is ``not reproduced``) and ``not run at this scale``.
+
+Claims on a single estimate (a fitted slope, a Monte-Carlo ratio) use :func:`judge_range`: the estimate ± z·SE
+(z = :data:`Z`, one-sided α in each direction) inside the claimed range is **reproduced**, wholly outside it
+**not reproduced**, anything else or a nan **inconclusive**. A claim that must hold on every run (noisy GD
+reaching a minimiser, in the theory experiments) uses :func:`every_seed`, and verdicts reached seed by seed are
+combined by :func:`across_seeds`: both need :data:`MIN_PAIRS` seeds and no nan, like the paired rule.
 """
 
 from __future__ import annotations
@@ -42,7 +50,8 @@ RULE = (f"claims are judged on seed-paired differences d = A − B (a seed fixes
         f"{100 * MARGIN:g} accuracy points; anything else, fewer than {MIN_PAIRS} pairs, or a diverged run in "
         "either arm is **inconclusive**. σ (and SAM's ρ) of each noisy method is chosen by mean validation accuracy "
         "over seeds; claims are judged on test metrics at that σ.")
-VERDICTS = ("reproduced", "not reproduced", "inconclusive", "measured", "not run at this scale")
+VERDICTS = ("reproduced", "not reproduced", "inconclusive", "measured", "computed", "not run at this scale")
+Z = 1.6448536269514722  # the 1 − ALPHA quantile of the standard normal (judge_range)
 
 Stat = tuple[float, float, int]  # (mean, standard error, seeds)
 
@@ -208,6 +217,65 @@ def decide_all(verdicts: list[str]) -> str:
     if "not reproduced" in verdicts:
         return "not reproduced"
     return "reproduced" if verdicts and all(v == "reproduced" for v in verdicts) else "inconclusive"
+
+
+def judge_range(value: float, low: float = -math.inf, high: float = math.inf, se: float = 0.0, *,
+                computed: bool = False) -> str:
+    """The verdict on "the estimate ``value`` (standard error ``se``) lies in [low, high]".
+
+    **reproduced** when [value − z·se, value + z·se] (z = :data:`Z`) lies inside [low, high], **not reproduced**
+    when it lies wholly outside, else **inconclusive**; a nan ``value`` or ``se`` (a slope fitted on fewer than
+    two points, say) is **inconclusive**. ``computed``: the value is a closed form's (``se`` 0), so agreement
+    reads **computed** instead of reproduced.
+
+    Example:
+        >>> judge_range(1.02, 0.9, 1.1, se=0.01), judge_range(1.02, 0.9, 1.1, se=0.1), judge_range(0.5, 0.9, 1.1)
+        ('reproduced', 'inconclusive', 'not reproduced')
+    """
+    if value is None or se is None or not math.isfinite(value) or not se >= 0:
+        return "inconclusive"   # nan, None, or a negative/nan standard error: nothing to decide on
+    lo, hi = value - Z * se, value + Z * se
+    if low <= lo and hi <= high:
+        return "computed" if computed else "reproduced"
+    if hi < low or lo > high:
+        return "not reproduced"
+    return "inconclusive"
+
+
+def every_seed(values, holds, min_seeds: int = MIN_PAIRS) -> str:
+    """The verdict on a claim that must hold on every seed (noisy GD reaching a minimiser to 5 %, say): ``values``
+    one number per seed (a dict by seed, or a list), ``holds(value) -> bool`` the claim on one.
+
+    **inconclusive** with fewer than ``min_seeds`` values (default :data:`MIN_PAIRS`, like the paired rule) or a nan
+    among them (a diverged run); else **reproduced** if it holds on every seed, **not reproduced** if not.
+
+    Example:
+        >>> ok = lambda e: e <= 0.05
+        >>> every_seed([0.01, 0.02, 0.03], ok), every_seed([0.01, 0.2, 0.03], ok), every_seed([0.01], ok)
+        ('reproduced', 'not reproduced', 'inconclusive')
+    """
+    v = list(values.values()) if isinstance(values, dict) else list(values)
+    if len(v) < min_seeds or any(x is None or not math.isfinite(x) for x in v):
+        return "inconclusive"
+    return "reproduced" if all(holds(x) for x in v) else "not reproduced"
+
+
+def across_seeds(verdicts: list[str], min_seeds: int = MIN_PAIRS) -> str:
+    """One verdict from one per seed (a slope fitted on each seed's runs, say): **not run at this scale** if every
+    seed's is, **inconclusive** with fewer than ``min_seeds`` seeds (default :data:`MIN_PAIRS`), **computed** if every
+    seed's is, else :func:`decide_all` of them (one seed not reproduced refutes; every seed reproduced confirms).
+
+    Example:
+        >>> across_seeds(["reproduced"] * 3), across_seeds(["reproduced"]), across_seeds(["reproduced", "not reproduced", "reproduced"])
+        ('reproduced', 'inconclusive', 'not reproduced')
+    """
+    if verdicts and all(v == "not run at this scale" for v in verdicts):
+        return "not run at this scale"
+    if len(verdicts) < min_seeds:
+        return "inconclusive"
+    if all(v == "computed" for v in verdicts):
+        return "computed"
+    return decide_all(verdicts)
 
 
 def fmt(stat: Stat, scale: float = 100.0, unit: str = "%") -> str:

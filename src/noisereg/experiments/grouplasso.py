@@ -32,7 +32,7 @@ from torch import nn
 from noisereg.closed_form import group_lasso_penalty, group_lasso_solution
 from noisereg.constraints import Checked, Each, Rule
 from noisereg.sweep.experiment import Experiment, Job
-from noisereg.verdicts import mean_se
+from noisereg.verdicts import decide_all, every_seed, mean_se
 from noisereg.injection import NoiseInjector
 from noisereg.training.batched_gd import Setup
 from noisereg.training.noisy_gd import FRACTION, NONNEG, POSITIVE, every
@@ -50,7 +50,7 @@ class GroupLassoConfig(Checked):
     noise: float = 0.05
     data_seed: int = 0
     sigmas: tuple[float, ...] = (0.4, 0.6)    # full-noise std on u and v
-    seeds: tuple[int, ...] = (0,)
+    seeds: tuple[int, ...] = (0, 1, 2)   # the noise draws: a verdict needs 3 (verdicts.every_seed)
     steps: int = 30000
     lr: float = 0.05
     lr_final: float = 0.001
@@ -161,7 +161,7 @@ class GroupLasso(Experiment):
     description = "Hadamard factorization β_g = u_g v_g with full noise vs the group Lasso (Sec. 2.5)"
     Config = GroupLassoConfig
     PRESETS = {
-        "smoke": dict(sigmas=(0.5,), steps=600, lr_final=0.005, eval_every=100),
+        "smoke": dict(sigmas=(0.5,), steps=600, lr_final=0.005, eval_every=100, seeds=(0,)),
         "cpu": dict(),
         "demo": dict(),
     }
@@ -215,7 +215,12 @@ class GroupLasso(Experiment):
         cfg, runs = results["config"], results["runs"]
         sigmas = sorted({r["sigma"] for r in runs})
         errs = {s: max(r["final"]["rel_err"] for r in runs if r["sigma"] == s) for s in sigmas}
-        agree = all(r["final"]["zero_groups_agree"] == 1.0 for r in runs)
+        target = cfg["target"]
+        # every σ on at least MIN_PAIRS seeds (one seed, or a nan, decides nothing): the claim must hold on each run
+        converged = decide_all([every_seed([r["final"]["rel_err"] for r in runs if r["sigma"] == s],
+                                           lambda e: e <= target) for s in sigmas])
+        same_zeros = decide_all([every_seed([r["final"]["zero_groups_agree"] for r in runs if r["sigma"] == s],
+                                            lambda a: a == 1.0) for s in sigmas])
         how = (f"{cfg['steps']} steps, lr {cfg['lr']:g} decayed to {cfg['lr_final']:g} over the 2nd half, "
                f"β averaged over the last {1 - cfg['average_from']:.0%}, {len(cfg['seeds'])} seed(s)")
         zeros = "; ".join(f"σ={s:g}: noisy {r['zero_groups']}, convex {r['zero_groups_convex']}"
@@ -224,7 +229,7 @@ class GroupLasso(Experiment):
                           f"σ²/n Σ_g ‖X_g‖_F ‖X_gβ_g‖ (max relative error ≤ {cfg['target']:.0%})",
                  "paper": "yes (Sec. 2.5)",
                  "ours": ", ".join(f"σ={s:g}: {100 * e:.2f}%" for s, e in errs.items()) + f" ({how})",
-                 "verdict": "reproduced" if max(errs.values()) <= cfg["target"] else "not reproduced"},
+                 "verdict": converged},
                 {"claim": f"the same groups are zero (‖β_g‖ ≤ {cfg['zero_tol']:g}·max_g ‖β_g‖ for noisy GD)",
                  "paper": "implied (same minimiser)", "ours": "zero groups " + zeros,
-                 "verdict": "reproduced" if agree else "not reproduced"}]
+                 "verdict": same_zeros}]

@@ -37,7 +37,7 @@ import torch
 from noisereg.closed_form import diagonal_net_lasso_objective, lasso_weights, weighted_lasso, weighted_lasso_kkt
 from noisereg.constraints import Checked, Each, Rule
 from noisereg.sweep.experiment import Experiment, Job
-from noisereg.verdicts import mean_se
+from noisereg.verdicts import decide_all, every_seed, mean_se
 from noisereg.injection import NoiseInjector
 from noisereg.models import DiagonalNet
 from noisereg.training.batched_gd import Setup
@@ -55,7 +55,7 @@ class LassoConfig(Checked):
     noise: float = 0.05               # label noise std
     data_seed: int = 0
     sigmas: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4)   # full-noise std (paper convention)
-    seeds: tuple[int, ...] = (0, 1)   # noise seeds
+    seeds: tuple[int, ...] = (0, 1, 2)   # noise seeds (a verdict needs 3: verdicts.every_seed)
     steps: int = 20000                # full-batch noisy GD steps
     lr: float = 0.05                  # step for the first half
     lr_final: float = 0.001           # geometric decay from lr to lr_final over the second half
@@ -246,7 +246,6 @@ class Lasso(Experiment):
         cfg, runs = results["config"], results["runs"]
         sigmas = sorted({r["sigma"] for r in runs})
         errs = {s: max(r["final"]["rel_err"] for r in runs if r["sigma"] == s) for s in sigmas}
-        worst = max(errs.values())
         seeds = len(cfg["seeds"])
         how = (f"{cfg['steps']} full-noise GD steps, lr {cfg['lr']:g} then geometric decay to {cfg['lr_final']:g} "
                f"over the 2nd half, β Polyak-averaged over the last {1 - cfg['average_from']:.0%}, "
@@ -256,7 +255,8 @@ class Lasso(Experiment):
                  "paper": "yes (Sec. 2.3, exact minimiser)",
                  "ours": "max ‖β−β_lasso‖/‖β_lasso‖: " + ", ".join(f"σ={s:g}: {100 * e:.2f}%" for s, e in errs.items())
                          + f" ({how})",
-                 "verdict": "reproduced" if worst <= cfg["target"] else "not reproduced"}]
+                 "verdict": decide_all([every_seed([r["final"]["rel_err"] for r in runs if r["sigma"] == s],
+                                                   lambda e: e <= cfg["target"]) for s in sigmas])}]
         fp = sum(r["final"]["fp_vs_lasso"] for r in runs)
         fn = sum(r["final"]["fn_vs_lasso"] for r in runs)
         nnz = {s: next(r["lasso_support"] for r in runs if r["sigma"] == s) for s in sigmas}
@@ -264,5 +264,7 @@ class Lasso(Experiment):
                      "paper": "implied (same minimiser)",
                      "ours": f"false positives {fp}, false negatives {fn} over {len(runs)} runs; Lasso support size "
                              + ", ".join(f"σ={s:g}: {k}" for s, k in nnz.items()),
-                     "verdict": "reproduced" if fp + fn == 0 else "not reproduced"})
+                     "verdict": decide_all([every_seed([r["final"]["fp_vs_lasso"] + r["final"]["fn_vs_lasso"]
+                                                        for r in runs if r["sigma"] == s], lambda k: k == 0)
+                                            for s in sigmas])})
         return rows

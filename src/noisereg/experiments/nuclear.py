@@ -32,6 +32,7 @@ import torch
 
 from noisereg.closed_form import nuclear_norm_kkt, nuclear_norm_objective, nuclear_norm_regression
 from noisereg.constraints import Checked, Each, Interval, Rule
+from noisereg.verdicts import every_seed
 from noisereg.sweep.experiment import Experiment, Job
 from noisereg.plotting.style import figure, save, style
 from noisereg.injection import NoiseInjector
@@ -58,7 +59,7 @@ class NuclearConfig(Checked):
     steps: int = 20000                # full-batch GD iterations
     lr_ratio: float = 10.0            # lr decays harmonically to lr / lr_ratio over the second half
     avg_frac: float = 0.5             # Polyak-average M over this last fraction of the steps
-    seeds: tuple[int, ...] = (0,)
+    seeds: tuple[int, ...] = (0, 1, 2)   # initialisation and noise draws: a verdict needs 3 (verdicts.every_seed)
     data_seed: int = 0
     eval_every: int = 200
 
@@ -176,7 +177,7 @@ class Nuclear(Experiment):
     description = "two-layer linear net: noisy GD finds the nuclear-norm regression solution (Eq. 10)"
     Config = NuclearConfig
     PRESETS = {
-        "smoke": dict(n=20, d0=4, d1=6, d2=3, sigmas=(0.3,), steps=300, eval_every=50),
+        "smoke": dict(n=20, d0=4, d1=6, d2=3, sigmas=(0.3,), steps=300, eval_every=50, seeds=(0,)),
         "cpu": dict(),
         "demo": dict(),
     }
@@ -237,24 +238,35 @@ class Nuclear(Experiment):
         return save(fig, out / spec["file"], spec.get("title"))
 
     def claims(self, results):
+        """One row per noisy (method, σ) and one for plain GD, each judged over the seeds by
+        :func:`~noisereg.verdicts.every_seed` (the claim must hold on every run; fewer than 3 seeds or a nan:
+        inconclusive)."""
         rows = []
         cfg = results["config"]
-        for r in results["runs"]:
-            if r["method"] == "gd":
-                continue
-            e = r["final"]["rel_err"]
+        noisy = [r for r in results["runs"] if r["method"] != "gd"]
+        for key in dict.fromkeys((r["method"], r["sigma"]) for r in noisy):
+            rs = sorted((r for r in noisy if (r["method"], r["sigma"]) == key), key=lambda r: r["seed"])
+            r = rs[0]
+            errs = {x["seed"]: x["final"]["rel_err"] for x in rs}
             rows.append({
                 "claim": (f"noisy GD ({r['method']}, σ = {r['sigma']:g}, {cfg['steps']} steps, lr {cfg['lr']:g}; "
                           f"{r['averaging']}) finds the minimiser of Eq. (10) (relative error ≤ 5%)"),
                 "paper": "yes (Sec. 2.4, Eq. 10)",
-                "ours": (f"rel. error {e:.3g} (last iterate {r['final']['rel_err_last']:.3g}); singular values "
-                         f"{', '.join(f'{v:.3g}' for v in r['sv'][:4])} vs SVT "
+                "ours": (f"rel. error by seed {_by_seed(errs)} (last iterate "
+                         f"{_by_seed({x['seed']: x['final']['rel_err_last'] for x in rs})}); seed {r['seed']}: singular "
+                         f"values {', '.join(f'{v:.3g}' for v in r['sv'][:4])} vs SVT "
                          f"{', '.join(f'{v:.3g}' for v in r['sv_cvx'][:4])}; KKT residual of SVT "
                          f"{r['final']['kkt_cvx']:.1e}"),
-                "verdict": "reproduced" if e <= 0.05 else "not reproduced"})
-        for r in results["runs"]:
-            if r["method"] == "gd":
-                rows.append({"claim": f"plain GD (σ = 0) does not find it (σ = {r['compared_sigma']:g})",
-                             "paper": "implied", "ours": f"rel. error {r['final']['rel_err']:.3g}",
-                             "verdict": "reproduced" if r["final"]["rel_err"] > 0.05 else "not reproduced"})
+                "verdict": every_seed(errs, lambda e: e <= 0.05)})
+        gd = sorted((r for r in results["runs"] if r["method"] == "gd"), key=lambda r: r["seed"])
+        if gd:
+            errs = {r["seed"]: r["final"]["rel_err"] for r in gd}
+            rows.append({"claim": f"plain GD (σ = 0) does not find it (σ = {gd[0]['compared_sigma']:g})",
+                         "paper": "implied", "ours": f"rel. error by seed {_by_seed(errs)}",
+                         "verdict": every_seed(errs, lambda e: e > 0.05)})
         return rows
+
+
+def _by_seed(values: dict) -> str:
+    """``"0.0082 (seed 0), 0.0091 (seed 1)"``."""
+    return ", ".join(f"{v:.3g} (seed {k})" for k, v in values.items())

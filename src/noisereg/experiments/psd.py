@@ -37,12 +37,14 @@ Settings (cpu preset): d = 8, r = 12, Y with eigenvalues (4, 2.5, 1.5, 0.6, 0.08
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 
 import torch
 
 from noisereg.closed_form import psd_full_noise_risk, psd_soft_threshold, psd_trace_penalty
 from noisereg.constraints import Checked, Each, Interval, Rule
+from noisereg.verdicts import every_seed
 from noisereg.sweep.experiment import Experiment, Job
 from noisereg.experiments.nuclear import one_thread
 from noisereg.plotting.style import figure, save, style
@@ -75,7 +77,7 @@ class PSDConfig(Checked):
     steps: int = 20000
     lr_ratio: float = 10.0            # lr decays harmonically to lr / lr_ratio over the second half
     avg_frac: float = 0.5             # Polyak-average Φ over this last fraction of the steps
-    seeds: tuple[int, ...] = (0,)
+    seeds: tuple[int, ...] = (0, 1, 2)   # initialisation and noise draws: a verdict needs 3 (verdicts.every_seed)
     data_seed: int = 0
     eval_every: int = 200
     theorem2_sigmas: tuple[float, ...] = (0.0025, 0.005, 0.01, 0.02)   # () skips the Theorem 2 measurement
@@ -197,7 +199,7 @@ class PSD(Experiment):
     metrics = ("rel_err_b", "dist2_star", "dist2_pair")
     PRESETS = {
         "smoke": dict(d=4, r=6, eigs=(3.0, 1.0, 0.05, 0.02), sigmas=(0.2,), steps=300, eval_every=50,
-                      theorem2_sigmas=(0.005, 0.01)),
+                      theorem2_sigmas=(0.005, 0.01), seeds=(0,)),
         "cpu": dict(),
         "demo": dict(),
     }
@@ -260,26 +262,31 @@ class PSD(Experiment):
         rows = []
         cfg = results["config"]
         noisy = [r for r in results["runs"] if r["method"] == "full" and r["variant"] != THEOREM2]
-        for r in noisy:
-            f = r["final"]
+        by_sigma = {}
+        for r in sorted(noisy, key=lambda r: r["seed"]):
+            by_sigma.setdefault(r["sigma"], []).append(r)
+        for sigma, rs in by_sigma.items():  # one row per σ, judged on every seed (verdicts.every_seed)
+            r, f = rs[0], rs[0]["final"]
+            errs = {x["seed"]: x["final"]["rel_err_b"] for x in rs}
             rows.append({
-                "claim": (f"noisy GD (full, σ = {r['sigma']:g}, {cfg['steps']} steps, lr {cfg['lr']:g}; "
+                "claim": (f"noisy GD (full, σ = {sigma:g}, {cfg['steps']} steps, lr {cfg['lr']:g}; "
                           f"{r['averaging']}) finds the minimiser of the exact smoothed risk, eigenvalues of Y "
                           f"soft-thresholded at σ²(d+1+r) = {r['c_b']:.3g} (relative error ≤ 5%)"),
                 "paper": "trace penalty (Sec. 2.5); O(σ²) only (Thm. 2, D²Φ[I] = 2rI ≠ 0)",
-                "ours": (f"rel. error vs (b) {f['rel_err_b']:.3g}, vs (a) σ²(d+1) = {r['c_a']:.3g}: "
-                         f"{f['rel_err_a']:.3g} ((a) vs (b): {f['rel_ab']:.3g}); eigenvalues "
-                         f"{', '.join(f'{v:.3g}' for v in r['eig'][:5])} vs (b) "
+                "ours": (f"rel. error vs (b) by seed {', '.join(f'{e:.3g} (seed {k})' for k, e in errs.items())}; "
+                         f"seed {r['seed']}: vs (a) σ²(d+1) = {r['c_a']:.3g}: {f['rel_err_a']:.3g} ((a) vs (b): "
+                         f"{f['rel_ab']:.3g}); eigenvalues {', '.join(f'{v:.3g}' for v in r['eig'][:5])} vs (b) "
                          f"{', '.join(f'{v:.3g}' for v in r['eig_b'][:5])}, (a) "
                          f"{', '.join(f'{v:.3g}' for v in r['eig_a'][:5])}"),
-                "verdict": "reproduced" if f["rel_err_b"] <= 0.05 else "not reproduced"})
+                "verdict": every_seed(errs, lambda e: e <= 0.05)})
         if noisy:
             closer = all(r["final"]["rel_err_b"] < r["final"]["rel_err_a"] for r in noisy)
             rows.append({
                 "claim": "noisy GD matches the exact smoothed risk (b), not the second-order effective risk (a)",
                 "paper": "not stated (only O(σ²) closeness)",
-                "ours": "; ".join(f"σ = {r['sigma']:g}: {r['final']['rel_err_b']:.3g} vs {r['final']['rel_err_a']:.3g}"
-                                  for r in noisy) + f" ((b) closer at every σ: {'yes' if closer else 'no'})",
+                "ours": "; ".join(f"σ = {s:g}: " + ", ".join(f"{x['final']['rel_err_b']:.3g} vs {x['final']['rel_err_a']:.3g}"
+                                                          for x in rs) for s, rs in by_sigma.items())
+                        + f" ((b) closer at every σ and seed: {'yes' if closer else 'no'})",
                 "verdict": "measured"})  # the paper claims nothing here: a measurement, not a verdict
         return rows + theorem2_claims(results)
 
@@ -287,7 +294,8 @@ class PSD(Experiment):
 def theorem2_claims(results) -> list[dict]:
     """Theorem 2's two rates, judged on the fitted log-log slopes of the squared distances: reproduced
     when a slope is at least the theorem's exponent (2, 3) less 0.1 and the minimisers were found to a
-    precision far below the distances (error < 1 % of the smallest distance); fewer than 2 σ: not run."""
+    precision far below the distances (error < 1 % of the smallest distance); fewer than 2 σ: not run. The minimisers
+    are found by L-BFGS on the closed-form smoothed risk, with no seed or noise draw: agreement reads "computed"."""
     pts = sorted((r["sigma"], r["final"]) for r in results["runs"] if r["variant"] == THEOREM2)
     if not pts:
         return []
@@ -304,7 +312,8 @@ def theorem2_claims(results) -> list[dict]:
         elif not ok_min:
             verdict, ours = "inconclusive", ours + "; minimisers not found precisely enough to fit the rate"
         else:
-            verdict = "reproduced" if sl >= bound - 0.1 else "not reproduced"
+            # minimisers of the closed-form smoothed risk by a deterministic solver: no seed or noise draw enters
+            verdict = "computed" if sl >= bound - 0.1 else "inconclusive" if math.isnan(sl) else "not reproduced"
         rows.append({"claim": f"Theorem 2 on Φ = wwᵀ with φ* = Y reachable: {what} = O(σ^{bound})",
                      "paper": f"slope ≥ {bound} (an upper bound)", "ours": ours, "verdict": verdict})
     return rows

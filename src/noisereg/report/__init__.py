@@ -104,9 +104,10 @@ def section(results: dict, figures: str = "") -> str:
 
 
 _PREAMBLE = ["Each section: the command that made it, the figures, the paper's claims next to our",
-             "numbers with a verdict (reproduced / not reproduced / inconclusive / measured / not run at",
-             "this scale; the rule under each claims table where the section has one), and the final",
-             "metrics. Rebuild from results.json alone with `noisereg report DIR`.", ""]
+             "numbers with a verdict (reproduced / not reproduced / inconclusive / measured / computed: a",
+             "closed form evaluated, no seed or noise draw can change it / not run at this scale; the rule",
+             "under each claims table where the section has one), and the final metrics. Rebuild from",
+             "results.json alone with `noisereg report DIR`.", ""]
 
 
 def write_report(out: str | Path, results_list: list[dict], title: str = "noisereg report") -> Path:
