@@ -92,14 +92,14 @@ def run_experiment(exp: Experiment, preset: str, out: str | Path, *, overrides: 
                    data: str | None = None, data_dir: str | None = None, resume: bool = False,
                    device: str | None = None, show_progress: bool = True, callback=None, jobs: int = 1,
                    executor: str = "local", ray_address: str | None = None, batch: bool = True,
-                   log_to: typing.Sequence[str] = ()) -> dict:
+                   log_to: typing.Sequence[str] = (), threads: int = 1) -> dict:
     """Run every run of ``exp`` at ``preset``; write ``out/results.json`` and ``out/checkpoints/``.
 
     Everything is checked (config, runs, an earlier results.json) before the data is loaded.
     results.json is rewritten (atomically) as each run finishes, its ``runs`` always in the order
     of :meth:`Experiment.runs`, whatever order they finish in; so ``jobs=N`` and Ray give the
-    results.json of a sequential sweep (on the CPU at equal threads per run), apart from the
-    ``seconds`` and ``environment`` fields. With ``jobs > 1`` or Ray, a run that raises is listed
+    results.json of a sequential sweep, apart from the ``seconds`` and ``environment`` fields: every run
+    uses ``threads`` intra-op CPU threads however many run at once. With ``jobs > 1`` or Ray, a run that raises is listed
     under ``"failed"`` (``{"id", "variant", "params", "error", "traceback"}``) and the others go
     on; ``resume=True`` runs the failed and unfinished runs again, each from its checkpoint.
     Figures and REPORT.md are made from results.json by :func:`noisereg.report.write_report`.
@@ -113,11 +113,14 @@ def run_experiment(exp: Experiment, preset: str, out: str | Path, *, overrides: 
             batched model (:mod:`noisereg.training.batched_gd`; same numbers up to summation order);
             only with ``jobs=1``, local (worker processes and Ray run each job alone). False: each
             job alone, the reference path.
+        threads: intra-op CPU threads of every run (default 1, whatever ``jobs``; recorded in
+            ``results["environment"]["threads"]``). A kernel that sums in parallel sums in another order
+            with another thread count, so equal seeds give bit-identical numbers only at equal threads.
         log_to: backends that watch the sweep, ``"tensorboard"`` and/or ``"mlflow"``
             (:mod:`noisereg.tracking`; what they have logged is kept in ``results["tracking"]``).
 
     Raises:
-        UserError: a bad preset or value, ``jobs``, ``executor`` or ``ray_address``; ``out`` holds
+        UserError: a bad preset or value, ``jobs``, ``threads``, ``executor`` or ``ray_address``; ``out`` holds
             results of another run and ``resume`` is False; or ``resume`` with results written for
             another configuration.
         MissingExtraError: ``executor="ray"`` without Ray installed, or a ``log_to`` backend without its extra.
@@ -127,6 +130,8 @@ def run_experiment(exp: Experiment, preset: str, out: str | Path, *, overrides: 
 
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise UserError(f"jobs must be an integer >= 1, got {jobs!r}")
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise UserError(f"threads must be an integer >= 1, got {threads!r}")
     if executor not in ("local", "ray"):
         raise UserError(f"executor must be one of 'local', 'ray', got {executor!r}")
     if ray_address is not None and executor != "ray":
@@ -154,7 +159,7 @@ def run_experiment(exp: Experiment, preset: str, out: str | Path, *, overrides: 
     else:
         done = {}
     todo = [r for r in runs if r.id not in done]
-    pool = executors.make_executor(executor, jobs, device, ray_address, batch)  # Ray missing: raises here
+    pool = executors.make_executor(executor, jobs, device, ray_address, batch, threads)  # Ray missing: raises here
     tracker = None
     if log_to:  # a backend's extra missing: raises here, before the data
         from noisereg.tracking import Tracking
@@ -182,7 +187,8 @@ def run_experiment(exp: Experiment, preset: str, out: str | Path, *, overrides: 
                    "data": getattr(split, "name", str(split)),
                    **({"sizes": {name: len(x) for name, x, _ in split.splits()}} if hasattr(split, "splits") else {}),
                    "environment": {"torch": torch.__version__, "python": platform.python_version(),
-                                   "device": pool.device, "git": _git_hash(), "command": _command()},
+                                   "device": pool.device, "threads": threads, "git": _git_hash(),
+                                   "command": _command()},
                    "runs": [done[r.id] for r in runs if r.id in done]}
         if pool.name != "sequential":
             results["environment"] |= {"executor": pool.name, "jobs": jobs, "threads_per_run": pool.threads}
