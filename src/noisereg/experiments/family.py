@@ -47,7 +47,8 @@ class FamilyConfig(Fig3Config):
 
 CPU = dict(dataset="fashion_mnist_subset", n_val=1024, hidden=(512, 512), epochs=1000, lr=0.05, eval_every=100,
            seeds=(0, 1, 2), sigmas=(0.01, 0.035), rhos=(0.05, 0.1), rwp_sigmas=(0.005, 0.02),
-           mrwp_sigmas=(0.005, 0.02), lpf_sigmas=(0.005, 0.02), nso_sigmas=(0.01, 0.035), lpf_samples=2, nso_pairs=1)
+           mrwp_sigmas=(0.005, 0.02), lpf_sigmas=(0.005, 0.02), nso_sigmas=(0.01, 0.035), lpf_samples=2, nso_pairs=1,
+           confirm_seeds=tuple(range(3, 13)))
 
 
 class Family(Fig3):

@@ -137,7 +137,9 @@ class Task:
     """What a worker needs to rebuild one run: the experiment (name, and the module that defines
     it, imported first), preset, ``--set`` overrides, data arguments, the run's id, where its
     checkpoint goes, the device (``"cuda"``: the worker's own GPU) and CPU threads; ``path``: the
-    driver's ``sys.path``, appended to the worker's so that experiments of the user's modules import."""
+    driver's ``sys.path``, appended to the worker's so that experiments of the user's modules import;
+    ``selected``: for a confirmation run, what the selection runs chose (its run is then one of
+    ``Experiment.confirm_runs(cfg, selected)``), else None (one of ``Experiment.runs(cfg)``)."""
 
     experiment: str
     module: str
@@ -150,6 +152,7 @@ class Task:
     device: str
     threads: int
     path: tuple[str, ...] = ()
+    selected: dict | None = None
 
 
 _DATA: dict[tuple, Any] = {}  # per worker process: the data of the last sweep, loaded once
@@ -166,7 +169,8 @@ def execute(task: Task, slot: int | None = None) -> Outcome:
         torch.set_num_threads(task.threads)
         exp = EXPERIMENTS[task.experiment]
         cfg = exp.config(task.preset, task.overrides)
-        run = {r.id: r for r in exp.runs(cfg)}[task.run_id]
+        runs = exp.runs(cfg) if task.selected is None else exp.confirm_runs(cfg, task.selected)
+        run = {r.id: r for r in runs}[task.run_id]
         device = task.device
         if device == "cuda" and slot is not None:
             device = f"cuda:{slot % torch.cuda.device_count()}"

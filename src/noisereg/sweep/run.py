@@ -27,6 +27,7 @@ from noisereg.records import atomic_write_json
 from noisereg.sweep import executors
 from noisereg.sweep.experiment import Experiment, Run
 from noisereg.sweep.memory import check_memory
+from noisereg.sweep.stages import CONFIRMATION, SELECTION, view
 
 
 def _differences(previous: dict, preset: str, config: dict) -> str:
@@ -181,6 +182,9 @@ def run_experiment(exp: Experiment, preset: str, out: str | Path, *, overrides: 
         for stale in (out / "checkpoints").glob("batch-*.pt"):
             stale.unlink()
     failed: dict[str, dict] = {}
+    two = exp.confirms(cfg)
+    order: list = list(runs)          # results.json's order: the selection runs, then the confirmation runs
+    stage = {r.id: SELECTION for r in runs}
     t0 = time.perf_counter()
     with pool, tracker or contextlib.nullcontext():
         results = {"experiment": exp.name, "preset": preset, "config": config,
@@ -196,40 +200,67 @@ def run_experiment(exp: Experiment, preset: str, out: str | Path, *, overrides: 
             results["environment"]["batched"] = True
         if tracker is not None and tracker.start(results):   # new MLflow run ids: saved before training
             atomic_write_json(path, results)
+        by_id = {r.id: r for r in runs}
 
         def record(run_id: str, outcome: dict) -> None:
-            run = next(r for r in todo if r.id == run_id)
+            run = by_id[run_id]
             if "record" in outcome:
-                done[run_id] = outcome["record"]
+                done[run_id] = {**outcome["record"], **({"stage": stage[run_id]} if two else {})}
+                failed.pop(run_id, None)
             else:
                 failed[run_id] = {"id": run.id, "variant": run.variant, "params": run.params, **outcome}
-            results["runs"] = [done[r.id] for r in runs if r.id in done]
+            results["runs"] = [done[r.id] for r in order if r.id in done]
             if failed:
-                results["failed"] = [failed[r.id] for r in runs if r.id in failed]
+                results["failed"] = [failed[r.id] for r in order if r.id in failed]
             atomic_write_json(path, results)
             if tracker is not None:   # logged once the record is saved; then saved as logged
                 tracker.finished(run_id, outcome)
                 atomic_write_json(path, results)
 
-        if isinstance(pool, executors.Sequential):
-            with tqdm(total=sum(r.spec.epochs if isinstance(r, Run) else 1 for r in todo), disable=not show_progress,
-                      unit="epoch", mininterval=1.0, desc=exp.name) as bar:
-                for run_id, outcome in pool.map(exp, cfg, split, todo, out, progress=bar, callback=callback,
-                                                on_eval=tracker.evaluated if tracker else None):
-                    record(run_id, outcome)
-        else:
-            tasks = [executors.Task(exp.name, type(exp).__module__, preset, dict(overrides or {}), data, data_dir,
-                                    r.id, str(out / "checkpoints" / f"{r.id}.pt"), pool.device, pool.threads,
-                                    tuple(sys.path)) for r in todo]
-            with tqdm(total=len(runs), initial=len(runs) - len(todo), disable=not show_progress, unit="run",
-                      mininterval=1.0, desc=f"{exp.name} ({pool.name}, {jobs} at once)") as bar:
-                for run_id, outcome in pool.map(tasks):
-                    record(run_id, outcome)
-                    bar.set_postfix_str(f"{len(failed)} failed" if failed else run_id)
-                    bar.update(1)
+        def sweep(todo: list, selected: dict | None) -> None:
+            """Run ``todo`` (the selection runs, or with ``selected`` the confirmation runs built from it)."""
+            if isinstance(pool, executors.Sequential):
+                with tqdm(total=sum(r.spec.epochs if isinstance(r, Run) else 1 for r in todo),
+                          disable=not show_progress, unit="epoch", mininterval=1.0,
+                          desc=exp.name + (" (confirmation)" if selected is not None else "")) as bar:
+                    for run_id, outcome in pool.map(exp, cfg, split, todo, out, progress=bar, callback=callback,
+                                                    on_eval=tracker.evaluated if tracker else None):
+                        record(run_id, outcome)
+            else:
+                tasks = [executors.Task(exp.name, type(exp).__module__, preset, dict(overrides or {}), data, data_dir,
+                                        r.id, str(out / "checkpoints" / f"{r.id}.pt"), pool.device, pool.threads,
+                                        tuple(sys.path), selected) for r in todo]
+                total = len([r for r in order if stage[r.id] == stage[todo[0].id]]) if todo else 0
+                with tqdm(total=total, initial=total - len(todo), disable=not show_progress, unit="run",
+                          mininterval=1.0, desc=f"{exp.name}{' (confirmation)' if selected is not None else ''} "
+                          f"({pool.name}, {jobs} at once)") as bar:
+                    for run_id, outcome in pool.map(tasks):
+                        record(run_id, outcome)
+                        bar.set_postfix_str(f"{len(failed)} failed" if failed else run_id)
+                        bar.update(1)
+
+        sweep(todo, None)
+        if two and not failed:   # stage 2: the claims' runs, at the settings the selection runs chose
+            chosen = exp.selected(view(results, SELECTION))
+            results["selected"] = chosen
+            confirm = exp.confirm_runs(cfg, chosen)
+            clash = sorted({r.id for r in confirm} & set(stage))
+            if clash:
+                raise ValueError(f"{exp.name}: confirmation run ids {clash[:3]} repeat selection run ids")
+            order += confirm
+            stage.update({r.id: CONFIRMATION for r in confirm})
+            by_id.update({r.id: r for r in confirm})
+            if tracker is not None:
+                tracker.add(confirm)
+            todo2 = [r for r in confirm if r.id not in done]
+            if not resume:
+                for run in todo2:
+                    (out / "checkpoints" / f"{run.id}.pt").unlink(missing_ok=True)
+            results["runs"] = [done[r.id] for r in order if r.id in done]   # a stale stage-2 record drops out
+            sweep(todo2, chosen)
     # a resumed sweep adds this session's time to what the earlier sessions recorded (a finished one keeps its own)
     results["seconds"] = round(float(previous.get("seconds") or 0.0) + time.perf_counter() - t0, 1)
-    if results["runs"] and (chosen := exp.selected(results)) is not None:
+    if results["runs"] and (chosen := exp.selected(view(results, SELECTION))) is not None:
         results["selected"] = chosen
     atomic_write_json(path, results)
     return results
