@@ -98,6 +98,7 @@ class ClassifyExperiment(Experiment):
     refuses to judge results without a validation split."""
 
     image_input: bool = False  # convolutional models: flat 8x8 digits become 1x8x8 images
+    confirm_what = "each method at the σ (ρ, λ) the selection runs choose"   # noisereg show's words
 
     def variants(self, cfg) -> list[tuple[str, dict[str, Any]]]:
         """``(label, params)`` of each variant. A param that names a training setting (``lr``, say)

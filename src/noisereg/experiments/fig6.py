@@ -59,6 +59,8 @@ class Fig6(ClassifyExperiment):
                       checkpoint_every=5),
     }
 
+    confirm_what = "GD, full and layer-wise noise at every σ (claims here speak of each σ), the others at their chosen σ"
+
     def confirm_keep(self, variant, arm, sigma, chosen):
         """Full and layer-wise noise at every σ (claims here speak of each σ), the other arms at their chosen σ."""
         return arm in ("full", "layer") or super().confirm_keep(variant, arm, sigma, chosen)
