@@ -277,3 +277,33 @@ def test_an_inconclusive_comparison_says_what_the_data_exclude():
     assert "excluded" not in paired(S(0.95, 0.96, 0.97), S(0.94, 0.95, 0.96)).text()   # reproduced
     assert "excluded" not in paired(S(0.9), S(0.8)).text()   # one pair: no interval
     assert "excluded" not in paired(S(0.9, float("nan"), 0.9), S(0.8, 0.8, 0.8)).text()   # diverged
+
+
+def test_confirmation_ids_that_repeat_selection_ids_are_a_bug_named_before_they_run(tmp_path):
+    from noisereg.sweep import Experiment, Job
+
+    def job(checkpoint=None, resume=False):
+        return {"method": "gd", "sigma": 0.0, "seed": 0, "final": {}, "history": []}
+
+    @dataclasses.dataclass(frozen=True)
+    class Config:
+        pass
+
+    class Clash(Experiment):   # no name: not registered
+        PRESETS = {"smoke": {}}
+        Config = Config
+
+        def data(self, cfg, data, data_dir):
+            return "none"
+
+        def runs(self, cfg):
+            return [Job("a", "", job)]
+
+        def confirms(self, cfg):
+            return True
+
+        def confirm_runs(self, cfg, selected):
+            return [Job("a", "", job)]
+
+    with pytest.raises(ValueError, match=r"confirmation run ids \['a'\] repeat selection run ids"):
+        run_experiment(Clash(), "smoke", tmp_path, show_progress=False)
