@@ -286,12 +286,12 @@ def test_confirmation_ids_that_repeat_selection_ids_are_a_bug_named_before_they_
         return {"method": "gd", "sigma": 0.0, "seed": 0, "final": {}, "history": []}
 
     @dataclasses.dataclass(frozen=True)
-    class Config:
+    class Cfg:
         pass
 
     class Clash(Experiment):   # no name: not registered
         PRESETS = {"smoke": {}}
-        Config = Config
+        Config = Cfg
 
         def data(self, cfg, data, data_dir):
             return "none"
