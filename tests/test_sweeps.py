@@ -334,17 +334,24 @@ def test_every_run_uses_the_threads_asked_for_whatever_jobs(jobs, counting, tmp_
 
 def test_fig3_gives_the_same_numbers_with_one_and_two_jobs(tmp_path):
     """The issue's check at a smaller scale, the driver on 2 threads: --jobs 1 and --jobs 2 give bit-identical
-    final metrics for GD and both noisy arms."""
+    final metrics and final weights for GD and both noisy arms. (Before every run had one thread, --jobs 1 ran
+    on the driver's 2 and --jobs 2 on 1 each; the weight gradients' matrix products with 1024 rows and small
+    outputs split their sums between threads, so the weights differed in the last bits.)"""
+    from noisereg.training import load_checkpoint
+
     torch.set_num_threads(2)
-    sets = ["--set", "hidden=128,128", "--set", "n_train=256", "--set", "epochs=8"]
-    finals = []
+    sets = ["--set", "hidden=64,64", "--set", "n_train=1024", "--set", "epochs=8", "--set", "checkpoint_every=8"]
+    finals, weights = [], []
     for jobs in ("1", "2"):
         out = tmp_path / f"jobs{jobs}"
         assert main(["run", "fig3", "--preset", "smoke", "--out", str(out), "--quiet", "--jobs", jobs, *sets]) == 0
         res = json.loads((out / "results.json").read_text())
         assert res["environment"]["threads"] == 1
         finals.append({r["id"]: r["final"] for r in res["runs"]})
+        weights.append({r["id"]: load_checkpoint(out / "checkpoints" / f"{r['id']}.pt")["model"] for r in res["runs"]})
     assert finals[0] == finals[1] and len(finals[0]) == 3
+    for run, state in weights[0].items():
+        assert all(torch.equal(state[k], weights[1][run][k]) for k in state), run
 
 
 # -------------------------------------------------------------------------------------- errors
