@@ -123,6 +123,19 @@ def test_demo_jobs_parallelises_the_trained_sweeps_and_keeps_the_theory_ones_bat
     assert "--jobs must be an integer >= 1" in capsys.readouterr().err
 
 
+def test_demo_threads_reach_every_run_and_are_recorded(tmp_path, capsys, monkeypatch):
+    import noisereg.sweep
+
+    seen = []
+    monkeypatch.setattr(noisereg.sweep, "run_experiment", lambda exp, preset, out, **kw: seen.append(kw["threads"]))
+    monkeypatch.setattr("noisereg.report.rebuild", lambda out: (_ for _ in ()).throw(SystemExit(0)))
+    with pytest.raises(SystemExit):
+        main(["demo", "--preset", "smoke", "--threads", "3", "--out", str(tmp_path), "--quiet"])
+    assert seen and set(seen) == {3}
+    assert main(["demo", "--preset", "smoke", "--threads", "0", "--out", str(tmp_path / "x")]) == 2
+    assert capsys.readouterr().err.strip() == "noisereg: error: --threads must be an integer >= 1, got 0"
+
+
 def test_version(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--version"])

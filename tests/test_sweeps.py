@@ -1,13 +1,12 @@
 """Parallel sweeps (``--jobs N``, ``--executor ray``): the sequential results, kill and resume,
 failed runs recorded, lost workers retried from their checkpoints, and every error the flags raise.
 
-Runs use one CPU thread each (sequential reference too): kernels sum in another order with
-another thread count, so only equal threads give equal numbers. One local Ray instance serves
+Every run uses ``threads`` intra-op CPU threads (default 1) whatever ``jobs``: kernels sum in another
+order with another thread count, so only equal threads give equal numbers. One local Ray instance serves
 the module. ``counting`` is a test-only experiment written to a temporary module, imported (and
 so registered) only by the tests that ask for it, and removed from the registry afterwards.
 """
 
-import importlib.util
 import json
 import os
 import signal
@@ -78,7 +77,8 @@ COUNTING = textwrap.dedent('''
                     f.write(f"{job} {t + 1}\\n")
             if job == cfg.lose and t + 1 == cfg.lose_at and first_time(checkpoint.with_suffix(".lost")):
                 os._exit(1)
-        return {"method": "gd", "sigma": 0.0, "seed": seed, "final": {"train_loss": total},
+        return {"method": "gd", "sigma": 0.0, "seed": seed,
+                "final": {"train_loss": total, "threads": torch.get_num_threads()},
                 "history": [{"step": cfg.steps, "train_loss": total}]}
 
 
@@ -318,15 +318,40 @@ def test_a_fresh_sweep_ignores_stale_checkpoints(counting, tmp_path):
     assert "failed" not in res and len(res["runs"]) == 3
 
 
-def test_cpu_threads_are_divided_between_jobs():
-    from noisereg.sweep import executors
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_every_run_uses_the_threads_asked_for_whatever_jobs(jobs, counting, tmp_path):
+    """--jobs only sets how many runs go at once: a run sees ``threads`` intra-op threads (default 1), never the
+    driver's count divided between the jobs, so a seed's numbers do not depend on the process layout."""
+    torch.set_num_threads(3)   # the driver's own count must not leak into the runs
+    res = run_experiment(counting, "smoke", tmp_path / "default", show_progress=False, jobs=jobs)
+    assert [r["final"]["threads"] for r in res["runs"]] == [1, 1, 1]
+    assert res["environment"]["threads"] == 1
+    res = run_experiment(counting, "smoke", tmp_path / "two", show_progress=False, jobs=jobs, threads=2)
+    assert [r["final"]["threads"] for r in res["runs"]] == [2, 2, 2]
+    assert res["environment"]["threads"] == 2
+    assert torch.get_num_threads() == 3   # the driver's count is restored
 
-    torch.set_num_threads(4)
-    assert executors.Processes(2, "cpu").threads == 2 and executors.Processes(3, "cpu").threads == 1
-    assert executors.Processes(8, "cpu").threads == 1
-    if importlib.util.find_spec("ray") is not None:
-        assert executors.RayTasks(2, "cpu", None).threads == 2  # constructed only: no Ray instance started
-    assert isinstance(executors.make_executor("local", 1, "cpu", None), executors.Sequential)
+
+def test_fig3_gives_the_same_numbers_with_one_and_two_jobs(tmp_path):
+    """The issue's check at a smaller scale, the driver on 2 threads: --jobs 1 and --jobs 2 give bit-identical
+    final metrics and final weights for GD and both noisy arms. (Before every run had one thread, --jobs 1 ran
+    on the driver's 2 and --jobs 2 on 1 each; the weight gradients' matrix products with 1024 rows and small
+    outputs split their sums between threads, so the weights differed in the last bits.)"""
+    from noisereg.training import load_checkpoint
+
+    torch.set_num_threads(2)
+    sets = ["--set", "hidden=64,64", "--set", "n_train=1024", "--set", "epochs=8", "--set", "checkpoint_every=8"]
+    finals, weights = [], []
+    for jobs in ("1", "2"):
+        out = tmp_path / f"jobs{jobs}"
+        assert main(["run", "fig3", "--preset", "smoke", "--out", str(out), "--quiet", "--jobs", jobs, *sets]) == 0
+        res = json.loads((out / "results.json").read_text())
+        assert res["environment"]["threads"] == 1
+        finals.append({r["id"]: r["final"] for r in res["runs"]})
+        weights.append({r["id"]: load_checkpoint(out / "checkpoints" / f"{r['id']}.pt")["model"] for r in res["runs"]})
+    assert finals[0] == finals[1] and len(finals[0]) == 3
+    for run, state in weights[0].items():
+        assert all(torch.equal(state[k], weights[1][run][k]) for k in state), run
 
 
 # -------------------------------------------------------------------------------------- errors
@@ -336,7 +361,9 @@ def test_cpu_threads_are_divided_between_jobs():
     ({"executor": "dask"}, "executor must be one of 'local', 'ray', got 'dask'"),
     ({"ray_address": "auto"}, "ray_address needs executor='ray'"),
     ({"jobs": 2, "callback": print}, "callback runs in this process: it needs jobs=1 and executor='local'"),
-], ids=["jobs0", "jobs-float", "executor", "address", "callback"])
+    ({"threads": 0}, "threads must be an integer >= 1, got 0"),
+    ({"threads": True}, "threads must be an integer >= 1, got True"),
+], ids=["jobs0", "jobs-float", "executor", "address", "callback", "threads0", "threads-bool"])
 def test_run_experiment_rejects_bad_sweep_arguments(kwargs, match, tmp_path):
     with pytest.raises(UserError, match=match):
         run_experiment(EXPERIMENTS["lasso"], "smoke", tmp_path, show_progress=False, **kwargs)
@@ -346,7 +373,8 @@ def test_run_experiment_rejects_bad_sweep_arguments(kwargs, match, tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["--jobs", "0"], "noisereg: error: --jobs must be an integer >= 1, got 0"),
     (["--ray-address", "auto"], "noisereg: error: --ray-address needs --executor ray"),
-], ids=["jobs", "address"])
+    (["--threads", "0"], "noisereg: error: --threads must be an integer >= 1, got 0"),
+], ids=["jobs", "address", "threads"])
 def test_cli_rejects_bad_sweep_flags_in_one_line(args, message, tmp_path, capsys):
     assert main(["run", "lasso", "--preset", "smoke", "--out", str(tmp_path), *args]) == 2
     assert capsys.readouterr().err.strip() == message

@@ -142,6 +142,21 @@ def test_smoke_sweep_logged_to_both_reads_back_as_results_json(tmp_path, monkeyp
     assert f"tensorboard --logdir {out / 'tensorboard'}" in printed and f"MLflow: parent run {parent} in {uri}" in printed
 
 
+def test_a_two_stage_sweep_logs_its_confirmation_runs_too(tmp_path, monkeypatch):
+    """The confirmation runs are known only after the selection runs: they are logged like the others."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    out = tmp_path / "fig3"
+    assert main(["run", "fig3", "--preset", "smoke", "--out", str(out), "--quiet", "--set", "confirm_seeds=1",
+                 "--log-to", "tensorboard", "--log-to", "mlflow"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    ids = [r["id"] for r in results["runs"]]
+    assert [i for i in ids if i.startswith("confirm-")] == ["confirm-gd-s1", "confirm-full-sigma0.1-s1",
+                                                           "confirm-layer-sigma0.1-s1"]
+    assert sorted(p.name for p in (out / "tensorboard").iterdir()) == sorted(ids)
+    check_tensorboard(out, results)
+    check_mlflow(results, f"sqlite:///{(out / 'mlflow.db').resolve()}")
+
+
 def test_live_logging_shows_each_evaluation_while_the_run_trains(tmp_path, shared):
     """Sequential sweeps log as they go: after an epoch, the evaluation is in both stores while the run's
     record is not yet in results.json. A σ schedule with a noise stop: ``sigma`` is the scheduled σ."""

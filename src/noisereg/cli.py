@@ -5,7 +5,8 @@ laptop CPU with embedded data; ``paper``: the paper's settings, GPU and real dat
 ``results.json``, checkpoints, figures and ``REPORT.md`` into ``--out``; ``--resume`` continues a
 killed run; ``--log-to tensorboard|mlflow`` logs the runs as they go (:mod:`noisereg.tracking`);
 ``--jobs N`` runs N at once in worker processes, ``--executor ray`` as Ray tasks (a failed run is
-then recorded, the others go on, and the exit status is 1). ``report`` rebuilds figures and report
+then recorded, the others go on, and the exit status is 1); every run uses ``--threads`` intra-op CPU
+threads (default 1) whatever ``--jobs``, so a seed gives the same numbers either way. ``report`` rebuilds figures and report
 from results.json alone (``--log-to`` also logs the finished sweep). ``demo`` runs the ``demo``
 preset of every experiment that has one, then writes one report.
 
@@ -55,6 +56,8 @@ def cmd_run(args) -> int:
     exp = _experiment(args.name)
     if args.jobs < 1:
         raise UserError(f"--jobs must be an integer >= 1, got {args.jobs}")
+    if args.threads < 1:
+        raise UserError(f"--threads must be an integer >= 1, got {args.threads}")
     if args.ray_address is not None and args.executor != "ray":
         raise UserError("--ray-address needs --executor ray")
     overrides = parse_overrides(exp.Config, args.set)
@@ -66,7 +69,7 @@ def cmd_run(args) -> int:
     results = run_experiment(exp, args.preset, out, overrides=overrides, data=args.data, data_dir=args.data_dir,
                              resume=args.resume, device=args.device, show_progress=not args.quiet, jobs=args.jobs,
                              executor=args.executor, ray_address=args.ray_address, batch=not args.no_batch,
-                             log_to=args.log_to)
+                             log_to=args.log_to, threads=args.threads)
     report = write_report(out, [results], title=f"noisereg report: {args.name}")
     failed = results.get("failed", [])
     print(f"{args.name}: {_runs(len(results['runs']))} in {results['seconds']} s. Report: {report}")
@@ -112,6 +115,8 @@ def cmd_demo(args) -> int:
 
     if args.jobs < 1:
         raise UserError(f"--jobs must be an integer >= 1, got {args.jobs}")
+    if args.threads < 1:
+        raise UserError(f"--threads must be an integer >= 1, got {args.threads}")
     out = Path(args.out)
     plan = [exp for exp in EXPERIMENTS.values() if "demo" in exp.PRESETS]
     for exp in plan:  # check every config before the first run starts
@@ -123,7 +128,7 @@ def cmd_demo(args) -> int:
         # batched (their runs are too small for worker processes to pay off)
         trains = any(isinstance(r, Run) for r in exp.runs(exp.config(args.preset)))
         run_experiment(exp, args.preset, out / exp.name, resume=args.resume, show_progress=not args.quiet,
-                       device="cpu", batch=not args.no_batch, jobs=args.jobs if trains else 1)
+                       device="cpu", batch=not args.no_batch, jobs=args.jobs if trains else 1, threads=args.threads)
     path = rebuild(out)
     print(f"\nDone in {time.perf_counter() - t0:.0f} s. Report: {path}")
     for line in path.read_text().splitlines():  # every judged claim, favourable or not
@@ -160,8 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.add_argument("--jobs", type=int, default=1, metavar="N",
-                   help="runs at once (default 1): worker processes, one GPU each where there are GPUs, "
-                        "else the CPU threads divided between them; or Ray tasks with --executor ray")
+                   help="runs at once (default 1): worker processes, one GPU each where there are GPUs; or Ray "
+                        "tasks with --executor ray. It changes no result: see --threads")
+    r.add_argument("--threads", type=int, default=1, metavar="N",
+                   help="intra-op CPU threads of every run (default 1, whatever --jobs; recorded in results.json): "
+                        "a seed gives bit-identical numbers at equal threads")
     r.add_argument("--no-batch", action="store_true",
                    help="train every run alone (the reference path); by default the runs of a theory experiment "
                         "that share a model shape train as one batched model (with --jobs 1, local)")
@@ -197,8 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--quiet", action="store_true", help="no progress bar")
     d.add_argument("--no-batch", action="store_true", help="train every run alone (see `run --no-batch`)")
     d.add_argument("--jobs", type=int, default=1, metavar="N",
-                   help="runs at once for the sweeps of trained networks (fig2-fig4), in worker processes with the "
-                        "CPU threads divided between them; the theory experiments stay batched in this process")
+                   help="runs at once for the sweeps of trained networks (fig2-fig4), in worker processes; the "
+                        "theory experiments stay batched in this process")
+    d.add_argument("--threads", type=int, default=1, metavar="N",
+                   help="intra-op CPU threads of every run (default 1, whatever --jobs; see `run --threads`)")
     d.add_argument("--preset", default="demo", choices=["demo", "smoke"],
                    help="demo (default) or smoke (seconds): the preset each experiment runs at")
     d.set_defaults(func=cmd_demo)

@@ -17,6 +17,10 @@ split it is measured on, 1/N, for an accuracy; 0 for continuous metrics such as 
   **reproduced** when L > −δ, **not reproduced** when U < −δ, else **inconclusive**;
 * fewer than :data:`MIN_PAIRS` = 3 pairs, or a diverged run in either arm: **inconclusive**.
 
+An inconclusive comparison with an interval says what the data still exclude (:meth:`Paired.excluded`):
+an effect above U ("A beats B"), or A behind B by more than −L ("A at least matches B"), each at
+1 − α = 95 %, one-sided.
+
 A seed that appears twice in one arm cannot be paired and is left out. Experiments add
 ``measured`` (no claim, a number), ``computed`` (the row evaluates a closed form, or minimises one
 deterministically: no seed or noise draw can change it, so it agrees with the claim without reproducing an
@@ -152,7 +156,20 @@ class Paired:
         if self.n == 1:   # no spread from one pair: no interval (its bounds would read nan)
             return f"paired d̄ = {f(self.mean)}{unit} (n=1: one pair, no interval; α={ALPHA:g}, r={scale * self.r:.3g}{extra})"
         return (f"paired d̄ = {f(self.mean)}{unit}, [L, U] = [{f(self.low)}, {f(self.high)}] (n={self.n}, t={self.t:.2f}, "
-                f"α={ALPHA:g}, r={scale * self.r:.3g}{extra})")
+                f"α={ALPHA:g}, r={scale * self.r:.3g}{extra})" + self.excluded(scale, unit))
+
+    def excluded(self, scale: float = 100.0, unit: str = " pts") -> str:
+        """What an inconclusive comparison still excludes, one-sided at 1 − α (the bounds of [L, U]):
+        ``"; an effect above +1.32 pts is excluded at 95 %"`` for "A beats B"; for "A at least matches B"
+        ``"; A behind B by more than 1.46 pts is excluded at 95 %"``. Empty for any other verdict, and
+        where there is no interval (fewer than 2 pairs, a diverged run)."""
+        if self.verdict != "inconclusive" or self.diverged or self.n < 2 or not math.isfinite(self.high):
+            return ""
+        level = f"{100 * (1 - ALPHA):g} %"
+        f = (lambda x: f"{scale * x:.2f}") if unit == " pts" else (lambda x: f"{scale * x:.4g}")
+        if self.delta is not None:
+            return f"; A behind B by more than {f(-self.low)}{unit} is excluded at {level}"
+        return f"; an effect above {'+' if self.high >= 0 else ''}{f(self.high)}{unit} is excluded at {level}"
 
 
 def paired(a: Sample, b: Sample, *, at_least: bool = False, lower_is_better: bool = False, r: float = 0.0,

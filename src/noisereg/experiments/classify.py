@@ -5,6 +5,14 @@
 split; each noisy arm's σ (SAM's ρ) is the one with the best mean validation accuracy over seeds
 (:func:`select`, saved as ``results.json["selected"]``), and every claim is judged on the test
 metrics at that σ (:func:`compare`) by the rule of :mod:`noisereg.verdicts`.
+
+With ``confirm_seeds`` (the cpu and paper presets) the sweep has two stages
+(:mod:`noisereg.sweep.stages`): the selection runs (every σ over ``seeds``) only choose σ; the
+claims are judged on new runs at the chosen σ over ``confirm_seeds`` (:meth:`ClassifyExperiment.confirm_runs`),
+seeds disjoint from the selection's, so a seed that chose σ never judges it. Without them (smoke,
+demo, and results written before the two stages) one stage both chooses and judges, and the report
+says so; the demo's verdicts are then labelled illustrative, beside the committed cpu verdict
+(:func:`illustrative`).
 """
 
 from __future__ import annotations
@@ -14,12 +22,16 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from noisereg.constraints import Each, Interval, IsBool, OrNone, Satisfies
+import re
+from pathlib import Path
+
+from noisereg.constraints import Each, Interval, IsBool, OrNone, Rule, Satisfies
 from noisereg.data import DATASETS, Split, holdout, load
 from noisereg.data.validate import check_classification
 from noisereg.errors import UserError
 from noisereg.sweep.experiment import Experiment, Run
 from noisereg.sweep.run import data_note
+from noisereg.sweep.stages import CONFIRMATION, SELECTION, has_confirmation, single_stage, view
 from noisereg.verdicts import EMPTY, RULE, Paired, Sample, arm, final_stats, fmt, paired, resolution
 from noisereg.training.settings import FAMILY, METHOD, POSITIVE_INT, SEED, SEEDS, SIGMA, TrainSettings
 
@@ -49,6 +61,7 @@ class ClassifyConfig(TrainSettings):
     sigmas: tuple[float, ...] = (0.05,)
     methods: tuple[str, ...] = ("gd", "full", "layer")
     seeds: tuple[int, ...] = (0,)
+    confirm_seeds: tuple[int, ...] = ()   # seeds of the confirmation runs at the chosen σ (none: one stage)
     rhos: tuple[float, ...] = (0.05,)  # SAM's ρ grid (method "sam")
     sam_half: bool = True             # with "sam": also SAM with half the epochs (as many gradients as GD)
     rwp_sigmas: tuple[float, ...] = (0.01,)    # the weight-perturbation family's grids (methods rwp, mrwp, lpf, nso;
@@ -66,6 +79,7 @@ class ClassifyConfig(TrainSettings):
         "sigmas": Each(SIGMA),
         "methods": Each(METHOD),
         "seeds": SEEDS,
+        "confirm_seeds": Each(SEED, empty=True, unique=True),
         "rhos": Each(Interval(0, low_open=True)),
         "sam_half": IsBool(),
         "rwp_sigmas": Each(Interval(0, low_open=True)),
@@ -73,6 +87,9 @@ class ClassifyConfig(TrainSettings):
         "lpf_sigmas": Each(Interval(0, low_open=True)),
         "nso_sigmas": Each(Interval(0, low_open=True)),
     }
+    RULES = (Rule(("seeds", "confirm_seeds"), "confirm_seeds must share no seed with seeds (a seed that chose σ "
+                  "cannot confirm it): pick other confirmation seeds",
+                  lambda c: not set(c.seeds) & set(c.confirm_seeds)),)
 
 
 class ClassifyExperiment(Experiment):
@@ -83,6 +100,7 @@ class ClassifyExperiment(Experiment):
     refuses to judge results without a validation split."""
 
     image_input: bool = False  # convolutional models: flat 8x8 digits become 1x8x8 images
+    confirm_what = "each method at the σ (ρ, λ) the selection runs choose"   # noisereg show's words
 
     def variants(self, cfg) -> list[tuple[str, dict[str, Any]]]:
         """``(label, params)`` of each variant. A param that names a training setting (``lr``, say)
@@ -140,23 +158,71 @@ class ClassifyExperiment(Experiment):
             return select(results, "")
         return {v: select(results, v) for v in variants}
 
+    def confirms(self, cfg) -> bool:
+        """Two stages when ``confirm_seeds`` is set (:mod:`noisereg.sweep.stages`)."""
+        return bool(getattr(cfg, "confirm_seeds", ()))
+
+    def confirm_keep(self, variant: str, arm: str, sigma: float, chosen: dict[str, float]) -> bool:
+        """Whether the confirmation reruns ``arm`` at ``sigma`` in ``variant``: GD, and each other arm at its
+        chosen σ (``chosen``: ``{arm: σ}`` of the variant). An experiment whose claims speak of every σ keeps more."""
+        return arm == "gd" or (arm in chosen and float(chosen[arm]) == float(sigma))
+
+    def confirm_runs(self, cfg, selected: dict | None) -> list[Run]:
+        """The runs of :meth:`runs` over ``confirm_seeds`` instead of ``seeds`` that :meth:`confirm_keep` keeps
+        at the choice ``selected`` (:meth:`selected`'s value; None: each arm's first σ, a placeholder of the
+        same size), their ids prefixed ``confirm-``."""
+        if not self.confirms(cfg):
+            return []
+        fresh = dataclasses.replace(cfg, seeds=cfg.confirm_seeds, confirm_seeds=())
+        runs = self.runs(fresh)
+        if selected is None:   # placeholder: the first σ each arm meets
+            first: dict[tuple[str, str], float] = {}
+            for r in runs:
+                first.setdefault((r.variant, r.params.get("arm", r.spec.method)), r.spec.sigma)
+            chosen = {}
+            for (v, a), sig in first.items():
+                chosen.setdefault(v, {})[a] = sig
+        else:
+            chosen = by_variant(selected, [r.variant for r in runs])
+        return [dataclasses.replace(r, id=f"confirm-{r.id}") for r in runs
+                if self.confirm_keep(r.variant, r.params.get("arm", r.spec.method), r.spec.sigma,
+                                     chosen.get(r.variant, {}))]
+
+    def judged(self, results: dict) -> dict:
+        """The runs the claims are judged on: the confirmation runs, each arm at the σ the selection runs chose
+        (``"chosen"``, read by :func:`select`), or all runs of a single-stage sweep."""
+        if not has_confirmation(results):
+            return results
+        sel = view(results, SELECTION)
+        return {**view(results, CONFIRMATION),
+                "chosen": by_variant(self.selected(sel), [r["variant"] for r in sel["runs"]])}
+
     def claims(self, results: dict) -> list[dict[str, str]]:
-        if not _has_validation(results):
+        if not _has_validation(view(results, SELECTION)):
             return [{"claim": "every claim of this section", "paper": "", "verdict": "inconclusive",
                      "ours": "not judged: these results hold no validation split, so σ could only be chosen on "
                              "the test data; rerun them with this version"}]
-        return self.judge(results) + sam_rows(results) + certificate_rows(results)
+        if not single_stage(results) and not has_confirmation(results):
+            return [{"claim": "every claim of this section", "paper": "", "verdict": "inconclusive",
+                     "ours": "not judged: the confirmation runs are missing (the selection runs only choose σ); "
+                             "rerun the command with --resume"}]
+        judged = self.judged(results)
+        rows = self.judge(judged) + sam_rows(judged) + certificate_rows(judged)
+        return illustrative(self.name, rows) if results.get("preset") == "demo" else rows
 
     def judge(self, results: dict) -> list[dict[str, str]]:
         """Rows ``{"claim", "paper", "ours", "verdict"}`` on the paper's claims (see :meth:`claims`)."""
         return []
 
     def notes(self, results: dict) -> list[str]:
-        """The report's lines on σ selection and compute: one row per arm and variant."""
+        """The report's lines on σ selection and compute: one row per arm and variant (the selection stage),
+        then the confirmation stage's runs, or a line saying that one stage chose σ and judged the claims."""
+        full = results
+        results = view(results, SELECTION)
         if not _has_validation(results):
             return []
         cfg = results["config"]
-        lines = [f"Verdict rule: {RULE}", "", noise_note(cfg), "",
+        lines = [f"Verdict rule: {RULE}", "", noise_note(cfg), "", *stage_lines(full), "",
                  f"Selection: {cfg.get('n_val')} training points held out as validation data (seed "
                  f"{cfg.get('split_seed')}); each noisy method's σ (SAM's ρ) is the one with the best mean validation "
                  "accuracy over seeds (`results.json[\"selected\"]`). Compute: gradient evaluations (forward + "
@@ -176,7 +242,7 @@ class ClassifyExperiment(Experiment):
                 lines.append(f"| {v or '–'} | {a} | {'–' if a == 'gd' else f'{s:g}'} | "
                              f"{', '.join(str(e) for e in sorted(evals, key=str))} | {fmt(val[(v, a, s)])} | "
                              f"{fmt(test[(v, a, s)])} | {_cert_text(cert.get((v, a, s)))} |")
-        return lines
+        return lines + confirmation_table(self.judged(full)) if has_confirmation(full) else lines
 
 
 def training_curves(name: str, extra: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -216,7 +282,11 @@ def select(results: dict, variant: str, metric: str = "val_acc") -> dict[str, fl
     :data:`TIE_RULE`).
 
     An arm whose every σ diverged gets its smallest σ, so its claims are still judged (the rule calls a
-    diverged arm inconclusive) instead of vanishing from the report. GD (no σ) has no entry."""
+    diverged arm inconclusive) instead of vanishing from the report. GD (no σ) has no entry. Results that
+    carry ``"chosen"`` (the confirmation runs, :meth:`ClassifyExperiment.judged`) return that choice: σ
+    is never chosen again on the seeds that judge it."""
+    if "chosen" in results:
+        return dict(sorted(results["chosen"].get(variant, {}).items()))
     best: dict[str, tuple[float, float]] = {}
     for (var, a, s), (m, _, _) in sorted(final_stats(results, metric).items(), key=lambda kv: kv[0][2]):
         if var != variant or a == "gd":
@@ -256,7 +326,7 @@ def compare(results: dict, variant: str, metric: str = "test_acc"):
     and ``stats`` (:func:`~noisereg.verdicts.final_stats` of ``metric``)."""
     stats = final_stats(results, metric)
     gd = stats.get((variant, "gd", 0.0), EMPTY)
-    best = {a: (stats[(variant, a, s)], s) for a, s in select(results, variant).items()}
+    best = {a: (stats.get((variant, a, s), EMPTY), s) for a, s in select(results, variant).items()}
     return gd, best, stats
 
 
@@ -327,3 +397,82 @@ def scale_note(results: dict) -> str:
     """`` (preset P[, reduced model]; DATA)``: the scale and the data a claim was judged on."""
     scale = "" if results["preset"] == "paper" else ", reduced model"
     return f" (preset {results['preset']}{scale}; {data_note(results)})"
+
+
+def by_variant(selected: dict | None, variants: list[str]) -> dict[str, dict[str, float]]:
+    """``{variant: {arm: σ}}`` from :meth:`ClassifyExperiment.selected`'s value (flat ``{arm: σ}`` when the only
+    variant is ``""``)."""
+    if not selected:
+        return {}
+    if all(isinstance(v, dict) for v in selected.values()):
+        return {v: dict(c) for v, c in selected.items()}
+    return {"": dict(selected)} if set(variants) <= {""} else {}
+
+
+def stage_lines(results: dict) -> list[str]:
+    """The report's line on the stages: seeds that chose σ, seeds that judged the claims."""
+    cfg = results["config"]
+    if has_confirmation(results):
+        n = len({int(r["seed"]) for r in view(results, CONFIRMATION)["runs"]})
+        return [f"Two stages: σ (ρ, λ) of each method was chosen on validation accuracy over the selection seeds "
+                f"{tuple(cfg.get('seeds', ()))} (the table below); every claim is judged on the test metrics of new "
+                f"runs at the chosen settings over the {n} confirmation seeds {tuple(cfg.get('confirm_seeds', ()))} "
+                "(the table after it). The selection runs enter no verdict; the figures show them."]
+    return ["One stage: σ was chosen and the claims judged on the same seeds"
+            + (" (these results were written before selection and confirmation had separate seeds)"
+               if cfg.get("confirm_seeds") is None else "")
+            + ", so a verdict here is not confirmed on fresh seeds."]
+
+
+def confirmation_table(judged: dict) -> list[str]:
+    """The confirmation stage's runs: each arm at its chosen σ over the confirmation seeds."""
+    val, test = final_stats(judged, "val_acc"), final_stats(judged, "test_acc")
+    lines = ["", "Confirmation runs (each method at the σ chosen above, new seeds; the claims are judged on these):",
+             "", "| variant | method | σ / ρ | seeds | val acc | test acc |", "|---|---|---|---|---|---|"]
+    for (v, a, s), t in test.items():
+        lines.append(f"| {v or '–'} | {a} | {'–' if a == 'gd' else f'{s:g}'} | {len(t.values)} | "
+                     f"{fmt(val.get((v, a, s), EMPTY))} | {fmt(t)} |")
+    return lines
+
+
+_SCALE = re.compile(r" \(preset \w+[^()]*\)$")
+
+
+def _claim_key(claim: str) -> str:
+    """A claim's text without its scale note (``" (preset cpu, reduced model; DATA)"``), to match presets."""
+    return _SCALE.sub("", claim)
+
+
+COMMITTED = Path(__file__).resolve().parents[3] / "docs" / "results"
+"""Where the committed cpu results live in a source checkout (absent from an installed package)."""
+
+
+def committed_verdicts(name: str, root: Path | None = None) -> dict[str, str] | None:
+    """``{claim (without its scale note): verdict}`` of the committed cpu results of experiment ``name``
+    (``docs/results/NAME/results.json`` of the source checkout), judged now by the same rule; None when absent."""
+    import json
+
+    from noisereg.sweep import EXPERIMENTS
+
+    path = (root or COMMITTED) / name / "results.json"
+    if not path.is_file():
+        return None
+    results = json.loads(path.read_text())
+    if results.get("preset") != "cpu":
+        return None
+    return {_claim_key(r["claim"]): r["verdict"] for r in EXPERIMENTS[name].claims(results)}
+
+
+def illustrative(name: str, rows: list[dict[str, str]], root: Path | None = None) -> list[dict[str, str]]:
+    """The demo's rows: a judged verdict becomes ``"illustrative: V; committed cpu: W"`` (the demo keeps a fixed σ
+    and chose nothing; W: the same claim on the committed cpu results, :func:`committed_verdicts`)."""
+    committed = committed_verdicts(name, root)
+    out = []
+    for r in rows:
+        if r["verdict"] not in ("reproduced", "not reproduced", "inconclusive"):
+            out.append(r)
+            continue
+        cpu = "not in this checkout (docs/results)" if committed is None else \
+            committed.get(_claim_key(r["claim"]), "not judged at the cpu preset")
+        out.append({**r, "verdict": f"illustrative: {r['verdict']}; committed cpu: {cpu}"})
+    return out

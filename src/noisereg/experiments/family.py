@@ -53,7 +53,8 @@ class FamilyConfig(Fig3Config):
 CPU = dict(dataset="fashion_mnist_subset", n_val=1024, hidden=(512, 512), epochs=1000, lr=0.05, eval_every=100,
            seeds=(0, 1, 2), sigmas=(0.005, 0.01, 0.02, 0.035, 0.05), rhos=(0.02, 0.05, 0.1, 0.2),
            rwp_sigmas=(0.0025, 0.005, 0.01, 0.02), mrwp_sigmas=(0.005, 0.01, 0.02, 0.04),
-           lpf_sigmas=(0.005, 0.01, 0.02, 0.04), nso_sigmas=(0.01, 0.02, 0.035, 0.05), lpf_samples=4, nso_pairs=1)
+           lpf_sigmas=(0.005, 0.01, 0.02, 0.04), nso_sigmas=(0.01, 0.02, 0.035, 0.05), lpf_samples=4, nso_pairs=1,
+           confirm_seeds=tuple(range(3, 13)))
 """Every grid has at least 4 points, spanning the σ the 2-point grids of the first run chose (several at an edge)."""
 
 

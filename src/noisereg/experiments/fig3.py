@@ -42,7 +42,7 @@ class Fig3Config(ClassifyConfig):
 
 CPU = dict(dataset="fashion_mnist_subset", n_val=1024, hidden=(512, 512), epochs=1000, lr=0.05, eval_every=100,
            sigmas=(0.01, 0.02, 0.035, 0.05, 0.07, 0.1), seeds=(0, 1, 2), methods=("gd", "full", "layer", "sam"),
-           rhos=(0.02, 0.05, 0.1))
+           rhos=(0.02, 0.05, 0.1), confirm_seeds=tuple(range(3, 13)))
 
 
 class Fig3(ClassifyExperiment):
@@ -53,10 +53,11 @@ class Fig3(ClassifyExperiment):
     PRESETS = {
         "smoke": dict(hidden=(32, 32), n_train=128, epochs=6, eval_every=3, sigmas=(0.1,), checkpoint_every=2),
         "cpu": CPU,
-        "demo": {**CPU, "methods": ("gd", "full", "layer"), "sigmas": (0.01,)},
+        "demo": {**CPU, "methods": ("gd", "full", "layer"), "sigmas": (0.01,), "confirm_seeds": ()},
         "paper": dict(**OFFICIAL_NOISE,
                       dataset="fashion_mnist", hidden=(5000, 5000), epochs=10000, lr=0.005, eval_every=500, n_val=5000,
-                      sigmas=(0.01, 0.02, 0.05, 0.1, 0.2), seeds=(0, 1, 2), checkpoint_every=1000),
+                      sigmas=(0.01, 0.02, 0.05, 0.1, 0.2), seeds=(0, 1, 2), confirm_seeds=(3, 4, 5),
+                      checkpoint_every=1000),
     }
 
     def model(self, cfg, run, data):

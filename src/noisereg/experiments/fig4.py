@@ -40,7 +40,8 @@ class Fig4Config(ClassifyConfig):
 
 
 CPU = dict(dataset="fashion_mnist_subset", n_val=1024, widths=(256, 512), lrs=(0.02, 0.02), epochs=1200,
-           eval_every=100, sigmas=(0.01, 0.03), log=("hessian_trace",), trace_points=256, seeds=(0, 1, 2))
+           eval_every=100, sigmas=(0.01, 0.03), log=("hessian_trace",), trace_points=256, seeds=(0, 1, 2),
+           confirm_seeds=tuple(range(3, 13)))
 
 
 class Fig4(ClassifyExperiment):
@@ -52,10 +53,12 @@ class Fig4(ClassifyExperiment):
         "smoke": dict(widths=(16, 48), lrs=(0.05, 0.05), n_train=128, epochs=6, eval_every=3,
                       log=("hessian_trace",), trace_points=64, checkpoint_every=2),
         "cpu": CPU,
-        "demo": {**CPU, "widths": (256,), "lrs": (0.02,), "sigmas": (0.01,), "eval_every": 300},
+        "demo": {**CPU, "widths": (256,), "lrs": (0.02,), "sigmas": (0.01,), "eval_every": 300,
+                 "confirm_seeds": ()},
         "paper": dict(**OFFICIAL_NOISE,
                       dataset="fashion_mnist", widths=(1000, 5000), lrs=(0.005, 0.001), epochs=10000, n_val=5000,
-                      eval_every=500, log=("hessian_trace",), checkpoint_every=1000),
+                      eval_every=500, log=("hessian_trace",), seeds=(0, 1, 2), confirm_seeds=(3, 4, 5),
+                      checkpoint_every=1000),
     }
 
     def variants(self, cfg):

@@ -43,10 +43,11 @@ class Fig5(ClassifyExperiment):
         "smoke": dict(n_train=128, wide_channels=8, epochs=2, batch_size=64, eval_every=1, log=("hessian_trace",),
                       trace_points=32, checkpoint_every=1),
         "cpu": dict(wide_channels=32, epochs=100, batch_size=128, eval_every=10, log=("hessian_trace",),
-                    trace_points=256, sigmas=(0.02, 0.05, 0.1), seeds=(0, 1, 2)),
+                    trace_points=256, sigmas=(0.02, 0.05, 0.1), seeds=(0, 1, 2), confirm_seeds=tuple(range(3, 13))),
         "paper": dict(**OFFICIAL_NOISE,
                       dataset="cifar10", n_train=None, n_val=5000, wide_channels=128, epochs=100, batch_size=1024,
-                      eval_every=5, log=("hessian_trace",), checkpoint_every=5),
+                      eval_every=5, log=("hessian_trace",), seeds=(0, 1, 2), confirm_seeds=(3, 4, 5),
+                      checkpoint_every=5),
     }
 
     def model(self, cfg, run, data):

@@ -49,13 +49,21 @@ class Fig6(ClassifyExperiment):
                       log=("hessian_trace",), trace_points=16, noise_stop_epoch=1, augment=True, checkpoint_every=1),
         "cpu": dict(resnet_width=16, epochs=40, batch_size=128, lr=0.05, weight_decay=5e-4, schedule="cosine",
                     sigmas=(0.01, 0.02, 0.05, 0.1, 0.2), noise_stop_epoch=36, augment=True, eval_every=10,
-                    seeds=(0, 1, 2), log=("hessian_trace",), trace_points=256),
+                    seeds=(0, 1, 2), log=("hessian_trace",), trace_points=256,
+                    confirm_seeds=tuple(range(3, 13))),
         "paper": dict(**OFFICIAL_NOISE,
                       dataset="cifar10", n_train=None, n_val=5000, resnet_width=64, epochs=150, batch_size=128, lr=0.01,
                       weight_decay=5e-4, schedule="cosine", sigmas=(0.01, 0.02, 0.05, 0.1, 0.2),
-                      noise_stop_epoch=135, augment=True, eval_every=10, seeds=(0, 1, 2), log=("hessian_trace",),
+                      noise_stop_epoch=135, augment=True, eval_every=10, seeds=(0, 1, 2), confirm_seeds=(3, 4, 5),
+                      log=("hessian_trace",),
                       checkpoint_every=5),
     }
+
+    confirm_what = "GD, full and layer-wise noise at every σ (claims here speak of each σ), the others at their chosen σ"
+
+    def confirm_keep(self, variant, arm, sigma, chosen):
+        """Full and layer-wise noise at every σ (claims here speak of each σ), the other arms at their chosen σ."""
+        return arm in ("full", "layer") or super().confirm_keep(variant, arm, sigma, chosen)
 
     def model(self, cfg, run, data):
         return ResNet18(data.num_classes, data.x_train.shape[1], width=cfg.resnet_width)

@@ -57,7 +57,8 @@ from noisereg.data.modular import modular_addition
 from noisereg.data.validate import check_classification
 from noisereg.sweep.experiment import Run
 from noisereg.experiments.classify import (ClassifyConfig, ClassifyExperiment, compare, judge_pair, noise_note, select,
-                                          training_curves)
+                                          stage_lines, training_curves)
+from noisereg.sweep.stages import SELECTION, has_confirmation, view
 from noisereg.plotting.style import figure, save
 from noisereg.verdicts import RULE, Sample, arm, final_stats, fmt, paired
 from noisereg.models.transformer import TinyTransformer
@@ -112,7 +113,7 @@ class TransformerConfig(ClassifyConfig):
 
 CPU = dict(p=31, train_fraction=0.5, d_model=32, heads=4, lr=3e-3, epochs=3000, eval_every=50, log_every=3000,
            seeds=(0, 1, 2), weight_decays=(0.3, 1.0), sigmas=(0.01, 0.03, 0.1, 0.3), rhos=(0.05, 0.2),
-           checkpoint_every=500)
+           checkpoint_every=500, confirm_seeds=tuple(range(3, 13)))
 
 
 class Transformer(ClassifyExperiment):
@@ -125,7 +126,7 @@ class Transformer(ClassifyExperiment):
                       seeds=(0, 1, 2), weight_decays=(0.1, 1.0), sigmas=(0.05,), rhos=(0.05,), trace_points=32,
                       checkpoint_every=10),
         "cpu": CPU,
-        "paper": dict(seeds=(0, 1, 2), weight_decays=(0.1, 0.3, 1.0), sigmas=(0.003, 0.01, 0.03, 0.1),
+        "paper": dict(seeds=(0, 1, 2), confirm_seeds=(3, 4, 5), weight_decays=(0.1, 0.3, 1.0), sigmas=(0.003, 0.01, 0.03, 0.1),
                       rhos=(0.02, 0.05, 0.1), checkpoint_every=1000),
     }
 
@@ -247,6 +248,17 @@ class Transformer(ClassifyExperiment):
         return rows
 
     def notes(self, results):
+        """The selection table, the line on the stages, and the confirmation runs' table where there are some."""
+        lines = self._notes(view(results, SELECTION))
+        lines[4:4] = [*stage_lines(results), ""]   # after the rule and the noise convention
+        if has_confirmation(results):
+            conf = self._notes(self.judged(results))
+            head = next(i for i, line in enumerate(conf) if line.startswith("| method |"))
+            lines += ["", "Confirmation runs (each arm at the σ / ρ / λ chosen above, new seeds; the claims are judged "
+                      "on these):", "", *conf[head:]]
+        return lines
+
+    def _notes(self, results):
         cfg = results["config"]
         sizes = results.get("sizes", {})
         (reach, reached), (memo, memorised) = steps_to(results), steps_to(results, "train_acc", 0.99)

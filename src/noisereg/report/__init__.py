@@ -14,6 +14,7 @@ from pathlib import Path
 from noisereg.errors import UserError
 from noisereg.sweep import EXPERIMENTS
 from noisereg.sweep.run import data_note
+from noisereg.sweep.stages import SELECTION, single_stage, stage_of, view
 from noisereg.verdicts import arm, mean_se
 from noisereg.report.figures import caption, draw
 from noisereg.records import METRICS, atomic_write_text
@@ -43,8 +44,10 @@ def _fmt(metric: str, mean: float, se: float, n: int, present: bool = True) -> s
 
 
 def draw_figures(results: dict, out: Path) -> list[Path]:
-    """Draw the figures of one experiment's ``results`` into ``out`` (one PNG per figure spec)."""
+    """Draw the figures of one experiment's ``results`` into ``out`` (one PNG per figure spec); of a two-stage
+    sweep, its selection runs (every σ; the confirmation runs are in the claims and the notes)."""
     exp = EXPERIMENTS[results["experiment"]]
+    results = view(results, SELECTION)
     return [exp.draw(results, spec, Path(out)) if spec["kind"] == "custom" else draw(results, spec, Path(out))
             for spec in exp.figures(results["config"])]
 
@@ -88,18 +91,20 @@ def section(results: dict, figures: str = "") -> str:
     if notes:
         lines += ["", *notes]
     groups = defaultdict(list)
+    staged = not single_stage(results)
     for r in results["runs"]:
-        groups[(r["variant"], arm(r), r["sigma"])].append(r)
+        groups[(r["variant"], arm(r), r["sigma"], *((stage_of(r),) if staged else ()))].append(r)
     metrics = [m for m in (*SHOWN, *exp.metrics) if any(m in r["final"] for r in results["runs"])]
     lines += ["", "Final metrics (mean ± standard error over seeds):", "",
-              "| variant | method | σ | seeds | " + " | ".join(metrics) + " |",
-              "|---" * (4 + len(metrics)) + "|"]
-    for (variant, method, sigma), rs in groups.items():
+              "| variant | method | σ | " + ("stage | " if staged else "") + "seeds | " + " | ".join(metrics) + " |",
+              "|---" * (4 + staged + len(metrics)) + "|"]
+    for (variant, method, sigma, *stage), rs in groups.items():
         cells = []
         for m in metrics:
             mean, se, _ = mean_se([r["final"].get(m) for r in rs])
             cells.append(_fmt(m, mean, se, len(rs), present=any(m in r["final"] for r in rs)))
-        lines.append(f"| {variant} | {method} | {sigma:g} | {len(rs)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {variant} | {method} | {sigma:g} | " + "".join(f"{s} | " for s in stage) + f"{len(rs)} | "
+                     + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -8,12 +8,15 @@ results.json) or ``{"error": "Type: message", "traceback": "..."}``.
 - :class:`Sequential` (``jobs=1``): one run after another in this process, sharing the loaded
   data; an exception stops the sweep with its traceback, as it always did.
 - :class:`Processes` (``jobs=N``): up to N runs at once in worker processes of the "spawn"
-  start method, one GPU each where there are GPUs (worker k takes GPU k mod the GPU count),
-  otherwise ``max(1, T // N)`` CPU threads each, T being this process's ``torch.get_num_threads()``
-  (which follows ``OMP_NUM_THREADS``).
+  start method, one GPU each where there are GPUs (worker k takes GPU k mod the GPU count).
 - :class:`RayTasks` (``executor="ray"``): up to N runs at once as Ray tasks on a local Ray
   instance (started here, stopped at the end) or on the cluster at ``address``; each task asks
   for one GPU where the cluster has GPUs, else for its CPU threads.
+
+Every run uses the same number of intra-op CPU threads, ``threads`` (default 1), whichever executor
+runs it and however many run at once: a kernel that sums in parallel sums in another order with
+another thread count, so a seed gives one result only at one thread count. ``jobs`` sets how many
+runs go at once and nothing else.
 
 A worker rebuilds the experiment from a :class:`Task` (experiment name and module, preset,
 overrides, data arguments) and picks its run by id: nothing of the experiment is pickled, so
@@ -74,18 +77,23 @@ def failure(err: BaseException, text: str | None = None) -> Outcome:
 
 # ------------------------------------------------------------------------------- in this process
 class Sequential:
-    """One run after another in this process (the data is loaded once and shared)."""
+    """One run after another in this process (the data is loaded once and shared), on ``threads``
+    intra-op threads (this process's count is restored on exit)."""
 
     name = "sequential"
 
-    def __init__(self, device: str, batch: bool = False):
-        self.device, self.batch = device, batch
+    def __init__(self, device: str, batch: bool = False, threads: int = 1):
+        self.device, self.batch, self.threads = device, batch, threads
+        self._before: int | None = None
 
     def __enter__(self) -> Sequential:
+        self._before = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
         return self
 
     def __exit__(self, *exc) -> None:
-        pass
+        if self._before is not None:
+            torch.set_num_threads(self._before)
 
     def map(self, exp, cfg, split, todo: list[Run | Job], out: Path, progress=None,
             callback=None, on_eval=None) -> Iterator[tuple[str, Outcome]]:
@@ -129,7 +137,9 @@ class Task:
     """What a worker needs to rebuild one run: the experiment (name, and the module that defines
     it, imported first), preset, ``--set`` overrides, data arguments, the run's id, where its
     checkpoint goes, the device (``"cuda"``: the worker's own GPU) and CPU threads; ``path``: the
-    driver's ``sys.path``, appended to the worker's so that experiments of the user's modules import."""
+    driver's ``sys.path``, appended to the worker's so that experiments of the user's modules import;
+    ``selected``: for a confirmation run, what the selection runs chose (its run is then one of
+    ``Experiment.confirm_runs(cfg, selected)``), else None (one of ``Experiment.runs(cfg)``)."""
 
     experiment: str
     module: str
@@ -142,6 +152,7 @@ class Task:
     device: str
     threads: int
     path: tuple[str, ...] = ()
+    selected: dict | None = None
 
 
 _DATA: dict[tuple, Any] = {}  # per worker process: the data of the last sweep, loaded once
@@ -158,7 +169,8 @@ def execute(task: Task, slot: int | None = None) -> Outcome:
         torch.set_num_threads(task.threads)
         exp = EXPERIMENTS[task.experiment]
         cfg = exp.config(task.preset, task.overrides)
-        run = {r.id: r for r in exp.runs(cfg)}[task.run_id]
+        runs = exp.runs(cfg) if task.selected is None else exp.confirm_runs(cfg, task.selected)
+        run = {r.id: r for r in runs}[task.run_id]
         device = task.device
         if device == "cuda" and slot is not None:
             device = f"cuda:{slot % torch.cuda.device_count()}"
@@ -192,9 +204,8 @@ class Processes:
 
     name = "processes"
 
-    def __init__(self, jobs: int, device: str):
-        self.jobs, self.device = jobs, device
-        self.threads = max(1, torch.get_num_threads() // jobs)
+    def __init__(self, jobs: int, device: str, threads: int = 1):
+        self.jobs, self.device, self.threads = jobs, device, threads
 
     def __enter__(self) -> Processes:
         return self
@@ -254,12 +265,11 @@ class RayTasks:
 
     name = "ray"
 
-    def __init__(self, jobs: int, device: str | None, address: str | None):
+    def __init__(self, jobs: int, device: str | None, address: str | None, threads: int = 1):
         from noisereg.integrations import require
 
         self.ray = require("ray", "ray", "--executor ray")
-        self.jobs, self.device, self.address = jobs, device, address
-        self.threads = max(1, torch.get_num_threads() // jobs)
+        self.jobs, self.device, self.address, self.threads = jobs, device, address, threads
         self.started = False
 
     def __enter__(self) -> RayTasks:
@@ -300,12 +310,14 @@ class RayTasks:
                 ray.cancel(ref, force=True)
 
 
-def make_executor(executor: str, jobs: int, device: str | None, address: str | None, batch: bool = False):
+def make_executor(executor: str, jobs: int, device: str | None, address: str | None, batch: bool = False,
+                  threads: int = 1):
     """The executor for ``executor`` ("local" or "ray") and ``jobs``; ``device`` None: the default; ``batch``:
-    jobs that can train together do (in this process only: ``jobs=1``, local)."""
+    jobs that can train together do (in this process only: ``jobs=1``, local); ``threads``: intra-op CPU
+    threads of every run."""
     from noisereg.sweep.experiment import default_device
 
     if executor == "ray":
-        return RayTasks(jobs, device, address)
+        return RayTasks(jobs, device, address, threads)
     device = device or default_device()
-    return Sequential(device, batch) if jobs == 1 else Processes(jobs, device)
+    return Sequential(device, batch, threads) if jobs == 1 else Processes(jobs, device, threads)

@@ -210,8 +210,20 @@ class Experiment:
 
     def selected(self, results: dict) -> dict | None:
         """What was chosen from the runs before judging (e.g. each noisy method's σ, chosen on
-        validation data); saved as ``results.json["selected"]`` when not None."""
+        validation data); saved as ``results.json["selected"]`` when not None. In a two-stage sweep
+        (:meth:`confirms`) ``results`` holds the selection runs only."""
         return None
+
+    def confirms(self, cfg) -> bool:
+        """Whether a sweep at ``cfg`` has a second stage, confirmation runs (:meth:`confirm_runs`;
+        :mod:`noisereg.sweep.stages`). Default: no."""
+        return False
+
+    def confirm_runs(self, cfg, selected: dict | None) -> list[Run | Job]:
+        """The confirmation runs, built from ``cfg`` and ``selected`` (what :meth:`selected` returned on
+        the selection runs, JSON-shaped) alone, so that a worker rebuilds them by id. ``selected`` None:
+        runs of the same number at a placeholder choice (``noisereg show`` counts them)."""
+        return []
 
     def notes(self, results: dict) -> list[str]:
         """Extra Markdown lines for the report section (after the claims)."""

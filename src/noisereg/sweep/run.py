@@ -27,6 +27,7 @@ from noisereg.records import atomic_write_json
 from noisereg.sweep import executors
 from noisereg.sweep.experiment import Experiment, Run
 from noisereg.sweep.memory import check_memory
+from noisereg.sweep.stages import CONFIRMATION, SELECTION, view
 
 
 def _differences(previous: dict, preset: str, config: dict) -> str:
@@ -98,14 +99,14 @@ def run_experiment(exp: Experiment, preset: str, out: str | Path, *, overrides: 
                    data: str | None = None, data_dir: str | None = None, resume: bool = False,
                    device: str | None = None, show_progress: bool = True, callback=None, jobs: int = 1,
                    executor: str = "local", ray_address: str | None = None, batch: bool = True,
-                   log_to: typing.Sequence[str] = ()) -> dict:
+                   log_to: typing.Sequence[str] = (), threads: int = 1) -> dict:
     """Run every run of ``exp`` at ``preset``; write ``out/results.json`` and ``out/checkpoints/``.
 
     Everything is checked (config, runs, an earlier results.json) before the data is loaded.
     results.json is rewritten (atomically) as each run finishes, its ``runs`` always in the order
     of :meth:`Experiment.runs`, whatever order they finish in; so ``jobs=N`` and Ray give the
-    results.json of a sequential sweep (on the CPU at equal threads per run), apart from the
-    ``seconds`` and ``environment`` fields. With ``jobs > 1`` or Ray, a run that raises is listed
+    results.json of a sequential sweep, apart from the ``seconds`` and ``environment`` fields: every run
+    uses ``threads`` intra-op CPU threads however many run at once. With ``jobs > 1`` or Ray, a run that raises is listed
     under ``"failed"`` (``{"id", "variant", "params", "error", "traceback"}``) and the others go
     on; ``resume=True`` runs the failed and unfinished runs again, each from its checkpoint.
     Figures and REPORT.md are made from results.json by :func:`noisereg.report.write_report`.
@@ -119,11 +120,14 @@ def run_experiment(exp: Experiment, preset: str, out: str | Path, *, overrides: 
             batched model (:mod:`noisereg.training.batched_gd`; same numbers up to summation order);
             only with ``jobs=1``, local (worker processes and Ray run each job alone). False: each
             job alone, the reference path.
+        threads: intra-op CPU threads of every run (default 1, whatever ``jobs``; recorded in
+            ``results["environment"]["threads"]``). A kernel that sums in parallel sums in another order
+            with another thread count, so equal seeds give bit-identical numbers only at equal threads.
         log_to: backends that watch the sweep, ``"tensorboard"`` and/or ``"mlflow"``
             (:mod:`noisereg.tracking`; what they have logged is kept in ``results["tracking"]``).
 
     Raises:
-        UserError: a bad preset or value, ``jobs``, ``executor`` or ``ray_address``; ``out`` holds
+        UserError: a bad preset or value, ``jobs``, ``threads``, ``executor`` or ``ray_address``; ``out`` holds
             results of another run and ``resume`` is False; or ``resume`` with results written for
             another configuration.
         MissingExtraError: ``executor="ray"`` without Ray installed, or a ``log_to`` backend without its extra.
@@ -133,6 +137,8 @@ def run_experiment(exp: Experiment, preset: str, out: str | Path, *, overrides: 
 
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise UserError(f"jobs must be an integer >= 1, got {jobs!r}")
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise UserError(f"threads must be an integer >= 1, got {threads!r}")
     if executor not in ("local", "ray"):
         raise UserError(f"executor must be one of 'local', 'ray', got {executor!r}")
     if ray_address is not None and executor != "ray":
@@ -164,7 +170,7 @@ def run_experiment(exp: Experiment, preset: str, out: str | Path, *, overrides: 
     else:
         done = {}
     todo = [r for r in runs if r.id not in done]
-    pool = executors.make_executor(executor, jobs, device, ray_address, batch)  # Ray missing: raises here
+    pool = executors.make_executor(executor, jobs, device, ray_address, batch, threads)  # Ray missing: raises here
     tracker = None
     if log_to:  # a backend's extra missing: raises here, before the data
         from noisereg.tracking import Tracking
@@ -186,6 +192,9 @@ def run_experiment(exp: Experiment, preset: str, out: str | Path, *, overrides: 
         for stale in (out / "checkpoints").glob("batch-*.pt"):
             stale.unlink()
     failed: dict[str, dict] = {}
+    two = exp.confirms(cfg)
+    order: list = list(runs)          # results.json's order: the selection runs, then the confirmation runs
+    stage = {r.id: SELECTION for r in runs}
     t0 = time.perf_counter()
     with pool, tracker or contextlib.nullcontext():
         results = {"experiment": exp.name, "preset": preset, "config": config,
@@ -193,7 +202,8 @@ def run_experiment(exp: Experiment, preset: str, out: str | Path, *, overrides: 
                    **({"sizes": {name: len(x) for name, x, _ in split.splits()}} if hasattr(split, "splits") else {}),
                    **({"classes": split.num_classes} if _classification(split) else {}),
                    "environment": {"torch": torch.__version__, "python": platform.python_version(),
-                                   "device": pool.device, "git": _git_hash(), "command": _command()},
+                                   "device": pool.device, "threads": threads, "git": _git_hash(),
+                                   "command": _command()},
                    "runs": [done[r.id] for r in runs if r.id in done]}
         if pool.name != "sequential":
             results["environment"] |= {"executor": pool.name, "jobs": jobs, "threads_per_run": pool.threads}
@@ -201,40 +211,67 @@ def run_experiment(exp: Experiment, preset: str, out: str | Path, *, overrides: 
             results["environment"]["batched"] = True
         if tracker is not None and tracker.start(results):   # new MLflow run ids: saved before training
             atomic_write_json(path, results)
+        by_id = {r.id: r for r in runs}
 
         def record(run_id: str, outcome: dict) -> None:
-            run = next(r for r in todo if r.id == run_id)
+            run = by_id[run_id]
             if "record" in outcome:
-                done[run_id] = outcome["record"]
+                done[run_id] = {**outcome["record"], **({"stage": stage[run_id]} if two else {})}
+                failed.pop(run_id, None)
             else:
                 failed[run_id] = {"id": run.id, "variant": run.variant, "params": run.params, **outcome}
-            results["runs"] = [done[r.id] for r in runs if r.id in done]
+            results["runs"] = [done[r.id] for r in order if r.id in done]
             if failed:
-                results["failed"] = [failed[r.id] for r in runs if r.id in failed]
+                results["failed"] = [failed[r.id] for r in order if r.id in failed]
             atomic_write_json(path, results)
             if tracker is not None:   # logged once the record is saved; then saved as logged
                 tracker.finished(run_id, outcome)
                 atomic_write_json(path, results)
 
-        if isinstance(pool, executors.Sequential):
-            with tqdm(total=sum(r.spec.epochs if isinstance(r, Run) else 1 for r in todo), disable=not show_progress,
-                      unit="epoch", mininterval=1.0, desc=exp.name) as bar:
-                for run_id, outcome in pool.map(exp, cfg, split, todo, out, progress=bar, callback=callback,
-                                                on_eval=tracker.evaluated if tracker else None):
-                    record(run_id, outcome)
-        else:
-            tasks = [executors.Task(exp.name, type(exp).__module__, preset, dict(overrides or {}), data, data_dir,
-                                    r.id, str(out / "checkpoints" / f"{r.id}.pt"), pool.device, pool.threads,
-                                    tuple(sys.path)) for r in todo]
-            with tqdm(total=len(runs), initial=len(runs) - len(todo), disable=not show_progress, unit="run",
-                      mininterval=1.0, desc=f"{exp.name} ({pool.name}, {jobs} at once)") as bar:
-                for run_id, outcome in pool.map(tasks):
-                    record(run_id, outcome)
-                    bar.set_postfix_str(f"{len(failed)} failed" if failed else run_id)
-                    bar.update(1)
+        def sweep(todo: list, selected: dict | None) -> None:
+            """Run ``todo`` (the selection runs, or with ``selected`` the confirmation runs built from it)."""
+            if isinstance(pool, executors.Sequential):
+                with tqdm(total=sum(r.spec.epochs if isinstance(r, Run) else 1 for r in todo),
+                          disable=not show_progress, unit="epoch", mininterval=1.0,
+                          desc=exp.name + (" (confirmation)" if selected is not None else "")) as bar:
+                    for run_id, outcome in pool.map(exp, cfg, split, todo, out, progress=bar, callback=callback,
+                                                    on_eval=tracker.evaluated if tracker else None):
+                        record(run_id, outcome)
+            else:
+                tasks = [executors.Task(exp.name, type(exp).__module__, preset, dict(overrides or {}), data, data_dir,
+                                        r.id, str(out / "checkpoints" / f"{r.id}.pt"), pool.device, pool.threads,
+                                        tuple(sys.path), selected) for r in todo]
+                total = len([r for r in order if stage[r.id] == stage[todo[0].id]]) if todo else 0
+                with tqdm(total=total, initial=total - len(todo), disable=not show_progress, unit="run",
+                          mininterval=1.0, desc=f"{exp.name}{' (confirmation)' if selected is not None else ''} "
+                          f"({pool.name}, {jobs} at once)") as bar:
+                    for run_id, outcome in pool.map(tasks):
+                        record(run_id, outcome)
+                        bar.set_postfix_str(f"{len(failed)} failed" if failed else run_id)
+                        bar.update(1)
+
+        sweep(todo, None)
+        if two and not failed:   # stage 2: the claims' runs, at the settings the selection runs chose
+            chosen = exp.selected(view(results, SELECTION))
+            results["selected"] = chosen
+            confirm = exp.confirm_runs(cfg, chosen)
+            clash = sorted({r.id for r in confirm} & set(stage))
+            if clash:
+                raise ValueError(f"{exp.name}: confirmation run ids {clash[:3]} repeat selection run ids")
+            order += confirm
+            stage.update({r.id: CONFIRMATION for r in confirm})
+            by_id.update({r.id: r for r in confirm})
+            if tracker is not None:
+                tracker.add(confirm)
+            todo2 = [r for r in confirm if r.id not in done]
+            if not resume:
+                for run in todo2:
+                    (out / "checkpoints" / f"{run.id}.pt").unlink(missing_ok=True)
+            results["runs"] = [done[r.id] for r in order if r.id in done]   # a stale stage-2 record drops out
+            sweep(todo2, chosen)
     # a resumed sweep adds this session's time to what the earlier sessions recorded (a finished one keeps its own)
     results["seconds"] = round(float(previous.get("seconds") or 0.0) + time.perf_counter() - t0, 1)
-    if results["runs"] and (chosen := exp.selected(results)) is not None:
+    if results["runs"] and (chosen := exp.selected(view(results, SELECTION))) is not None:
         results["selected"] = chosen
     atomic_write_json(path, results)
     return results

@@ -125,6 +125,13 @@ def show(exp: Experiment, preset: str, overrides: dict, data: str | None, data_d
             lines.append(f"  {r.id}: method {r.spec.method}, {scale} {r.spec.sigma:g}, seed {r.spec.seed}, {cost}")
         else:
             lines.append(f"  {r.id}: {r.variant or 'a computation'} (params {r.params})")
+    if exp.confirms(cfg):
+        confirm = exp.confirm_runs(cfg, None)   # a placeholder choice: the count is the real one
+        seeds = sorted({r.spec.seed for r in confirm if isinstance(r, Run)})
+        lines[lines.index(f"runs ({len(runs)}):")] = f"selection runs ({len(runs)}; they choose σ on validation data):"
+        what = getattr(exp, "confirm_what", "the settings the selection runs choose")
+        lines += [f"then {len(confirm)} confirmation runs: {what}, over the confirmation seeds {tuple(seeds)}; "
+                  "every claim is judged on these alone"]
     groups = {k: g for k, g in batches(runs).items() if len(g) > 1}
     lines += ["", "batching: " + ("; ".join(f"{len(g)} runs ({g[0].id} ...) train as one batched model "
                                            f"(key {k!r})" for k, g in groups.items())

@@ -209,6 +209,11 @@ class Tracking:
                     b.end(info, record)
         return changed
 
+    def add(self, runs: Sequence[Any]) -> None:
+        """Runs known only once the sweep has begun (a two-stage sweep's confirmation runs)."""
+        for r in runs:
+            self.infos.setdefault(r.id, RunInfo(r.id, r.variant, dict(r.params), getattr(r, "spec", None)))
+
     def evaluated(self, run_id: str, history: list[dict[str, Any]]) -> None:
         """Log the entries of ``history`` not logged yet in this session (live, after each evaluation)."""
         for b in self.backends:
