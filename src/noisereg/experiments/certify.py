@@ -151,6 +151,9 @@ class Certify(Experiment):
     def data(self, cfg, data, data_dir):
         if data:
             raise UserError("certify reads its pool from the dataset setting (and --data-dir), not --data")
+        if data_dir and cfg.dataset != "fashion_mnist":
+            raise UserError(f"--data-dir holds the Fashion-MNIST files, but dataset is {cfg.dataset!r}: add "
+                            "--set dataset=fashion_mnist (or use --preset paper)")
         key = (cfg.dataset, data_dir)
         if key not in self._split:
             self._split.clear()
