@@ -183,6 +183,8 @@ def test_classification_runs_end_with_a_deterministic_certificate(tmp_path):
     for r in res["runs"]:
         c = r["certificate"]
         assert r["final"]["risk_bound"] == c["risk_bound"] and c["n"] == res["sizes"]["train"]
+        assert c["prior_data"] == {"kind": "data-independent", "indices": [],
+                                   "source": f"the run's initialisation (seed {r['seed']})"}
         if r["method"] == "gd":
             assert c["grid_size"] == 32 and c["candidates"] == 6 and c["sigma"] in (0.001, 0.002, 0.005, 0.01, 0.02, 0.05)
             assert c["samples"] == max(10, int(0.05 * 3 * 40 * c["n"] // (c["n"] * 6)))

@@ -278,7 +278,9 @@ def certificate_text(certs: list[dict], classes: int) -> str:
     median = bounds[k // 2] if k % 2 else (bounds[k // 2 - 1] + bounds[k // 2]) / 2
     parts = "; ".join(f"{c['risk_bound']:.3f} = bound(ê {c['empirical_risk']:.3f}, KL {c['kl']:.4g}, n {c['n']}, "
                       f"δ {c['delta']:g}, G {c.get('grid_size', 1)}, C {c.get('candidates', 1)})" for c in certs)
-    prior = certs[0].get("prior_data", {"kind": "data-independent", "source": "the run's initialisation"})
+    default = {"kind": "data-independent", "source": "the run's initialisation"}
+    priors = [c.get("prior_data", default) for c in certs]
+    prior = {"kind": priors[0].get("kind"), "source": " / ".join(dict.fromkeys(p.get("source", "?") for p in priors))}
     status = ("trivial (1.0): it certifies nothing" if median >= 1 - 1e-12 else
               f"vacuous (≥ {1 - 1 / classes:.2f}, the error of guessing)" if median >= 1 - 1 / classes else
               "non-vacuous")

@@ -204,6 +204,8 @@ def certify(model: nn.Module, model_fn: Callable[[], nn.Module], data: Split, sp
         if best is None or (b["risk_bound"], b["kl"]) < (best["risk_bound"], best["kl"]):   # ties: smaller KL
             best = b
     model.train()
+    best["prior_data"] = {"kind": "data-independent", "source": f"the run's initialisation (seed {spec.seed})",
+                          "indices": []}
     return best
 
 
