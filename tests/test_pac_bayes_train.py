@@ -153,3 +153,20 @@ def test_a_smoke_run_certifies_below_chance(tmp_path):
     assert again["risk_bound"] == c["risk_bound"]
     di = next(r for r in res["runs"] if r["variant"] == "data-independent")["certificate"]
     assert di["prior_data"]["indices"] == [] and di["n"] == 4096
+
+
+def test_the_certify_experiment_refuses_data_it_cannot_use():
+    from noisereg.errors import UserError
+    from noisereg.experiments import EXPERIMENTS
+    from noisereg.experiments.certify import split_pool
+
+    exp = EXPERIMENTS["certify"]
+    cfg = exp.config("smoke")
+    with pytest.raises(UserError, match="certify reads its pool from the dataset setting"):
+        exp.data(cfg, "some.npz", None)
+    with pytest.raises(UserError, match="add --set dataset=fashion_mnist"):
+        exp.data(cfg, None, "/some/dir")
+    with pytest.raises(UserError, match="prior_share=0.01 leaves no data to one side of the split of 10 points"):
+        split_pool(10, 0.01, 0)
+    prior, cert = split_pool(100, 0.3, 4)
+    assert len(prior) == 30 and sorted(prior + cert) == list(range(100)) and split_pool(100, 0.3, 4) == (prior, cert)
