@@ -139,7 +139,7 @@ class Certify(Experiment):
     description = "PAC-Bayes training through the noise engine: non-vacuous certificates (f_quad, learned σ)"
     order = 20
     Config = CertifyConfig
-    metrics = ("risk_bound", "empirical_risk", "kl", "test_error", "prior_test_error")
+    metrics = ("empirical_risk", "kl", "test_error", "prior_test_error")
     PRESETS = {
         "smoke": dict(hidden=(32,), prior_epochs=4, posterior_epochs=2, samples=200, test_samples=10, seeds=(0,)),
         "cpu": dict(),

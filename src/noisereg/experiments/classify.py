@@ -284,7 +284,7 @@ def certificate_text(certs: list[dict], classes: int) -> str:
     status = ("trivial (1.0): it certifies nothing" if median >= 1 - 1e-12 else
               f"vacuous (≥ {1 - 1 / classes:.2f}, the error of guessing)" if median >= 1 - 1 / classes else
               "non-vacuous")
-    return (f"median {median:.3f} over {k} ({parts}); prior {prior.get('source', prior.get('kind'))} "
+    return (f"median {median:.3f} over {k} seed{'s' if k > 1 else ''} ({parts}); prior {prior.get('source', prior.get('kind'))} "
             f"({prior.get('kind', 'data-independent')}); {status}")
 
 
