@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import noisereg as nr
-from noisereg.pac_bayes import PRIOR_GRID, binary_kl, certificate, gaussian_kl, kl_inverse
+from noisereg.pac_bayes import PRIOR_GRID, binary_kl, certificate, gaussian_kl, kl_inverse, monte_carlo_generator
 
 
 @pytest.mark.parametrize("q,c", [(0.0, 0.01), (0.1, 0.05), (0.3, 0.001), (0.5, 2.0), (0.9, 0.2), (1.0, 0.1),
@@ -60,6 +60,7 @@ def test_every_field_follows_from_the_others():
     w0 = torch.cat([p.detach().reshape(-1) for p in prior.parameters()])
     assert b["kl"] == pytest.approx(gaussian_kl(w, w0, 0.3, b["prior_sigma"]), rel=1e-12)
     assert b["grid_size"] == len(PRIOR_GRID) and b["prior_sigma"] in PRIOR_GRID and b["n"] == 500
+    assert b["candidates"] == 1
     emp_bound = kl_inverse(b["empirical_risk"], math.log(2 / b["delta"]) / b["samples"])      # Langford & Caruana
     risk = kl_inverse(emp_bound, (b["kl"] + math.log(4 * b["grid_size"] * math.sqrt(b["n"]) / b["delta"])) / b["n"])
     assert b["empirical_risk_bound"] == emp_bound and b["risk_bound"] == risk                 # Maurer, δ/2 each
@@ -85,6 +86,56 @@ def test_the_bound_is_monotone(field, values, direction):
     base = {"empirical_risk": 0.1, "kl": 50.0, "n": 4000, "samples": 500, "delta": 0.05, "grid_size": 1}
     bounds = [certificate(**{**base, field: v})["risk_bound"] for v in values]
     assert all((b - a) * direction > 0 for a, b in zip(bounds, bounds[1:]))
+
+
+def _direct_inverse(q, c, step=1e-6):
+    """The largest p on a grid of ``step`` with kl(q‖p) ≤ c, by a plain scan from q upwards."""
+    p = q
+    while p + step < 1 and binary_kl(q, p + step) <= c:
+        p += step
+    return p
+
+
+def test_certificate_against_a_hand_computation():
+    """δ = 0.05, 32 prior stds, n = 2048, ê = 0.19, KL = 100 nats, 10,000 draws: ≈ 0.35 (the issue's arithmetic),
+    each part from its formula: the Monte-Carlo term ln(2C/δ)/m, the Maurer term (KL + ln(4G√n/δ))/n."""
+    c = certificate(0.19, 100.0, 2048, 10000, 0.05, grid_size=32)
+    mc = math.log(2 / 0.05) / 10000                               # 3.689e-4
+    e_hat = _direct_inverse(0.19, mc)                             # 0.19 + about sqrt(2·0.19·0.81·mc)
+    assert c["empirical_risk_bound"] == pytest.approx(e_hat, abs=2e-6) and 0.200 < e_hat < 0.202
+    maurer = (100.0 + math.log(4 * 32 * math.sqrt(2048) / 0.05)) / 2048   # (100 + 11.66)/2048 = 0.05452
+    assert maurer == pytest.approx(0.05452, abs=1e-5)
+    assert c["risk_bound"] == pytest.approx(_direct_inverse(c["empirical_risk_bound"], maurer), abs=2e-6)
+    assert 0.34 < c["risk_bound"] < 0.36
+    # C posterior candidates enter the Monte-Carlo term (and only it): ln(2C/δ)/m
+    c6 = certificate(0.19, 100.0, 2048, 10000, 0.05, grid_size=32, candidates=6)
+    assert c6["empirical_risk_bound"] == pytest.approx(_direct_inverse(0.19, math.log(12 / 0.05) / 10000), abs=2e-6)
+    assert c6["risk_bound"] == pytest.approx(_direct_inverse(c6["empirical_risk_bound"], maurer), abs=2e-6)
+    assert c6["empirical_risk_bound"] > c["empirical_risk_bound"]
+
+
+def test_certificate_refuses_bad_grid_sizes():
+    with pytest.raises(ValueError, match="grid_size must be an integer >= 1, got 0"):
+        certificate(0.1, 1.0, 100, 100, 0.05, grid_size=0)
+    with pytest.raises(ValueError, match="candidates must be an integer >= 1, got 1.5"):
+        certificate(0.1, 1.0, 100, 100, 0.05, candidates=1.5)
+
+
+def test_monte_carlo_draws_have_a_stream_of_their_own():
+    """The weight draws never replay torch.manual_seed(seed), the stream that draws a run's initialisation."""
+    torch.manual_seed(3)
+    init = torch.randn(1000)
+    mc = torch.randn(1000, generator=monte_carlo_generator(3))
+    assert not torch.allclose(init, mc) and torch.equal(mc, torch.randn(1000, generator=monte_carlo_generator(3)))
+    net = _classifier()
+    x, y = _problem(200, 0)
+    err, _ = nr.pac_bayes.stochastic_error(net, x, y, 0.8, 5, seed=3)
+    g, errors = monte_carlo_generator(3), []   # the same draws by hand, from that generator
+    for _ in range(5):
+        noisy = {k: p.detach() + 0.8 * torch.randn(p.shape, generator=g, dtype=p.dtype) for k, p in net.named_parameters()}
+        out = torch.func.functional_call(net, noisy, (x,))
+        errors.append(float((out.argmax(1) != y).double().mean()))
+    assert err == pytest.approx(sum(errors) / 5, abs=1e-12)
 
 
 def test_pac_bayes_bound_refuses_bad_input():
@@ -199,15 +250,20 @@ def test_classification_runs_end_with_a_deterministic_certificate(tmp_path):
     for r in res["runs"]:
         c = r["certificate"]
         assert r["final"]["risk_bound"] == c["risk_bound"] and c["n"] == res["sizes"]["train"]
+        assert c["prior_data"] == {"kind": "data-independent", "indices": [],
+                                   "source": f"the run's initialisation (seed {r['seed']})"}
         if r["method"] == "gd":
-            assert c["grid_size"] == 32 * 6 and c["sigma"] in (0.001, 0.002, 0.005, 0.01, 0.02, 0.05)
+            assert c["grid_size"] == 32 and c["candidates"] == 6 and c["sigma"] in (0.001, 0.002, 0.005, 0.01, 0.02, 0.05)
             assert c["samples"] == max(10, int(0.05 * 3 * 40 * c["n"] // (c["n"] * 6)))
         else:   # the run's σ converted to the paper convention: σ/√T
-            assert c["grid_size"] == 32 and c["sigma"] == pytest.approx(paper_sigma(r["sigma"], "official", T))
+            assert c["grid_size"] == 32 and c["candidates"] == 1 and c["sigma"] == pytest.approx(paper_sigma(r["sigma"], "official", T))
             assert c["samples"] == max(10, int(0.05 * 3 * 40))
     rows = [row for row in EXPERIMENTS["fig3"].claims(res) if "PAC-Bayes" in row["claim"]]
-    assert {row["verdict"] for row in rows} == {"measured"} and len(rows) == 2
-    assert all("paired d̄" in row["ours"] for row in rows)
+    assert {row["verdict"] for row in rows} == {"measured"} and len(rows) == 3   # GD, full, layer
+    for row in rows:   # the parts, the prior, a plain word on vacuity, and no paired test on a constant
+        assert "paired" not in row["ours"] and all(k in row["ours"] for k in ("ê ", "KL ", "n ", "δ ", "initialisation"))
+        median = float(row["ours"].split()[1])
+        assert ("trivial" in row["ours"]) == (median >= 1.0) and ("vacuous" in row["ours"]) == (0.9 <= median < 1.0)
     notes = "\n".join(EXPERIMENTS["fig3"].notes(res))
     assert "PAC-Bayes risk certificate |" in notes
 

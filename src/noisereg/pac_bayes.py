@@ -13,14 +13,19 @@ network at initialisation), with probability at least 1 − δ over an i.i.d. sa
 where :math:`\hat e_Q`, :math:`e_Q` are the empirical and true 0-1 errors of the stochastic network and
 kl the binary relative entropy. :math:`\hat e_Q` is itself estimated from ``samples`` weight draws, with
 :math:`\mathrm{kl}(\hat{\hat e}\|\hat e_Q) \le \ln(2/\delta)/\text{samples}` (Langford & Caruana 2001);
-δ/2 goes to each part. Searching ``grid_size`` = G prior stds costs a union bound: ln(2√n/δ) becomes
-ln(4G√n/δ) after the δ/2 split.
+δ/2 goes to each part. Searching ``grid_size`` = G prior stds costs a union bound in the first part:
+ln(2√n/δ) becomes ln(4G√n/δ) after the δ/2 split (Maurer's bound holds for every posterior at once, so the
+posterior needs no union there). Choosing among C posteriors (``candidates``) after looking at their
+Monte-Carlo estimates costs a union bound in the second part: ln(2/δ) becomes ln(2C/δ). The weight draws
+come from their own stream (:func:`monte_carlo_generator`), never the one ``torch.manual_seed(seed)`` gives
+(which draws a run's initialisation).
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call
@@ -70,10 +75,32 @@ def gaussian_kl(w: torch.Tensor, w0: torch.Tensor, sigma: float, prior_sigma: fl
     return 0.5 * (d * r + diff / prior_sigma**2 - d - d * math.log(r))
 
 
-def certificate(empirical_risk: float, kl: float, n: int, samples: int, delta: float, grid_size: int = 1) -> dict:
+MC_STREAM = 0x4D43
+"""The spawn key of the Monte-Carlo weight draws' stream (:func:`monte_carlo_generator`)."""
+
+
+def monte_carlo_generator(seed: int) -> torch.Generator:
+    """The CPU generator of a certificate's weight draws for ``seed``: seeded with numpy's SeedSequence(seed)
+    spawned on :data:`MC_STREAM`, so it never replays ``torch.manual_seed(seed)`` (a run's initialisation)."""
+    state = np.random.SeedSequence(int(seed), spawn_key=(MC_STREAM,)).generate_state(1, np.uint64)[0]
+    return torch.Generator().manual_seed(int(state >> 1))
+
+
+def certificate(empirical_risk: float, kl: float, n: int, samples: int, delta: float, grid_size: int = 1,
+                candidates: int = 1) -> dict:
     """The two inversions of the module docstring from their inputs: ``empirical_risk_bound`` =
-    kl⁻¹(ê, ln(2/δ)/samples) and ``risk_bound`` = kl⁻¹(empirical_risk_bound, (KL + ln(4 G √n/δ))/n)."""
-    emp_bound = kl_inverse(empirical_risk, math.log(2 / delta) / samples)
+    kl⁻¹(ê, ln(2C/δ)/samples) and ``risk_bound`` = kl⁻¹(empirical_risk_bound, (KL + ln(4 G √n/δ))/n), with
+    G = ``grid_size`` the prior stds searched and C = ``candidates`` the posteriors whose Monte-Carlo
+    estimates were compared to pick this one (δ/2 to each part, split G and C ways by the union bound).
+
+    Example:
+        >>> round(certificate(0.19, 100.0, 2048, 10000, 0.05, grid_size=32)["risk_bound"], 3)
+        0.351
+    """
+    for name, v in (("grid_size", grid_size), ("candidates", candidates)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+    emp_bound = kl_inverse(empirical_risk, math.log(2 * candidates / delta) / samples)
     risk = kl_inverse(emp_bound, (kl + math.log(4 * grid_size * math.sqrt(n) / delta)) / n)
     return {"empirical_risk_bound": emp_bound, "risk_bound": risk}
 
@@ -117,10 +144,11 @@ def _flat(model: nn.Module) -> torch.Tensor:
 def stochastic_error(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sigma: float, samples: int,
                      seed: int = 0, chunk: int = 4096) -> tuple[float, float]:
     """Monte-Carlo 0-1 error of the network with weights w + σε (ε ~ N(0, I) on the trainable parameters), each
-    of ``samples`` draws scored on all of (x, y): (mean error, its standard error over draws)."""
+    of ``samples`` draws scored on all of (x, y): (mean error, its standard error over draws). The draws come
+    from :func:`monte_carlo_generator` (``seed``), not from ``torch.manual_seed(seed)``'s stream."""
     params = {k: p.detach() for k, p in model.named_parameters() if p.requires_grad}
     buffers = dict(model.named_buffers())
-    gen = torch.Generator().manual_seed(seed)
+    gen = monte_carlo_generator(seed)
     errors = []
     for _ in range(samples):
         noisy = {k: p + sigma * torch.randn(p.shape, generator=gen, dtype=p.dtype).to(p.device) for k, p in params.items()}
@@ -143,19 +171,20 @@ def pac_bayes_bound(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sigma: f
     parameters of ``prior`` (same structure; it must not depend on (x, y): the network at initialisation
     is the usual choice) or 0 without one. With ``prior_sigma=None`` the bound is minimised over
     :data:`PRIOR_GRID` (G = 32, paid by the union bound), else G = 1. The empirical error is estimated
-    once (``samples`` draws, ``seed``) and shared by every prior std.
+    once (``samples`` draws from :func:`monte_carlo_generator` (``seed``)) and shared by every prior std.
 
     Args:
         model: a classifier (``argmax`` of its output is the prediction), in eval mode if it has dropout or
             batch-norm layers. x, y: the training data (the bound holds for the data it is computed on
             being an i.i.d. sample, and for a prior chosen without it). sigma: posterior std σ > 0.
         prior, prior_sigma, delta, samples, seed: see above; 0 < δ < 1, samples >= 1.
-        candidates: how many posterior σ the caller searches with the same δ (it keeps the best): the union
-            bound's G is multiplied by it (``grid_size`` = prior stds × candidates).
+        candidates: how many posterior σ the caller scores with the same δ and seed to keep the best: C of the
+            Monte-Carlo term's union bound (the Maurer term holds for every posterior at once and needs none).
 
     Returns:
         ``{"risk_bound", "empirical_risk", "empirical_risk_bound", "kl", "n", "samples", "delta",
-        "prior_sigma", "grid_size", "sigma", "empirical_risk_se"}``. A ``risk_bound`` near or above
+        "prior_sigma", "grid_size", "candidates", "sigma", "empirical_risk_se"}`` (``grid_size``: the prior
+        stds searched). A ``risk_bound`` near or above
         the error of guessing (1 − 1/classes) is vacuous.
 
     Raises:
@@ -181,20 +210,21 @@ def pac_bayes_bound(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sigma: f
         if w0.shape != w.shape:
             raise ValueError(f"prior has {w0.numel()} trainable parameters, the model {w.numel()}: the prior must "
                              "be a module of the same structure (e.g. the network at initialisation)")
+    if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
+        raise ValueError(f"candidates must be an integer >= 1, got {candidates!r}")
     n = len(x)
     emp, se = stochastic_error(model, x, y, sigma, samples, seed)
     grid = (prior_sigma,) if prior_sigma is not None else PRIOR_GRID
-    if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
-        raise ValueError(f"candidates must be an integer >= 1, got {candidates!r}")
     best = None
     for s0 in grid:
         kl = gaussian_kl(w, w0, sigma, s0)
-        cert = certificate(emp, kl, n, samples, delta, len(grid) * candidates)
+        cert = certificate(emp, kl, n, samples, delta, len(grid), candidates)
         if best is None or (cert["risk_bound"], kl) < (best[0]["risk_bound"], best[1]):   # ties (vacuous): smaller KL
             best = (cert, kl, s0)
     cert, kl, s0 = best
     return {"risk_bound": cert["risk_bound"], "empirical_risk": emp, "empirical_risk_bound": cert["empirical_risk_bound"],
-            "kl": kl, "n": n, "samples": samples, "delta": delta, "prior_sigma": s0, "grid_size": len(grid) * candidates,
+            "kl": kl, "n": n, "samples": samples, "delta": delta, "prior_sigma": s0, "grid_size": len(grid),
+            "candidates": candidates,
             "sigma": float(sigma), "empirical_risk_se": se}
 
 

@@ -162,7 +162,8 @@ def build_model(model_fn: Callable[[], nn.Module], seed: int, device: torch.devi
 
 POSTERIOR_GRID = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05)
 """Posterior stds searched for the certificate of a run whose own noise is not the paper's isotropic law (GD, SAM,
-the per-filter family); each one counts in the union bound (``grid_size`` = 32 prior stds × 6)."""
+the per-filter family); each one counts in the Monte-Carlo term's union bound (``candidates`` = 6; the prior stds
+searched are ``grid_size`` = 32)."""
 CERTIFICATE_SHARE = 0.05  # the share of the training's forward passes a certificate may use (measured below 10 %)
 CERTIFICATE_SAMPLES = (10, 1000)   # ... within these bounds on its weight draws
 
@@ -174,13 +175,15 @@ def certify(model: nn.Module, model_fn: Callable[[], nn.Module], data: Split, sp
     Prior: the run's own initialisation (``model_fn`` under the run's seed: fixed before the data), std
     searched over :data:`noisereg.pac_bayes.PRIOR_GRID`. Posterior std: the run's σ in the paper convention
     for ``full`` and ``layer`` (layer-wise noise's per-layer std σ√M is a different law; its all-parameter
-    counterpart σ is certified), else the best of :data:`POSTERIOR_GRID` (paid by the union bound). The
+    counterpart σ is certified), else the best of :data:`POSTERIOR_GRID` (paid by the Monte-Carlo term's union
+    bound). The
     number of weight draws is set by a deterministic cost model, so that the same seed gives the same
     certificate: training costs about 3 forward passes per gradient evaluation on its batch, a draw one
     forward pass over the n training points, and all draws together get :data:`CERTIFICATE_SHARE` of the
     training's forward passes: ``samples = 0.05 · 3 · grad_evals · batch / (n · posterior stds)``, clamped to
     :data:`CERTIFICATE_SAMPLES` (the lower clamp can exceed the share for very short runs); the record says
-    how many. Seed: the run's.
+    how many. Seed: the run's, through :func:`noisereg.pac_bayes.monte_carlo_generator` (a stream of its own,
+    not the one that drew the initialisation).
     """
     from noisereg.pac_bayes import pac_bayes_bound
 
@@ -202,6 +205,8 @@ def certify(model: nn.Module, model_fn: Callable[[], nn.Module], data: Split, sp
         if best is None or (b["risk_bound"], b["kl"]) < (best["risk_bound"], best["kl"]):   # ties: smaller KL
             best = b
     model.train()
+    best["prior_data"] = {"kind": "data-independent", "source": f"the run's initialisation (seed {spec.seed})",
+                          "indices": []}
     return best
 
 
