@@ -225,7 +225,7 @@ def test_resume_of_a_finished_batched_sweep_changes_nothing(tmp_path):
 
 def test_show_says_which_runs_are_batched(capsys):
     assert main(["show", "lasso", "--preset", "demo"]) == 0
-    assert "8 runs (s0.1-seed0 ...) train as one batched model" in capsys.readouterr().out
+    assert "12 runs (s0.1-seed0 ...) train as one batched model" in capsys.readouterr().out
     assert main(["show", "fig3", "--preset", "smoke"]) == 0
     assert "batching: none" in capsys.readouterr().out
 

@@ -506,7 +506,7 @@ def test_family_claims_are_measured_and_paired(tmp_path):
     early = next(r for r in rows if r["claim"].startswith(f"nso_eq vs GD read at step {steps} "))
     gd = [h["test_acc"] for r in res["runs"] if r["method"] == "gd" for h in r["history"] if h["step"] == steps]
     assert len(gd) == 3 and f"GD at step {steps} {fmt(mean_se(gd))}" in early["ours"]
-    assert all("paired d̄" in r["ours"] for r in rows)
+    assert all("paired d̄" in r["ours"] for r in rows if not r["claim"].startswith("PAC-Bayes"))
 
 
 def test_antithetic_steps_with_the_regenerate_restore_match_the_copy_restore():

@@ -42,7 +42,7 @@ def recorded(monkeypatch):
 
 def _run(tmp_path, name, preset, method, **overrides):
     cfg = dict(dataset="standin:fashion_mnist", n_train=40, n_val=8, epochs=STEPS, eval_every=STEPS,
-               sigmas=(SIGMA,), seeds=(0,), methods=(method,), log=(), checkpoint_every=STEPS)
+               sigmas=(SIGMA,), seeds=(0,), methods=(method,), log=(), checkpoint_every=STEPS, confirm_seeds=())
     run_experiment(EXPERIMENTS[name], preset, tmp_path / f"{name}-{preset}-{method}", overrides={**cfg, **overrides},
                    show_progress=False)
 
