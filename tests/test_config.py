@@ -66,12 +66,12 @@ def test_demo_presets_are_the_former_demo_plan():
 
     assert cfg("fig2", "demo") == cfg("fig2", "cpu")
     assert cfg("fig3", "demo") == cfg("fig3", "cpu", sigmas=(0.01,), methods=("gd", "full", "layer"),  # no SAM
-                                      confirm_seeds=())   # one stage: a fixed σ, illustrative verdicts
-    assert cfg("fig4", "demo") == cfg("fig4", "cpu", widths=(256,), lrs=(0.02,), sigmas=(0.01,), eval_every=300,
-                                      confirm_seeds=())
-    assert cfg("variance", "demo") == cfg("variance", "cpu", widths=(16, 64, 256, 1024, 4096), mc_samples=1000,
+                                      confirm_seeds=(), epochs=250, eval_every=50)   # one stage: illustrative
+    assert cfg("fig4", "demo") == cfg("fig4", "cpu", widths=(256,), lrs=(0.02,), sigmas=(0.01,), epochs=300,
+                                      eval_every=150, confirm_seeds=())
+    assert cfg("variance", "demo") == cfg("variance", "cpu", widths=(16, 64, 256, 1024), mc_samples=500,
                                           grad_samples=50)
-    assert cfg("taylor", "demo") == cfg("taylor", "cpu", samples=50000)
+    assert cfg("taylor", "demo") == cfg("taylor", "cpu", samples=20000)
 
 
 @pytest.mark.parametrize("name", ["fig3", "fig4", "fig5", "fig6"])

@@ -19,6 +19,7 @@ every other exception is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -113,6 +114,8 @@ def cmd_demo(args) -> int:
     from noisereg.sweep import EXPERIMENTS, Run, run_experiment
     from noisereg.report import rebuild
 
+    if args.jobs is None:   # one thread per run: a seed's numbers are the same whatever the count
+        args.jobs = max(1, min(os.cpu_count() or 1, 4))
     if args.jobs < 1:
         raise UserError(f"--jobs must be an integer >= 1, got {args.jobs}")
     if args.threads < 1:
@@ -204,9 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--resume", action="store_true", help="continue a killed demo")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
     d.add_argument("--no-batch", action="store_true", help="train every run alone (see `run --no-batch`)")
-    d.add_argument("--jobs", type=int, default=1, metavar="N",
-                   help="runs at once for the sweeps of trained networks (fig2-fig4), in worker processes; the "
-                        "theory experiments stay batched in this process")
+    d.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="runs at once for the sweeps of trained networks (fig2-fig4), in worker processes (default: "
+                        "the CPU count, at most 4; the numbers do not depend on it); the theory experiments stay "
+                        "batched in this process")
     d.add_argument("--threads", type=int, default=1, metavar="N",
                    help="intra-op CPU threads of every run (default 1, whatever --jobs; see `run --threads`)")
     d.add_argument("--preset", default="demo", choices=["demo", "smoke"],

@@ -53,7 +53,9 @@ class Fig3(ClassifyExperiment):
     PRESETS = {
         "smoke": dict(hidden=(32, 32), n_train=128, epochs=6, eval_every=3, sigmas=(0.1,), checkpoint_every=2),
         "cpu": CPU,
-        "demo": {**CPU, "methods": ("gd", "full", "layer"), "sigmas": (0.01,), "confirm_seeds": ()},
+        # a quarter of the cpu preset's steps, one σ, no SAM, one stage: illustrative verdicts (demo ≤ 5 minutes)
+        "demo": {**CPU, "methods": ("gd", "full", "layer"), "sigmas": (0.01,), "confirm_seeds": (), "epochs": 250,
+                 "eval_every": 50},
         "paper": dict(**OFFICIAL_NOISE,
                       dataset="fashion_mnist", hidden=(5000, 5000), epochs=10000, lr=0.005, eval_every=500, n_val=5000,
                       sigmas=(0.01, 0.02, 0.05, 0.1, 0.2), seeds=(0, 1, 2), confirm_seeds=(3, 4, 5),

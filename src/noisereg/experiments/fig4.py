@@ -53,7 +53,8 @@ class Fig4(ClassifyExperiment):
         "smoke": dict(widths=(16, 48), lrs=(0.05, 0.05), n_train=128, epochs=6, eval_every=3,
                       log=("hessian_trace",), trace_points=64, checkpoint_every=2),
         "cpu": CPU,
-        "demo": {**CPU, "widths": (256,), "lrs": (0.02,), "sigmas": (0.01,), "eval_every": 300,
+        # a quarter of the cpu preset's steps, one width, one σ, one stage: illustrative verdicts (demo ≤ 5 minutes)
+        "demo": {**CPU, "widths": (256,), "lrs": (0.02,), "sigmas": (0.01,), "epochs": 300, "eval_every": 150,
                  "confirm_seeds": ()},
         "paper": dict(**OFFICIAL_NOISE,
                       dataset="fashion_mnist", widths=(1000, 5000), lrs=(0.005, 0.001), epochs=10000, n_val=5000,

@@ -158,7 +158,7 @@ class Taylor(Experiment):
     order = 8
     Config = TaylorConfig
     metrics = ("gap", "gap_se", "ratio", "ratio_se")
-    PRESETS = {"smoke": dict(sigmas=(0.05, 0.2), samples=400, seeds=(0,)), "cpu": dict(), "demo": dict(samples=50000),
+    PRESETS = {"smoke": dict(sigmas=(0.05, 0.2), samples=400, seeds=(0,)), "cpu": dict(), "demo": dict(samples=20000),
                "paper": dict(samples=1000000)}
 
     def data(self, cfg, data, data_dir):

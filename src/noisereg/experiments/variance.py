@@ -145,7 +145,7 @@ class Variance(Experiment):
         "smoke": dict(widths=(8, 32), mc_samples=200, grad_samples=20, weight_seeds=1, depths=(2, 3),
                       depth_widths=(8, 16)),
         "cpu": dict(),
-        "demo": dict(widths=(16, 64, 256, 1024, 4096), mc_samples=1000, grad_samples=50),
+        "demo": dict(widths=(16, 64, 256, 1024), mc_samples=500, grad_samples=50),
         "paper": dict(widths=(16, 64, 256, 1024, 4096, 16384), mc_samples=20000, grad_samples=1000),
     }
 
