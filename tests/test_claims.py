@@ -371,6 +371,13 @@ def test_fig4_claims(rows, expected):
     assert _verdicts("fig4", _fig4(rows)) == expected
 
 
+def test_fig4_smallest_trace_without_a_best_method_says_what_the_data_exclude():
+    rows = EXPERIMENTS["fig4"].claims(_fig4({"gd": (0.86, 5.0), "full": (0.82, 4.0), "layer": (0.85, 3.0)}))
+    row = next(r for r in rows if "smallest Hessian trace" in r["claim"])
+    assert row["verdict"] == "inconclusive" and "best by test accuracy: none by the rule" in row["ours"]
+    assert "test accuracy gd − layer: paired" in row["ours"] and "is excluded at 95 %" in row["ours"]
+
+
 def test_fig4_smallest_trace_with_one_seed_or_an_empty_arm_decides_nothing():
     rows = {"gd": (0.80, 5.0), "full": (0.82, 4.0), "layer": (0.85, 3.0)}
     one = _fig4(rows)

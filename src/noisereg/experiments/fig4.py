@@ -112,9 +112,13 @@ def best_has_smallest_trace(results: dict, v: str, acc: dict, trace: dict) -> di
     else:
         verdict = "not reproduced" if beaten_by else "inconclusive"
     ps = {a: judge_pair(results, trace[winner], t, **tr) for a, t in trace.items() if a != winner} if winner else {}
+    names = list(acc)   # no best method: each pair's accuracy comparison, with what its data exclude
+    pairs = {} if winner else {(a, b): judge_pair(results, acc[a], acc[b]) for i, a in enumerate(names)
+                               for b in names[i + 1:]}
     return {"claim": f"{v}: the best method has the smallest Hessian trace", "paper": "yes (Fig. 4)",
             "ours": f"best by test accuracy: {winner or 'none by the rule'}; smallest trace by the rule: "
                     f"{flattest or 'none'}" + (f" (beaten in test accuracy by {', '.join(beaten_by)})" if beaten_by else "")
                     + "; traces " + "; ".join(f"{a} {fmt(t, 1, '')}" for a, t in trace.items())
-                    + "".join(f"; {a} − {winner} trace: {p.text(1, '')}" for a, p in ps.items()),
+                    + "".join(f"; {a} − {winner} trace: {p.text(1, '')}" for a, p in ps.items())
+                    + "".join(f"; test accuracy {a} − {b}: {p.text()}" for (a, b), p in pairs.items()),
             "verdict": verdict}
