@@ -32,7 +32,8 @@ extensions = [
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
 exclude_patterns = ["_build", "_ext", "auto_examples/*.ipynb", "auto_examples/*.py", "auto_examples/*.zip",
-                    "auto_examples/*.json", "auto_examples/*.md5", "results/REPORT.md"]
+                    "auto_examples/*.json", "auto_examples/*.md5", "results/REPORT.md",
+                    "results/demo/*/REPORT.md"]   # the demo's sections: all in results/demo/REPORT.md
 
 myst_heading_anchors = 3            # links to a heading of another page (#a-heading) resolve, as on GitHub
 myst_enable_extensions = ["colon_fence"]
