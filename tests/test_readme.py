@@ -179,17 +179,20 @@ def headline_rows() -> list[str]:
     """The table's rows, from docs/results/NAME/results.json by noisereg.verdicts: layer-wise noise at its
     selected σ against GD (σ = 0), on the final test accuracy, paired by seed."""
     from noisereg import verdicts
+    from noisereg.sweep.stages import CONFIRMATION, has_confirmation, view
 
     rows = []
     for label, name, variant in HEADLINE:
         res = json.loads((ROOT / "docs/results" / name / "results.json").read_text())
         sigma = (res["selected"] if variant is None else res["selected"][variant])["layer"]
-        stats = verdicts.final_stats(res, "test_acc")
+        two_stage = has_confirmation(res)   # judged on the confirmation runs alone; else one stage (older runs)
+        stats = verdicts.final_stats(view(res, CONFIRMATION) if two_stage else res, "test_acc")
         (var,) = {k[0] for k in stats if variant is None or k[0] == variant}
         gd, layer = stats[(var, "gd", 0.0)], stats[(var, "layer", float(sigma))]
         p = verdicts.paired(layer, gd, r=verdicts.resolution(res, "test_acc"))
-        assert p.n == 3 and math.isfinite(p.low)
-        rows.append(f"| {label} | {verdicts.fmt(gd.stat)} | {verdicts.fmt(layer.stat)} at σ = {sigma:g} | "
+        assert p.n == (len(res["config"]["confirm_seeds"]) if two_stage else 3) and math.isfinite(p.low)
+        rows.append(f"| {label} | {'confirmation' if two_stage else 'one stage'} | {verdicts.fmt(gd.stat)} | "
+                    f"{verdicts.fmt(layer.stat)} at σ = {sigma:g} | "
                     f"{100 * p.mean:+.2f} [{100 * p.low:+.2f}, {100 * p.high:+.2f}] | {p.verdict} |")
     return rows
 
