@@ -680,3 +680,18 @@ def test_injector_repr_shows_every_setting():
     inj = nr.NoiseInjector(model, sigma=0.1, scale="filter", exclude="bias", restore="regenerate", seed=3)
     assert repr(inj) == ("NoiseInjector(sigma=0.1, mode='layer', order='random', convention='paper', scale='filter', "
                          "exclude=['bias'], restore='regenerate', num_layers=2, seed=3)")
+
+
+def test_a_family_report_of_results_with_the_earlier_lpf_says_so():
+    """Results written when lpf drew k times on the whole batch (they hold an lpf_eq arm) are labelled as such."""
+    import json
+    from pathlib import Path
+
+    from noisereg.sweep import EXPERIMENTS
+
+    res = json.loads((Path(__file__).resolve().parents[1] / "docs/results/family/results.json").read_text())
+    new = {**res, "runs": [r for r in res["runs"] if r["params"].get("arm") != "lpf_eq"]}
+    lpf = next(r for r in new["runs"] if r["method"] == "lpf")
+    old = {**res, "runs": [*new["runs"], {**lpf, "id": "lpf_eq-x", "params": {**lpf["params"], "arm": "lpf_eq"}}]}
+    assert "These results predate LPF-SGD as its authors run it" in "\n".join(EXPERIMENTS["family"].notes(old))
+    assert "predate" not in "\n".join(EXPERIMENTS["family"].notes(new))

@@ -167,6 +167,11 @@ class Family(Fig3):
     def notes(self, results):
         lines = super().notes(results)
         val = final_stats(results, "val_acc")
+        old_lpf = any(r.get("params", {}).get("arm") == "lpf_eq" for r in results["runs"])
+        if val and old_lpf:   # written before lpf followed its authors' code (it then had an lpf_eq twin)
+            lines += ["", "These results predate LPF-SGD as its authors run it: `lpf` here is the earlier variant, "
+                      "k per-filter draws each on the whole batch (k gradients a step, hence its `lpf_eq` arm); "
+                      "rerun the experiment for the sub-batch rule (docs/EXPERIMENTS.md, family)."]
         if val:
             lines += ["", "Rules: rwp per-filter std γ‖w_row‖; mrwp ½ g(w+ξ) + ½ g(w); lpf (LPF-SGD as its authors run "
                       "it) the step's batch split into M sub-batches, a fresh per-filter draw for each, loss/M "
