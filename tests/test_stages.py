@@ -22,12 +22,7 @@ TWO_STAGE = ("fig3", "fig4", "fig5", "fig6", "family", "transformer")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")   # conftest.py: one intra-op thread, restored after
 
 
 # ------------------------------------------------------------------------------------ presets and config

@@ -126,12 +126,7 @@ def ray_instance():
     ray.shutdown()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")   # conftest.py: one intra-op thread, restored after
 
 
 def comparable(out: Path) -> dict:
