@@ -33,7 +33,7 @@ from noisereg.sweep.experiment import Experiment, Run
 from noisereg.sweep.run import data_note
 from noisereg.sweep.stages import CONFIRMATION, SELECTION, has_confirmation, single_stage, view
 from noisereg.verdicts import EMPTY, RULE, Paired, Sample, arm, final_stats, fmt, paired, resolution
-from noisereg.training.settings import FAMILY, METHOD, POSITIVE_INT, SEED, SEEDS, SIGMA, TrainSettings
+from noisereg.training.settings import FAMILY, METHOD, METHODS, POSITIVE_INT, SEED, SEEDS, SIGMA, TrainSettings
 
 _SETTINGS = {f.name for f in dataclasses.fields(TrainSettings)}
 _DIR_DATASETS = ("fashion_mnist", "cifar10")  # the data sets read from --data-dir
@@ -41,6 +41,20 @@ NOISY = ("full", "layer")  # the arms the paper's claims are about (SAM is the b
 OFFICIAL_NOISE = dict(convention="official", layers="tensor", order="cyclic")
 """The noise of the code that drew Figs. 3-6, for their paper presets: every parameter tensor is a layer, visited
 in turn, std σ on it (layer-wise) or σ/√T on every entry (full noise, T tensors); docs/THEORY.md §3."""
+
+
+def _given_ok(text: str) -> bool:
+    """Whether ``text`` reads ``ARM=σ``: ARM a method with a σ (not GD, not SAM), σ a positive float."""
+    arm_, _, value = text.partition("=")
+    try:
+        return arm_ in METHODS and arm_ not in ("gd", "sam") and float(value) > 0 and math.isfinite(float(value))
+    except ValueError:
+        return False
+
+
+def given(cfg) -> dict[str, float]:
+    """``{arm: σ}`` of ``cfg.given_sigmas`` (empty when σ is chosen by this sweep)."""
+    return {a: float(v) for a, _, v in (g.partition("=") for g in getattr(cfg, "given_sigmas", ()))}
 
 
 @dataclass(frozen=True)
@@ -62,6 +76,7 @@ class ClassifyConfig(TrainSettings):
     methods: tuple[str, ...] = ("gd", "full", "layer")
     seeds: tuple[int, ...] = (0,)
     confirm_seeds: tuple[int, ...] = ()   # seeds of the confirmation runs at the chosen σ (none: one stage)
+    given_sigmas: tuple[str, ...] = ()    # "arm=σ": σ chosen by an earlier sweep, not here (no selection; see runs())
     rhos: tuple[float, ...] = (0.05,)  # SAM's ρ grid (method "sam")
     sam_half: bool = True             # with "sam": also SAM with half the epochs (as many gradients as GD)
     rwp_sigmas: tuple[float, ...] = (0.01,)    # the weight-perturbation family's grids (methods rwp, mrwp, lpf, nso;
@@ -80,6 +95,8 @@ class ClassifyConfig(TrainSettings):
         "methods": Each(METHOD),
         "seeds": SEEDS,
         "confirm_seeds": Each(SEED, empty=True, unique=True),
+        "given_sigmas": Each(Satisfies(_given_ok, "'ARM=σ' with ARM a noisy method and σ > 0 (full=0.035, say)", str),
+                             empty=True, unique=True),
         "rhos": Each(Interval(0, low_open=True)),
         "sam_half": IsBool(),
         "rwp_sigmas": Each(Interval(0, low_open=True)),
@@ -89,7 +106,13 @@ class ClassifyConfig(TrainSettings):
     }
     RULES = (Rule(("seeds", "confirm_seeds"), "confirm_seeds must share no seed with seeds (a seed that chose σ "
                   "cannot confirm it): pick other confirmation seeds",
-                  lambda c: not set(c.seeds) & set(c.confirm_seeds)),)
+                  lambda c: not set(c.seeds) & set(c.confirm_seeds)),
+             Rule(("given_sigmas", "confirm_seeds"), "given_sigmas fixes σ, so there is nothing to select and "
+                  "confirm: leave confirm_seeds empty (the seeds judge σ chosen elsewhere)",
+                  lambda c: not (c.given_sigmas and c.confirm_seeds)),
+             Rule(("given_sigmas", "methods"), "given_sigmas names each arm once, and only arms in methods",
+                  lambda c: len({g.split("=")[0] for g in c.given_sigmas}) == len(c.given_sigmas)
+                  and all(g.split("=")[0] in c.methods for g in c.given_sigmas)))
 
 
 class ClassifyExperiment(Experiment):
@@ -141,8 +164,9 @@ class ClassifyExperiment(Experiment):
             for seed in cfg.seeds:
                 if "gd" in cfg.methods:
                     out.append(run(f"{tag}gd-s{seed}", "gd", 0.0, seed))
+                fixed = given(cfg)
                 for m in (m for m in cfg.methods if m not in ("gd", "sam")):
-                    grid = getattr(cfg, f"{m}_sigmas") if m in FAMILY else cfg.sigmas
+                    grid = (fixed[m],) if m in fixed else getattr(cfg, f"{m}_sigmas") if m in FAMILY else cfg.sigmas
                     out += [run(f"{tag}{m}-sigma{s:g}-s{seed}", m, s, seed) for s in grid]
                 if "sam" in cfg.methods:
                     out += [run(f"{tag}sam-rho{r:g}-s{seed}", "sam", r, seed) for r in cfg.rhos]
@@ -222,13 +246,16 @@ class ClassifyExperiment(Experiment):
         if not _has_validation(results):
             return []
         cfg = results["config"]
+        how = ("σ is not chosen on them here: it was given (`given_sigmas`, above)" if cfg.get("given_sigmas") else
+               "each noisy method's σ (SAM's ρ) is the one with the best mean validation accuracy over seeds "
+               "(`results.json[\"selected\"]`)")
         lines = [f"Verdict rule: {RULE}", "", noise_note(cfg), "", *stage_lines(full), "",
-                 f"Selection: {cfg.get('n_val')} training points held out as validation data (seed "
-                 f"{cfg.get('split_seed')}); each noisy method's σ (SAM's ρ) is the one with the best mean validation "
-                 "accuracy over seeds (`results.json[\"selected\"]`). Compute: gradient evaluations (forward + "
-                 "backward passes on a batch) per run; SAM takes two per step, `sam_half` is SAM with half the "
-                 "steps, as many gradient evaluations as GD.", "",
-                 "| variant | method | selected σ / ρ | gradient evaluations per run | val acc | test acc | "
+                 f"{'Validation' if cfg.get('given_sigmas') else 'Selection'}: {cfg.get('n_val')} training points "
+                 f"held out as validation data (seed {cfg.get('split_seed')}); {how}. Compute: gradient evaluations "
+                 "(forward + backward passes on a batch) per run; SAM takes two per step, `sam_half` is SAM with half "
+                 "the steps, as many gradient evaluations as GD.", "",
+                 f"| variant | method | {'given' if cfg.get('given_sigmas') else 'selected'} σ / ρ | gradient "
+                 "evaluations per run | val acc | test acc | "
                  "PAC-Bayes risk certificate |",
                  "|---|---|---|---|---|---|---|"]
         val, test = final_stats(results, "val_acc"), final_stats(results, "test_acc")
@@ -432,6 +459,11 @@ def by_variant(selected: dict | None, variants: list[str]) -> dict[str, dict[str
 def stage_lines(results: dict) -> list[str]:
     """The report's line on the stages: seeds that chose σ, seeds that judged the claims."""
     cfg = results["config"]
+    if cfg.get("given_sigmas"):
+        fixed = ", ".join(f"{g.replace('=', ' σ = ')}" for g in cfg["given_sigmas"])
+        return [f"σ given, not chosen here ({fixed}: `given_sigmas`, the choice of an earlier sweep's selection seeds, "
+                f"see the preset's docs); every run here judges the claims and none chose anything, so the "
+                f"{len(cfg.get('seeds', ()))} seeds {tuple(cfg.get('seeds', ()))} act as confirmation seeds."]
     if has_confirmation(results):
         n = len({int(r["seed"]) for r in view(results, CONFIRMATION)["runs"]})
         return [f"Two stages: σ (ρ, λ) of each method was chosen on validation accuracy over the selection seeds "
