@@ -2,7 +2,8 @@
 # Rerun every experiment's documented preset (the cpu presets) into docs/results at one commit, then rebuild
 # docs/results/REPORT.md. About 45 minutes on 2 cores with the default --jobs 2 (plus the family experiment, about 25) (each run at one thread).
 # Refuses a dirty work tree, so every results.json records the same clean commit.
-# Usage: bash scripts/regenerate.sh [--jobs N] [EXPERIMENT ...]     (default: every experiment)
+# Usage: bash scripts/regenerate.sh [--jobs N] [NAME ...]     (default: every experiment)
+# NAME is an experiment (run at its cpu preset) or fig3-long (fig3 at its cpu-long preset, about 85 minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -19,8 +20,12 @@ names=("$@")
 for name in "${names[@]}"; do
   tmp="docs/results/.$name.new"
   rm -rf "$tmp"
-  echo "== $name (cpu preset, --jobs $jobs)"
-  OMP_NUM_THREADS=1 noisereg run "$name" --preset cpu --jobs "$jobs" --out "$tmp" --quiet
+  case "$name" in
+    fig3-long) run=(fig3 --preset cpu-long) ;;
+    *) run=("$name" --preset cpu) ;;
+  esac
+  echo "== $name (${run[*]}, --jobs $jobs)"
+  OMP_NUM_THREADS=1 noisereg run "${run[@]}" --jobs "$jobs" --out "$tmp" --quiet
 done
 for name in "${names[@]}"; do
   rm -rf "docs/results/$name" && mv "docs/results/.$name.new" "docs/results/$name"

@@ -186,12 +186,15 @@ def headline_rows() -> list[str]:
         res = json.loads((ROOT / "docs/results" / name / "results.json").read_text())
         sigma = (res["selected"] if variant is None else res["selected"][variant])["layer"]
         two_stage = has_confirmation(res)   # judged on the confirmation runs alone; else one stage (older runs)
+        given = bool(res["config"].get("given_sigmas"))   # σ chosen by another sweep: every seed here judges
         stats = verdicts.final_stats(view(res, CONFIRMATION) if two_stage else res, "test_acc")
         (var,) = {k[0] for k in stats if variant is None or k[0] == variant}
         gd, layer = stats[(var, "gd", 0.0)], stats[(var, "layer", float(sigma))]
         p = verdicts.paired(layer, gd, r=verdicts.resolution(res, "test_acc"))
-        assert p.n == (len(res["config"]["confirm_seeds"]) if two_stage else 3) and math.isfinite(p.low)
-        rows.append(f"| {label} | {'confirmation' if two_stage else 'one stage'} | {verdicts.fmt(gd.stat)} | "
+        judged = len(res["config"]["confirm_seeds"]) if two_stage else len(res["config"]["seeds"]) if given else 3
+        assert p.n == judged and math.isfinite(p.low)
+        kind = "confirmation" if two_stage else "σ given" if given else "one stage"
+        rows.append(f"| {label} | {kind} | {verdicts.fmt(gd.stat)} | "
                     f"{verdicts.fmt(layer.stat)} at σ = {sigma:g} | "
                     f"{100 * p.mean:+.2f} [{100 * p.low:+.2f}, {100 * p.high:+.2f}] | {p.verdict} |")
     return rows
