@@ -160,3 +160,13 @@ def test_docs_pages_name_no_absolute_paths():
            or f.name == "README.md"
            for i, line in enumerate(f.read_text().splitlines(), 1) if re.search(r"(?<![\w.~])/(home|work|tmp|Users)/", line)]
     assert not bad, bad
+
+
+def test_every_committed_report_is_in_the_sites_table_of_contents():
+    """A results directory added to docs/results (with its REPORT.md) joins a toctree of docs/reports.md, or the
+    strict build fails on an orphan page; this names the missing entry before a build does."""
+    text = (ROOT / "docs" / "reports.md").read_text()
+    listed = set(re.findall(r"<(results/[\w\-/]+)>", text)) | set(re.findall(r"^(results/[\w\-/]+)$", text, re.M))
+    reports = {p.relative_to(ROOT / "docs").with_suffix("").as_posix()
+               for p in (ROOT / "docs" / "results").glob("*/REPORT.md")}
+    assert reports - listed == set(), f"add to a toctree of docs/reports.md: {sorted(reports - listed)}"
