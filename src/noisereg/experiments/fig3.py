@@ -16,9 +16,10 @@ The cpu preset trains on real Fashion-MNIST images embedded in the package (``fa
 code's) at lr 0.05 for 1000 iterations (GD reaches 100 % training accuracy on every seed by
 iteration 300); σ ∈ {0.01, 0.02, 0.035, 0.05, 0.07, 0.1} in the paper's convention (σ = 0.1 already
 collapses full noise to ~62 % and layer-wise noise to ~71 %), SAM as a baseline (ρ ∈ {0.02, 0.05, 0.1},
-and SAM with half the steps for equal compute), 3 seeds. It took 944 s with ``--jobs 2`` on 2 cores
-(2026-12-06). The demo runs the cpu preset without SAM at σ = 0.01, the σ the cpu sweep selected for
-layer-wise noise on validation data, with the same 3 seeds.
+and SAM with half the steps for equal compute), σ chosen on selection seeds 0-2, then every arm rerun at its
+chosen σ on confirmation seeds 3-12: 107 runs, 1967 s with ``--jobs 2`` on 2 cores (2026-12-07). The demo
+runs the cpu preset without SAM at σ = 0.01, the σ the cpu sweep selected for layer-wise noise on
+validation data, with the selection seeds, in one stage.
 
 The cpu-long preset asks whether the cpu preset's effect survives the paper's optimisation: lr 0.005 with
 momentum 0.9 for 10,000 iterations (the official code's), at the cpu width and data, GD and both noisy
