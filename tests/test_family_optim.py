@@ -451,7 +451,7 @@ def _family_results(acc):
                          "history": [{"step": 0, "test_acc": 0.1}, {"step": 5, "test_acc": v - 0.01},
                                      {"step": 10, "test_acc": v}],
                          "grad_evals_per_step": 2 if a in ("nso", "nso_eq") else 1,
-                         "grad_evals": 10 if a in ("gd", "rwp", "nso_eq") else 20})
+                         "grad_evals": 10 if a in ("gd", "full", "layer", "rwp", "nso_eq") else 20})
     return {"runs": runs, "config": {}, "preset": "smoke", "n_val": 1000}
 
 
@@ -492,6 +492,25 @@ def test_an_equal_gradient_arm_is_read_against_gd_at_equal_gradients_and_at_equa
     assert "d̄ = -3.00 pts" in rows["nso_eq vs GD read at step 5"]        # vs GD stopped at 5 steps
 
 
+def test_the_report_names_per_budget_the_methods_that_beat_gd_and_noise_injection():
+    """rwp beats GD and layer-wise noise (the better noise on validation) at equal gradients; nso_eq beats GD only;
+    nso (2 gradients a step, equal steps) beats neither: the rows name rwp, then none."""
+    from noisereg.experiments.family import budget_rows
+
+    res = _family_results({("gd", 0.0): [0.80, 0.81, 0.82], ("full", 0.01): [0.79, 0.80, 0.81],
+                           ("layer", 0.01): [0.81, 0.82, 0.83], ("rwp", 0.02): [0.83, 0.84, 0.85],
+                           ("nso_eq", 0.01): [0.805, 0.815, 0.825], ("nso", 0.01): [0.79, 0.80, 0.81]})
+    rows = {r["claim"]: r["ours"] for r in budget_rows(res)}
+    head = "which method beats GD and noise injection (layer, σ=0.01, the better on validation) at "
+    assert set(rows) == {head + "equal gradient evaluations", head + "equal steps, 2 gradient evaluations per step"}
+    eq = rows[head + "equal gradient evaluations"]
+    assert eq.startswith("rwp; each method: ") and "rwp (σ=0.02): vs GD beats (d̄ = +3.00" in eq
+    assert "nso_eq (σ=0.01): vs GD beats (d̄ = +0.50 [+0.50, +0.50] pts), vs layer noise behind" in eq
+    assert rows[head + "equal steps, 2 gradient evaluations per step"].startswith("none; each method: nso (σ=0.01): "
+                                                                                   "vs GD behind")
+    assert all(r["verdict"] == "measured" for r in budget_rows(res))
+
+
 def test_family_claims_are_measured_and_paired(tmp_path):
     from noisereg.sweep import EXPERIMENTS, run_experiment
     from noisereg.verdicts import fmt, mean_se
@@ -506,7 +525,8 @@ def test_family_claims_are_measured_and_paired(tmp_path):
     early = next(r for r in rows if r["claim"].startswith(f"nso_eq vs GD read at step {steps} "))
     gd = [h["test_acc"] for r in res["runs"] if r["method"] == "gd" for h in r["history"] if h["step"] == steps]
     assert len(gd) == 3 and f"GD at step {steps} {fmt(mean_se(gd))}" in early["ours"]
-    assert all("paired d̄" in r["ours"] for r in rows if not r["claim"].startswith("PAC-Bayes"))
+    assert all("paired d̄" in r["ours"] for r in rows if not r["claim"].startswith(("PAC-Bayes", "which method")))
+    assert [r for r in rows if r["claim"].startswith("which method") and "d̄ = " in r["ours"]]   # the budget rows
 
 
 def test_antithetic_steps_with_the_regenerate_restore_match_the_copy_restore():
