@@ -166,6 +166,7 @@ def test_certificate_example_prints_what_the_page_says(session):
 
 HEADLINE = [  # (label in the README, experiment, variant or None)
     ("Fig. 3: MLP 2×512, Fashion-MNIST (embedded subset)", "fig3", None),
+    ("Fig. 3 at the paper's optimisation (lr 0.005, 10,000 steps): MLP 2×512", "fig3-long", None),
     ("Fig. 4: 5×256 MLP, Fashion-MNIST", "fig4", "width 256"),
     ("Fig. 4: 5×512 MLP, Fashion-MNIST", "fig4", "width 512"),
     ("Fig. 5: toy CNN, 8×8 digits", "fig5", "toy CNN"),
