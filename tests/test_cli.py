@@ -202,7 +202,7 @@ def test_list_and_errors(tmp_path, capsys, monkeypatch):
     assert main(["run", "fig9"]) == 2
     assert "unknown experiment 'fig9'; valid names: fig2, fig3" in capsys.readouterr().err
     assert main(["run", "fig3", "--preset", "huge", "--out", str(tmp_path / "h")]) == 2
-    assert "unknown preset 'huge' for fig3; valid: smoke, cpu, demo, paper" in capsys.readouterr().err
+    assert "unknown preset 'huge' for fig3; valid: smoke, cpu, demo, cpu-long, paper" in capsys.readouterr().err
     assert main(["run", "fig3", "--set", "widths=3"]) == 2
     assert "unknown --set key 'widths'; valid keys:" in capsys.readouterr().err
     assert main(["run", "fig3", "--set", "epochs=many"]) == 2
