@@ -111,8 +111,7 @@ class ClassifyConfig(TrainSettings):
                   "confirm: leave confirm_seeds empty (the seeds judge σ chosen elsewhere)",
                   lambda c: not (c.given_sigmas and c.confirm_seeds)),
              Rule(("given_sigmas", "methods"), "given_sigmas names each arm once, and only arms in methods",
-                  lambda c: len({g.split("=")[0] for g in c.given_sigmas}) == len(c.given_sigmas)
-                  and all(g.split("=")[0] in c.methods for g in c.given_sigmas)))
+                  lambda c: len(given(c)) == len(c.given_sigmas) and set(given(c)) <= set(c.methods)))
 
 
 class ClassifyExperiment(Experiment):
@@ -161,10 +160,10 @@ class ClassifyExperiment(Experiment):
             epochs = settings.get("epochs", cfg.epochs)
             stop = settings.get("noise_stop_epoch", cfg.noise_stop_epoch)
             half = dict(epochs=max(1, epochs // 2), noise_stop_epoch=None if stop is None else stop // 2)
+            fixed = given(cfg)   # σ chosen by an earlier sweep replaces its arm's grid
             for seed in cfg.seeds:
                 if "gd" in cfg.methods:
                     out.append(run(f"{tag}gd-s{seed}", "gd", 0.0, seed))
-                fixed = given(cfg)
                 for m in (m for m in cfg.methods if m not in ("gd", "sam")):
                     grid = (fixed[m],) if m in fixed else getattr(cfg, f"{m}_sigmas") if m in FAMILY else cfg.sigmas
                     out += [run(f"{tag}{m}-sigma{s:g}-s{seed}", m, s, seed) for s in grid]
