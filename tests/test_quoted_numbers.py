@@ -108,7 +108,7 @@ def test_the_check_catches_a_number_that_moved(tmp_path):
     line = next(ln for ln in section(res).splitlines() if "paired d̄ = " in ln)
     d = re.search(r"paired d̄ = ([+\-]\d+\.\d\d)", line).group(1)
     moved = next(m for k in range(1, 100) if norm(m := f"{float(d) + k / 100:+.2f}") not in source_numbers("fig5"))
-    page = tmp_path / "page.md"
+    page = tmp_path / "quoted_page.txt"
     page.write_text(f"**fig5**: the difference is {d} points.\n\nIn fig5 it is {moved} points.\n\n"
                     f"Elsewhere it is {d} points.\n\nfig5 ran in 391 s on 2026-12-07 at commit eecdebf (Fig. 5).\n")
     assert untraced(page) == [f"{moved} (names ['fig5']: 'In fig5 it is {moved} points.')",
