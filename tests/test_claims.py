@@ -210,6 +210,21 @@ def test_sam_rows_per_variant_skip_diverged_references_and_name_the_variant():
     assert "vs layer 82.00" in rows[0]["ours"]  # a diverged GD is not the reference either
 
 
+def test_best_on_validation_reads_validation_breaks_ties_by_order_and_ranks_missing_means_last():
+    from noisereg.experiments.classify import best_on_validation
+
+    runs = [_run("gd", 0.0, seed=k, test_acc=0.99, val_acc=0.70) for k in range(3)]
+    runs += [_run("full", 0.05, seed=k, test_acc=0.50, val_acc=0.80) for k in range(3)]
+    runs += [_run("layer", 0.01, seed=k, test_acc=0.60, val_acc=0.80) for k in range(3)]
+    runs += [_run("rwp", 0.01, seed=k, test_acc=0.99, val_acc=math.nan) for k in range(3)]
+    res = _results(runs)
+    assert best_on_validation(res, "", {"gd": 0.0, "full": 0.05, "layer": 0.01}) == "full"  # tie: listed first
+    assert best_on_validation(res, "", {"gd": 0.0, "layer": 0.01, "full": 0.05}) == "layer"
+    assert best_on_validation(res, "", {"rwp": 0.01, "gd": 0.0}) == "gd"  # no finite validation mean: last
+    assert best_on_validation(res, "", {"full": 0.02, "gd": 0.0}) == "gd"  # an arm at a σ that never ran
+    assert best_on_validation(res, "", {}) is None
+
+
 @pytest.mark.parametrize("layer,expected", [(0.85, "reproduced"), (0.80, "inconclusive"), (0.79, "inconclusive"),
                                             (0.77, "inconclusive"), (0.74, "not reproduced")],
                          ids=["above", "equal", "in-band", "below-in-spread", "below"])

@@ -361,6 +361,15 @@ def judge_pair(results: dict, a: Sample, b: Sample, metric: str = "test_acc", **
     return paired(a, b, r=resolution(results, metric), **kwargs)
 
 
+def best_on_validation(results: dict, variant: str, chosen: dict[str, float]) -> str | None:
+    """The arm of ``chosen`` (arm → its σ, 0 for GD) with the highest mean final validation accuracy in
+    ``variant``; never test data. A tie goes to the arm listed first; an arm without a finite validation mean
+    ranks last; None when ``chosen`` is empty."""
+    val = final_stats(results, "val_acc")
+    means = {a: val.get((variant, a, s), EMPTY)[0] for a, s in chosen.items()}
+    return max(means, key=lambda a: means[a] if math.isfinite(means[a]) else -math.inf, default=None)
+
+
 def sam_rows(results: dict) -> list[dict[str, str]]:
     """``measured`` rows: SAM (at its selected ρ) against the best of GD and the noisy arms (the best chosen
     by mean validation accuracy, never on test data), at equal steps (SAM computing twice the gradients) and
@@ -371,9 +380,7 @@ def sam_rows(results: dict) -> list[dict[str, str]]:
         if "sam" not in best:
             continue
         others = {"gd": (gd, None), **{a: b for a, b in best.items() if a in NOISY}}
-        val = final_stats(results, "val_acc")
-        val_mean = {a: val.get((v, a, 0.0 if s is None else s), EMPTY)[0] for a, (_, s) in others.items()}
-        ref = max(others, key=lambda a: val_mean[a] if math.isfinite(val_mean[a]) else -math.inf)
+        ref = best_on_validation(results, v, {a: 0.0 if s is None else s for a, (_, s) in others.items()})
         (rs, rsig) = others[ref]
         ref_text = f"{ref} {fmt(rs)}" + ("" if rsig is None else f" (σ={rsig:g})")
         tag = f"{v}: " if v else ""

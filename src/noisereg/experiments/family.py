@@ -33,7 +33,7 @@ import math
 from dataclasses import dataclass
 
 from noisereg.constraints import IsBool, OneOf
-from noisereg.experiments.classify import TIE_RULE, compare, judge_pair, select, selection_flags, training_curves
+from noisereg.experiments.classify import TIE_RULE, best_on_validation, compare, judge_pair, select, selection_flags, training_curves
 from noisereg.experiments.fig3 import Fig3, Fig3Config
 from noisereg.plotting.panels import Fit, differences, draw_paired, mark_clipped, outside
 from noisereg.plotting.style import figure, order, save, style
@@ -203,9 +203,7 @@ def budget_rows(results: dict, variant: str = "") -> list[dict[str, str]]:
     gd, best, _ = compare(results, variant)
     if not gd.values:
         return []
-    val = final_stats(results, "val_acc")
-    noise = [a for a in NOISE if a in best]
-    ref = max(noise, key=lambda a: val.get((variant, a, best[a][1]), (-math.inf,))[0], default=None)
+    ref = best_on_validation(results, variant, {a: best[a][1] for a in NOISE if a in best})
     cost = {arm(r): (r.get("grad_evals_per_step") or 1, r.get("grad_evals")) for r in results["runs"]
             if r["variant"] == variant}
     gd_total = cost.get("gd", (1, None))[1]
