@@ -475,6 +475,31 @@ def test_selection_flags_an_edge_and_a_tie_and_the_report_states_the_rule():
     assert TIE_RULE in "\n".join(EXPERIMENTS["family"].notes({**res, "config": {"n_val": 1000}}))
 
 
+def test_two_stage_reports_flag_the_edge_of_the_selection_grid_not_the_confirmation_runs_one_point():
+    """The confirmation reruns one σ per arm; the edge and tie flags of the judged rows must still describe the
+    selection stage's grid."""
+    from noisereg.sweep import EXPERIMENTS
+
+    sel = _family_results({("gd", 0.0): [0.80, 0.81, 0.82],
+                           ("rwp", 0.01): [0.80, 0.80, 0.80], ("rwp", 0.02): [0.82, 0.82, 0.83],
+                           ("rwp", 0.04): [0.81, 0.81, 0.81], ("rwp", 0.08): [0.70, 0.70, 0.70],
+                           ("nso_eq", 0.01): [0.83, 0.83, 0.83], ("nso_eq", 0.02): [0.80, 0.80, 0.80],
+                           ("nso_eq", 0.04): [0.80, 0.80, 0.80], ("nso_eq", 0.08): [0.80, 0.80, 0.80]})
+    conf = _family_results({("gd", 0.0): [0.80, 0.81, 0.82], ("rwp", 0.02): [0.82, 0.83, 0.84],
+                            ("nso_eq", 0.01): [0.81, 0.82, 0.83]})
+    for r in sel["runs"]:
+        r["stage"] = "selection"
+    for r in conf["runs"]:
+        r["stage"], r["seed"] = "confirmation", r["seed"] + 3
+    exp = EXPERIMENTS["family"]
+    judged = exp.judged({**sel, "runs": sel["runs"] + conf["runs"]})
+    assert [r["seed"] for r in judged["runs"]] == [r["seed"] for r in conf["runs"]]
+    rows = {r["claim"].split(" (")[0]: r["ours"] for r in exp.judge(judged)}
+    assert "at σ=0.01 (at the grid's edge (the lowest of 4: 0.01, 0.02, 0.04, 0.08))" in rows["nso_eq vs GD"]
+    assert "grid of one point" not in "".join(rows.values())
+    assert "edge" not in rows["rwp vs GD"]
+
+
 def test_an_equal_gradient_arm_is_read_against_gd_at_equal_gradients_and_at_equal_steps():
     """nso_eq (5 steps × 2 gradients) against GD's final numbers (10 steps) and GD's history at step 5: beating
     the first and not the second is what stopping GD early gives."""

@@ -217,8 +217,9 @@ class ClassifyExperiment(Experiment):
         if not has_confirmation(results):
             return results
         sel = view(results, SELECTION)
-        return {**view(results, CONFIRMATION),
-                "chosen": by_variant(self.selected(sel), [r["variant"] for r in sel["runs"]])}
+        variants = list(dict.fromkeys(r["variant"] for r in sel["runs"]))
+        return {**view(results, CONFIRMATION), "chosen": by_variant(self.selected(sel), variants),
+                "flags": {v: selection_flags(sel, v) for v in variants}}
 
     def claims(self, results: dict) -> list[dict[str, str]]:
         if not _has_validation(view(results, SELECTION)):
@@ -327,7 +328,11 @@ def selection_flags(results: dict, variant: str, metric: str = "val_acc") -> dic
     """``{arm: flag}`` for each arm :func:`select` chose σ for: "" for an inner point of its grid, else what a
     reader must know: "at the grid's edge (the lowest | highest of k: ...)" (a better σ may lie outside the
     grid), "a grid of one point", and "tied on validation with σ=...: the smaller kept" (:data:`TIE_RULE`;
-    means equal within 1e-12)."""
+    means equal within 1e-12). Results that carry ``"flags"`` (the confirmation runs,
+    :meth:`ClassifyExperiment.judged`) return those: the grid is the selection stage's, not the one σ per arm
+    the confirmation reruns."""
+    if "flags" in results:
+        return dict(results["flags"].get(variant, {}))
     stats = final_stats(results, metric)
     out = {}
     for a, s in select(results, variant, metric).items():
