@@ -223,6 +223,13 @@ def test_best_on_validation_reads_validation_breaks_ties_by_order_and_ranks_miss
     assert best_on_validation(res, "", {"rwp": 0.01, "gd": 0.0}) == "gd"  # no finite validation mean: last
     assert best_on_validation(res, "", {"full": 0.02, "gd": 0.0}) == "gd"  # an arm at a σ that never ran
     assert best_on_validation(res, "", {}) is None
+    # two stages: the selection stage's validation decides, not the confirmation seeds' (which judge, not choose)
+    conf = _results([_run("full", 0.05, seed=k, test_acc=0.5, val_acc=0.90) for k in range(3, 6)]
+                    + [_run("layer", 0.01, seed=k, test_acc=0.5, val_acc=0.60) for k in range(3, 6)])
+    assert best_on_validation(conf, "", {"layer": 0.01, "full": 0.05}) == "full"
+    selection = _results([_run("full", 0.05, seed=k, val_acc=0.70) for k in range(3)]
+                         + [_run("layer", 0.01, seed=k, val_acc=0.80) for k in range(3)])
+    assert best_on_validation({**conf, "selection": selection}, "", {"full": 0.05, "layer": 0.01}) == "layer"
 
 
 @pytest.mark.parametrize("layer,expected", [(0.85, "reproduced"), (0.80, "inconclusive"), (0.79, "inconclusive"),

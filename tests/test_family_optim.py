@@ -484,9 +484,11 @@ def test_two_stage_reports_flag_the_edge_of_the_selection_grid_not_the_confirmat
                            ("rwp", 0.01): [0.80, 0.80, 0.80], ("rwp", 0.02): [0.82, 0.82, 0.83],
                            ("rwp", 0.04): [0.81, 0.81, 0.81], ("rwp", 0.08): [0.70, 0.70, 0.70],
                            ("nso_eq", 0.01): [0.83, 0.83, 0.83], ("nso_eq", 0.02): [0.80, 0.80, 0.80],
-                           ("nso_eq", 0.04): [0.80, 0.80, 0.80], ("nso_eq", 0.08): [0.80, 0.80, 0.80]})
+                           ("nso_eq", 0.04): [0.80, 0.80, 0.80], ("nso_eq", 0.08): [0.80, 0.80, 0.80],
+                           ("full", 0.01): [0.80, 0.80, 0.80], ("layer", 0.01): [0.81, 0.81, 0.81]})
     conf = _family_results({("gd", 0.0): [0.80, 0.81, 0.82], ("rwp", 0.02): [0.82, 0.83, 0.84],
-                            ("nso_eq", 0.01): [0.81, 0.82, 0.83]})
+                            ("nso_eq", 0.01): [0.81, 0.82, 0.83],
+                            ("full", 0.01): [0.83, 0.83, 0.83], ("layer", 0.01): [0.80, 0.81, 0.82]})
     for r in sel["runs"]:
         r["stage"] = "selection"
     for r in conf["runs"]:
@@ -496,7 +498,7 @@ def test_two_stage_reports_flag_the_edge_of_the_selection_grid_not_the_confirmat
     assert [r["seed"] for r in judged["runs"]] == [r["seed"] for r in conf["runs"]]
     rows = {r["claim"].split(" (")[0]: r["ours"] for r in exp.judge(judged)}
     assert "at σ=0.01 (at the grid's edge (the lowest of 4: 0.01, 0.02, 0.04, 0.08))" in rows["nso_eq vs GD"]
-    assert "grid of one point" not in "".join(rows.values())
+    assert "grid of one point" not in rows["nso_eq vs GD"] + rows["rwp vs GD"]
     assert "edge" not in rows["rwp vs GD"]
 
 
@@ -518,19 +520,20 @@ def test_an_equal_gradient_arm_is_read_against_gd_at_equal_gradients_and_at_equa
 
 
 def test_the_report_names_per_budget_the_methods_that_beat_gd_and_noise_injection():
-    """rwp beats GD and layer-wise noise (the better noise on validation) at equal gradients; nso_eq beats GD only;
-    nso (2 gradients a step, equal steps) beats neither: the rows name rwp, then none."""
+    """rwp beats GD, full and layer-wise noise at equal gradients; nso_eq beats GD and full noise but not layer-wise
+    noise; nso (2 gradients a step, equal steps) beats none: the rows name rwp, then none."""
     from noisereg.experiments.family import budget_rows
 
     res = _family_results({("gd", 0.0): [0.80, 0.81, 0.82], ("full", 0.01): [0.79, 0.80, 0.81],
                            ("layer", 0.01): [0.81, 0.82, 0.83], ("rwp", 0.02): [0.83, 0.84, 0.85],
                            ("nso_eq", 0.01): [0.805, 0.815, 0.825], ("nso", 0.01): [0.79, 0.80, 0.81]})
     rows = {r["claim"]: r["ours"] for r in budget_rows(res)}
-    head = "which method beats GD and noise injection (layer, σ=0.01, the better on validation) at "
+    head = "which method beats GD and full noise (σ=0.01) and layer noise (σ=0.01) at "
     assert set(rows) == {head + "equal gradient evaluations", head + "equal steps, 2 gradient evaluations per step"}
     eq = rows[head + "equal gradient evaluations"]
     assert eq.startswith("rwp; each method: ") and "rwp (σ=0.02): vs GD beats (d̄ = +3.00" in eq
-    assert "nso_eq (σ=0.01): vs GD beats (d̄ = +0.50 [+0.50, +0.50] pts), vs layer noise behind" in eq
+    assert ("nso_eq (σ=0.01): vs GD beats (d̄ = +0.50 [+0.50, +0.50] pts), vs full noise beats (d̄ = +1.50 "
+            "[+1.50, +1.50] pts), vs layer noise behind") in eq
     assert rows[head + "equal steps, 2 gradient evaluations per step"].startswith("none; each method: nso (σ=0.01): "
                                                                                    "vs GD behind")
     assert all(r["verdict"] == "measured" for r in budget_rows(res))

@@ -213,13 +213,13 @@ class ClassifyExperiment(Experiment):
 
     def judged(self, results: dict) -> dict:
         """The runs the claims are judged on: the confirmation runs, each arm at the σ the selection runs chose
-        (``"chosen"``, read by :func:`select`), or all runs of a single-stage sweep."""
+        (``"chosen"``, read by :func:`select`) and the selection stage's results (``"selection"``: its grids and
+        validation means, for every choice a report makes), or all runs of a single-stage sweep."""
         if not has_confirmation(results):
             return results
         sel = view(results, SELECTION)
         variants = list(dict.fromkeys(r["variant"] for r in sel["runs"]))
-        return {**view(results, CONFIRMATION), "chosen": by_variant(self.selected(sel), variants),
-                "flags": {v: selection_flags(sel, v) for v in variants}}
+        return {**view(results, CONFIRMATION), "chosen": by_variant(self.selected(sel), variants), "selection": sel}
 
     def claims(self, results: dict) -> list[dict[str, str]]:
         if not _has_validation(view(results, SELECTION)):
@@ -328,11 +328,10 @@ def selection_flags(results: dict, variant: str, metric: str = "val_acc") -> dic
     """``{arm: flag}`` for each arm :func:`select` chose σ for: "" for an inner point of its grid, else what a
     reader must know: "at the grid's edge (the lowest | highest of k: ...)" (a better σ may lie outside the
     grid), "a grid of one point", and "tied on validation with σ=...: the smaller kept" (:data:`TIE_RULE`;
-    means equal within 1e-12). Results that carry ``"flags"`` (the confirmation runs,
-    :meth:`ClassifyExperiment.judged`) return those: the grid is the selection stage's, not the one σ per arm
-    the confirmation reruns."""
-    if "flags" in results:
-        return dict(results["flags"].get(variant, {}))
+    means equal within 1e-12). Results that carry ``"selection"`` (the confirmation runs,
+    :meth:`ClassifyExperiment.judged`) are read through it: the grid is the selection stage's, not the one σ per
+    arm the confirmation reruns."""
+    results = results.get("selection", results)
     stats = final_stats(results, metric)
     out = {}
     for a, s in select(results, variant, metric).items():
@@ -368,9 +367,10 @@ def judge_pair(results: dict, a: Sample, b: Sample, metric: str = "test_acc", **
 
 def best_on_validation(results: dict, variant: str, chosen: dict[str, float]) -> str | None:
     """The arm of ``chosen`` (arm → its σ, 0 for GD) with the highest mean final validation accuracy in
-    ``variant``; never test data. A tie goes to the arm listed first; an arm without a finite validation mean
-    ranks last; None when ``chosen`` is empty."""
-    val = final_stats(results, "val_acc")
+    ``variant``; never test data, and in two-stage results the selection stage's (``results["selection"]``,
+    :meth:`ClassifyExperiment.judged`), so the seeds that judge choose nothing. A tie goes to the arm listed
+    first; an arm without a finite validation mean ranks last; None when ``chosen`` is empty."""
+    val = final_stats(results.get("selection", results), "val_acc")
     means = {a: val.get((variant, a, s), EMPTY)[0] for a, s in chosen.items()}
     return max(means, key=lambda a: means[a] if math.isfinite(means[a]) else -math.inf, default=None)
 
