@@ -213,13 +213,11 @@ class ClassifyExperiment(Experiment):
 
     def judged(self, results: dict) -> dict:
         """The runs the claims are judged on: the confirmation runs, each arm at the σ the selection runs chose
-        (``"chosen"``, read by :func:`select`) and the selection stage's results (``"selection"``: its grids and
-        validation means, for every choice a report makes), or all runs of a single-stage sweep."""
+        with the selection stage's results beside them (``"selection"``: its choice of σ, read by :func:`select`,
+        its grids and validation means, for every choice a report makes), or all runs of a single-stage sweep."""
         if not has_confirmation(results):
             return results
-        sel = view(results, SELECTION)
-        variants = list(dict.fromkeys(r["variant"] for r in sel["runs"]))
-        return {**view(results, CONFIRMATION), "chosen": by_variant(self.selected(sel), variants), "selection": sel}
+        return {**view(results, CONFIRMATION), "selection": view(results, SELECTION)}
 
     def claims(self, results: dict) -> list[dict[str, str]]:
         if not _has_validation(view(results, SELECTION)):
@@ -310,10 +308,10 @@ def select(results: dict, variant: str, metric: str = "val_acc") -> dict[str, fl
 
     An arm whose every σ diverged gets its smallest σ, so its claims are still judged (the rule calls a
     diverged arm inconclusive) instead of vanishing from the report. GD (no σ) has no entry. Results that
-    carry ``"chosen"`` (the confirmation runs, :meth:`ClassifyExperiment.judged`) return that choice: σ
-    is never chosen again on the seeds that judge it."""
-    if "chosen" in results:
-        return dict(sorted(results["chosen"].get(variant, {}).items()))
+    carry ``"selection"`` (the confirmation runs, :meth:`ClassifyExperiment.judged`) return the selection
+    stage's choice: σ is never chosen again on the seeds that judge it."""
+    if "selection" in results:
+        return select(results["selection"], variant)
     best: dict[str, tuple[float, float]] = {}
     for (var, a, s), (m, _, _) in sorted(final_stats(results, metric).items(), key=lambda kv: kv[0][2]):
         if var != variant or a == "gd":

@@ -139,14 +139,13 @@ class Family(Fig3):
         equal gradient evaluations is also read against GD at its own number of steps (GD's history)."""
         gd, best, _ = compare(results, "")
         flags = selection_flags(results, "")
-        cost = {arm(r): (r.get("grad_evals_per_step"), r.get("grad_evals")) for r in results["runs"]}
-        gd_total = cost.get("gd", (None, None))[1]
+        cost, gd_total = costs(results, "")
         rows = []
         for a, (stat, sig) in best.items():
-            per_step, total = cost.get(a, (None, None))
+            per_step, total = cost.get(a, (1, None))
             at = f"at {'ρ' if a.startswith('sam') else 'σ'}={sig:g}" + (f" ({flags[a]})" if flags.get(a) else "")
             head = f"{a} {fmt(stat)} {at}"
-            if total == gd_total and per_step and per_step > 1:   # an equal-gradient arm: two readings of GD
+            if total == gd_total and per_step > 1:   # an equal-gradient arm: two readings of GD
                 steps = total // per_step
                 early = gd_at_step(results, steps)
                 rows.append({"claim": f"{a} vs GD (equal gradient evaluations; {total} vs {gd_total} gradient "
@@ -159,8 +158,7 @@ class Family(Fig3):
                              + (judge_pair(results, stat, early).text() if early.values else
                                 f"GD was not evaluated at step {steps}"), "verdict": "measured"})
                 continue
-            budget = ("equal gradient evaluations" if total == gd_total else
-                      f"equal steps, {per_step} gradient evaluations per step")
+            budget = budget_name(per_step, total, gd_total)
             rows.append({"claim": f"{a} vs GD ({budget}; {total} vs {gd_total} gradient evaluations)",
                          "paper": "–", "ours": f"{head} vs GD {fmt(gd)}; " + judge_pair(results, stat, gd).text(),
                          "verdict": "measured"})
@@ -188,6 +186,21 @@ class Family(Fig3):
         return lines
 
 
+def costs(results: dict, variant: str) -> tuple[dict[str, tuple[int, int | None]], int | None]:
+    """``({arm: (gradient evaluations per step, per run)}, GD's per run)`` in a variant, read from the runs
+    (a record without the per-step count counts 1)."""
+    cost = {arm(r): (r.get("grad_evals_per_step") or 1, r.get("grad_evals")) for r in results["runs"]
+            if r["variant"] == variant}
+    return cost, cost.get("gd", (1, None))[1]
+
+
+def budget_name(per_step: int, total: int | None, gd_total: int | None) -> str:
+    """The budget an arm runs at: "equal gradient evaluations" (GD's per run), else "equal steps, k gradient
+    evaluations per step"."""
+    return ("equal gradient evaluations" if total == gd_total else
+            f"equal steps, {per_step} gradient evaluations per step")
+
+
 NOISE = ("full", "layer")   # the paper's noise injection: the reference the family must beat besides GD
 
 
@@ -205,17 +218,11 @@ def budget_rows(results: dict, variant: str = "") -> list[dict[str, str]]:
     if not gd.values:
         return []
     noise = [a for a in NOISE if a in best]
-    cost = {arm(r): (r.get("grad_evals_per_step") or 1, r.get("grad_evals")) for r in results["runs"]
-            if r["variant"] == variant}
-    gd_total = cost.get("gd", (1, None))[1]
+    cost, gd_total = costs(results, variant)
     budgets: dict[str, list[str]] = {}
     for a in order(best):
-        if a in NOISE:
-            continue
-        per_step, total = cost.get(a, (1, None))
-        key = ("equal gradient evaluations" if total == gd_total else
-               f"equal steps, {per_step} gradient evaluations per step")
-        budgets.setdefault(key, []).append(a)
+        if a not in NOISE:
+            budgets.setdefault(budget_name(*cost.get(a, (1, None)), gd_total), []).append(a)
     against = "GD" + "".join(f" and {n} noise (σ={best[n][1]:g})" for n in noise)
     rows = []
     for budget, arms in budgets.items():
